@@ -1,0 +1,5 @@
+import sys
+
+from lossless.cli import main
+
+sys.exit(main())

@@ -1,0 +1,70 @@
+"""The one entry point: ``lossless {serve,run,prestop,check,verify,report,demo}``.
+
+Each subcommand lives in its own module, which exposes ``add_parser(subparsers)``; the parser it
+adds sets ``func`` (a callable taking the parsed namespace and returning an exit code). Modules
+import their optional dependencies only when they run, so ``lossless --help`` works with no extra
+installed.
+
+Exit codes: 0 success, 1 the command's own failure verdict (findings, failed requests, forced
+shutdown), 2 usage or input errors. Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from lossless import __version__
+from lossless.errors import LosslessError
+
+# Subcommand modules, in the order ``--help`` lists them.
+COMMAND_MODULES = (
+    "lossless.serve.command",
+    "lossless.supervise",
+    "lossless.check.command",
+    "lossless.verify.command",
+    "lossless.verify.report_command",
+    "lossless.demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lossless",
+        description="Upgrade services with zero failed requests, and prove it.",
+    )
+    parser.add_argument("--version", action="version", version=f"lossless {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                continue  # that command is not part of this build
+            raise
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        code = func(args)
+    except LosslessError as exc:
+        print(f"lossless {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"lossless {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
