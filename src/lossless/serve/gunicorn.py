@@ -1,0 +1,265 @@
+"""gunicorn under the lifecycle: the drain sequence of DESIGN.md with a master and N workers.
+
+Plain gunicorn closes its listeners the moment the master gets SIGTERM. Here:
+
+1. Master, first SIGTERM/SIGINT: t0. The lifecycle (created before the fork, its drain state in
+   shared memory) drains: every worker's readiness answers 503 at once and every response carries
+   ``Connection: close``; deregistration hooks run in the master. Workers keep accepting for D.
+2. At t0 + D (or at once on a second signal) the master closes its listeners and sends SIGTERM to
+   the workers. Each worker closes its copy of the listeners at once (so new connections are
+   refused, never queued into a backlog nobody reads), closes idle keep-alive connections, and
+   finishes in-flight requests until the deadline; at the deadline it records what it cut and
+   exits with the forced exit code. Shutdown hooks run in each worker, bounded by the deadline.
+3. The master reaps workers as they exit (5 ms resolution), SIGKILLs any left at the deadline, and
+   exits 0, or the forced exit code when a worker was cut or killed.
+
+A third signal kills the workers and exits at once. Workers ignore SIGINT: the master, which gets
+Ctrl-C too, decides. Requires the gthread worker of gunicorn 27 (pinned in the extra).
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+from gunicorn.workers.gthread import ThreadWorker
+
+from lossless import events
+from lossless.lifecycle import Lifecycle, get_lifecycle
+from lossless.serve import _signals
+from lossless.wsgi import LosslessWSGIMiddleware
+
+_POLL = 0.005
+
+
+class LosslessWorker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's gthread worker, stopping the lifecycle's way (see module docstring)."""
+
+    def init_signals(self) -> None:
+        super().init_signals()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the master decides what Ctrl-C means
+
+    def run(self) -> None:
+        import selectors
+
+        self.poller.register(
+            self.method_queue.fileno(), selectors.EVENT_READ, self.method_queue.run_callbacks
+        )
+        self.set_accept_enabled(True)
+        while self.alive:
+            self.notify()
+            can_accept = self.nr_conns < self.worker_connections
+            if can_accept != self._accepting:
+                self.set_accept_enabled(can_accept)
+            self.wait_for_and_dispatch_events(timeout=1.0)
+            if not self.is_parent_alive():
+                break
+            self.murder_keepalived()
+            self.murder_pending()
+
+        lc = get_lifecycle()
+        # Stop accepting and close our copy of the listeners now: the master closed its own.
+        self.set_accept_enabled(False)
+        for sock in self.sockets:
+            sock.close()
+        # Idle keep-alive connections: close them now; busy ones close after their response.
+        self.murder_keepalived(force=True)
+        while self.nr_conns > 0 and lc.remaining() > 0:
+            self.notify()
+            self.wait_for_and_dispatch_events(timeout=min(1.0, lc.remaining()))
+            self.murder_keepalived(force=True)
+            self.murder_pending()
+        forced = False
+        if self.nr_conns > 0:
+            lc.cut_in_flight()
+            forced = True
+        self.murder_keepalived(force=True)
+        self.tpool.shutdown(wait=False)
+        self.poller.close()
+        self.method_queue.close()
+        lc.shutdown_sync()
+        code = lc.stopped()
+        if forced or code:
+            # os._exit: request threads still running at the deadline must not delay the exit.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code or lc.settings.forced_exit_code)
+
+
+def _pre_request(worker: Any, req: Any) -> None:
+    """gunicorn hook: from t0 on, answer with ``Connection: close`` (the app cannot: PEP 3333
+    forbids hop-by-hop headers in WSGI apps)."""
+    if get_lifecycle().draining:
+        req.must_close = True
+
+
+def _post_worker_init(worker: Any) -> None:
+    app = worker.wsgi
+    if isinstance(app, LosslessWSGIMiddleware):
+        app.ensure_started()
+
+
+class LosslessArbiter(Arbiter):  # type: ignore[misc]
+    """gunicorn's master, with the lifecycle's signal meanings and a precise stop."""
+
+    lifecycle: Lifecycle
+    LISTENERS: list[Any]
+
+    def __init__(self, app: Any, lifecycle: Lifecycle) -> None:
+        self.lifecycle = lifecycle
+        self._signal_count = 0
+        self._delay_over = threading.Event()
+        self._worker_forced = False
+        super().__init__(app)
+
+    # Signals (called from the main loop, not from the handler).
+    def _stop_signal(self, sig: int) -> None:
+        self._signal_count += 1
+        action = _signals.meaning(self._signal_count)
+        lc = self.lifecycle
+        events.emit(
+            "signal",
+            signal=_signals.name(sig),
+            count=self._signal_count,
+            action=action,
+            t_plus=lc.since_t0(),
+        )
+        if action == "drain":
+            lc.drain(reason=_signals.name(sig))
+            threading.Thread(target=self._wait_delay, daemon=True).start()
+        elif action == "skip_delay":
+            lc.skip_delay()
+        else:
+            self._exit_now()
+
+    def _wait_delay(self) -> None:
+        self.lifecycle.wait_delay_sync()
+        self._delay_over.set()
+        self.wakeup()
+
+    def handle_term(self) -> None:
+        self._stop_signal(signal.SIGTERM)
+
+    def handle_int(self) -> None:
+        self._stop_signal(signal.SIGINT)
+
+    def maybe_promote_master(self) -> None:
+        # Called at the top of every main-loop iteration: the place to end the drain delay.
+        if self._delay_over.is_set() or (
+            self.lifecycle.draining and self.lifecycle.delay_remaining() <= 0
+        ):
+            raise StopIteration
+        if self.lifecycle.draining and not self._signal_count:
+            # drain() was called from code in the master: serve through the delay, then stop.
+            self._signal_count = 1
+            threading.Thread(target=self._wait_delay, daemon=True).start()
+        super().maybe_promote_master()
+
+    def _exit_now(self) -> None:
+        lc = self.lifecycle
+        lc.record_forced(f"third signal: {len(self.WORKERS)} worker(s) killed")
+        self.kill_workers(signal.SIGKILL)
+        os._exit(lc.settings.forced_exit_code)
+
+    def halt(self, reason: str | None = None, exit_status: int = 0) -> None:
+        self._stop_control_server()
+        self.stop()
+        lc = self.lifecycle
+        if exit_status != 0:
+            lc.record_forced(f"gunicorn halted: {reason}")
+        code = lc.stopped()
+        if self.pidfile is not None:
+            self.pidfile.unlink()
+        self.cfg.on_exit(self)
+        sys.exit(code if code else exit_status)
+
+    def stop(self, graceful: bool = True) -> None:
+        """Close listeners, SIGTERM the workers, reap them as they exit until the deadline, then
+        SIGKILL what is left. Further signals: the next one (third overall) exits at once."""
+        lc = self.lifecycle
+        lc.drain(reason="master stop")
+        from gunicorn import sock
+
+        sock.close_sockets(self.LISTENERS, not self.cfg.reuse_port)
+        self.LISTENERS = []
+        events.emit("listeners_closed", t_plus=lc.since_t0(), workers=len(self.WORKERS))
+        self.kill_workers(signal.SIGTERM if graceful else signal.SIGQUIT)
+        while self.WORKERS and lc.remaining() > 0:
+            self._reap()
+            self._poll_signals()
+            if self.WORKERS:
+                time.sleep(_POLL)
+        if self.WORKERS:
+            lc.record_forced(f"{len(self.WORKERS)} worker(s) SIGKILLed at the deadline")
+            self.kill_workers(signal.SIGKILL)
+            end = time.monotonic() + 1.0
+            while self.WORKERS and time.monotonic() < end:
+                self._reap()
+                time.sleep(_POLL)
+        if self._worker_forced:
+            lc.record_forced("a worker cut requests at the deadline")
+
+    def _poll_signals(self) -> None:
+        while True:
+            try:
+                sig = self.SIG_QUEUE.get_nowait()
+            except Exception:
+                return
+            if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+                self._stop_signal(sig)
+
+    def _reap(self) -> None:
+        try:
+            while True:
+                wpid, status = os.waitpid(-1, os.WNOHANG)
+                if not wpid:
+                    return
+                worker = self.WORKERS.pop(wpid, None)
+                if worker is None:
+                    continue
+                code = os.waitstatus_to_exitcode(status)
+                events.emit(
+                    "worker_exited", worker=wpid, code=code, t_plus=self.lifecycle.since_t0()
+                )
+                if code != 0:
+                    self._worker_forced = True
+                worker.tmp.close()
+                self.cfg.child_exit(self, worker)
+        except OSError as exc:
+            if exc.errno != errno.ECHILD:
+                raise
+
+
+class LosslessApplication(BaseApplication):  # type: ignore[misc]
+    """A gunicorn application serving ``wsgi_app`` wrapped in the WSGI middleware."""
+
+    def __init__(self, wsgi_app: Any, lifecycle: Lifecycle, options: dict[str, Any]) -> None:
+        self.wsgi_app = wsgi_app
+        self.lifecycle = lifecycle
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+        self.cfg.set("worker_class", "lossless.serve.gunicorn.LosslessWorker")
+        self.cfg.set("graceful_timeout", math.ceil(self.lifecycle.settings.shutdown_timeout))
+        self.cfg.set("pre_request", _pre_request)
+        self.cfg.set("post_worker_init", _post_worker_init)
+
+    def load(self) -> Any:
+        app = self.wsgi_app
+        if not isinstance(app, LosslessWSGIMiddleware):
+            app = LosslessWSGIMiddleware(app, lifecycle=self.lifecycle)
+        return app
+
+    def run(self) -> None:
+        LosslessArbiter(self, self.lifecycle).run()

@@ -1,0 +1,179 @@
+"""uvicorn under the lifecycle: the drain sequence of DESIGN.md on a real uvicorn server.
+
+Plain uvicorn closes its listeners the moment SIGTERM arrives. :class:`LosslessServer` changes
+what signals do and how the shutdown waits; the rest of uvicorn (protocols, lifespan, logging)
+is unchanged:
+
+1. First SIGTERM/SIGINT: t0. The lifecycle drains (readiness 503, deregistration, every response
+   ``Connection: close``) while listeners stay open for the drain delay D.
+2. At t0 + D (or at once on a second signal): listeners close, idle keep-alive connections close,
+   busy ones close after their current response.
+3. In-flight requests are awaited, event-driven at 5 ms resolution, until the deadline (t0 +
+   shutdown timeout). At the deadline the remaining ones are recorded as forced, their tasks
+   cancelled and their connections aborted.
+4. Lifespan shutdown runs the app's and the lifecycle's shutdown hooks, bounded by the deadline.
+5. :meth:`LosslessServer.run` returns the exit code: 0, or 1 when anything was forced.
+
+A third signal exits at once with the forced exit code, after logging what was in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Generator
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from lossless import events
+from lossless.lifecycle import Lifecycle
+from lossless.serve import _signals
+
+
+class LosslessServer(uvicorn.Server):
+    """A ``uvicorn.Server`` whose shutdown follows the lifecycle's drain sequence."""
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle) -> None:
+        super().__init__(config)
+        self.lifecycle = lifecycle
+        self._signal_count = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._exit = asyncio.Event()
+        self._drain_task: asyncio.Task[None] | None = None
+
+    def run(self, sockets: list[Any] | None = None) -> None:  # type: ignore[override]
+        super().run(sockets=sockets)
+
+    def exit_code(self) -> int:
+        return self.lifecycle.stopped()
+
+    # -- signals: record and hand over to the loop (uvicorn's own rule) ------------------------
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        """Install our handlers and restore the previous ones on exit. Unlike uvicorn, a
+        signal that was handled by a clean drain is not raised again afterwards: the process
+        exits with the lifecycle's exit code."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _signals.HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        loop = self._loop
+        if loop is None:  # before the loop runs: behave like uvicorn
+            self.should_exit = True
+            self._signal_count += 1
+            if self._signal_count >= 3:
+                os._exit(self.lifecycle.settings.forced_exit_code)
+            return
+        loop.call_soon_threadsafe(self._on_signal, sig)
+
+    def _on_signal(self, sig: int) -> None:
+        self._signal_count += 1
+        action = _signals.meaning(self._signal_count)
+        events.emit(
+            "signal",
+            signal=_signals.name(sig),
+            count=self._signal_count,
+            action=action,
+            t_plus=self.lifecycle.since_t0(),
+        )
+        lc = self.lifecycle
+        if action == "drain":
+            lc.drain(reason=_signals.name(sig))
+            self._start_drain()
+        elif action == "skip_delay":
+            lc.skip_delay()
+        else:
+            lc.cut_in_flight()
+            events.emit("exit_now", t_plus=lc.since_t0())
+            os._exit(lc.settings.forced_exit_code)
+
+    def _start_drain(self) -> None:
+        if self._drain_task is None:
+            self._drain_task = asyncio.get_running_loop().create_task(self._serve_through_delay())
+
+    async def _serve_through_delay(self) -> None:
+        await self.lifecycle.wait_delay()
+        self.should_exit = True
+        self._exit.set()
+
+    # -- main loop: wake at once when the delay ends --------------------------------------------
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets=sockets)
+        app = self.config.loaded_app
+        starter = getattr(app, "_startup", None)
+        while app is not None and starter is None:
+            app = getattr(app, "app", None)
+            starter = getattr(app, "_startup", None)
+        if self.started and not self.lifecycle.started and starter is not None:
+            await starter()  # lifespan was off: start the lifecycle through the middleware
+        if self.started:
+            events.emit("listening", address=f"{self.config.host}:{self.config.port}")
+
+    async def main_loop(self) -> None:
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exit.wait(), 0.1)
+            if self.lifecycle.draining and self._drain_task is None:
+                self._start_drain()  # drain() was called from code, not by a signal
+            should_exit = await self.on_tick(counter)
+
+    # -- shutdown: the tail of the drain sequence ------------------------------------------------
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        lc = self.lifecycle
+        lc.drain(reason="server exit")  # no-op when already draining
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        connections = list(self.server_state.connections)
+        for connection in connections:
+            connection.shutdown()  # idle: closed now; busy: closed after the response
+        events.emit(
+            "listeners_closed",
+            t_plus=lc.since_t0(),
+            connections=len(connections),
+            in_flight=lc.in_flight,
+        )
+        while self.server_state.connections or self.server_state.tasks:
+            if self.force_exit or lc.remaining() <= 0:
+                self._cut()
+                break
+            await asyncio.sleep(min(0.005, lc.remaining()))
+        events.emit("in_flight_done", t_plus=lc.since_t0(), forced=len(lc.forced) or None)
+        for server in self.servers:
+            server.close()
+        left = lc.remaining()
+        if not self.force_exit:
+            try:
+                await asyncio.wait_for(self.lifespan.shutdown(), max(left, 0.001))
+            except TimeoutError:
+                lc.record_forced("lifespan shutdown cut at the deadline")
+        await lc.shutdown()  # no-op when the middleware already ran it on lifespan.shutdown
+
+    def _cut(self) -> None:
+        lc = self.lifecycle
+        if lc.cut_in_flight() == 0 and self.server_state.tasks:
+            lc.record_forced(f"{len(self.server_state.tasks)} task(s) cut at the deadline")
+        for task in list(self.server_state.tasks):
+            task.cancel(msg="lossless: shutdown deadline reached")
+        for connection in list(self.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.abort()
+        self.server_state.connections.clear()

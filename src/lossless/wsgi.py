@@ -1,0 +1,132 @@
+"""WSGI middleware: probe routes and in-flight tracking for Flask, Django and any WSGI app.
+
+``LosslessWSGIMiddleware(app)``:
+
+1. answers ``GET``/``HEAD`` on the probe paths (and the metrics path when enabled) itself;
+2. counts every other request as in flight until the server closes the response iterable, that
+   is after the last byte was written, so streaming responses are tracked to their end;
+3. runs the lifecycle's startup hooks in a background thread of the serving process, started by
+   the server integration or, at the latest, by the first request;
+4. from t0 on, asks for ``Connection: close``: WSGI forbids applications to set hop-by-hop
+   headers (PEP 3333), so the middleware sets ``environ["lossless.close_connection"] = True`` and
+   the server integration (``lossless serve --wsgi`` on gunicorn) closes the connection after the
+   response. Under other servers use a preStop sleep instead (see docs/runtime.md).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from lossless import metrics, probes
+from lossless.lifecycle import Lifecycle, get_lifecycle
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class LosslessWSGIMiddleware:
+    def __init__(self, app: WSGIApp, *, lifecycle: Lifecycle | None = None) -> None:
+        self.app = app
+        self._lifecycle = lifecycle
+        self._started_pid = 0
+        self._lock = threading.Lock()
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        if self._lifecycle is None:
+            self._lifecycle = get_lifecycle()
+        return self._lifecycle
+
+    def ensure_started(self) -> None:
+        """Start the lifecycle (startup hooks, then background checks) once in this process, in
+        a background thread; returns at once. Safe to call from every request."""
+        pid = os.getpid()
+        if self._started_pid == pid:
+            return
+        with self._lock:
+            if self._started_pid == pid:
+                return
+            self._started_pid = pid
+        lc = self.lifecycle
+        if not lc.started:
+            threading.Thread(target=lc.startup_sync, name="lossless-startup", daemon=True).start()
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        lc = self.lifecycle
+        self.ensure_started()
+        path = environ.get("PATH_INFO") or "/"
+        method = environ.get("REQUEST_METHOD", "GET")
+        s = lc.settings
+        routes = {s.liveness_path: "livez", s.readiness_path: "readyz", s.startup_path: "startupz"}
+        if s.metrics_path:
+            routes[s.metrics_path] = "metrics"
+        route = routes.get(path)
+        if route is not None and method in ("GET", "HEAD"):
+            return self._probe(route, environ, start_response, method == "HEAD")
+        token = lc.request_started(f"{method} {path}")
+        environ["lossless.lifecycle"] = lc
+        if lc.draining:
+            environ["lossless.close_connection"] = True
+        try:
+            result = self.app(environ, start_response)
+        except BaseException:
+            lc.request_finished(token)
+            raise
+        return _Tracked(result, lc, token)
+
+    def _probe(
+        self, route: str, environ: dict[str, Any], start_response: StartResponse, head: bool
+    ) -> list[bytes]:
+        lc = self.lifecycle
+        if route == "metrics":
+            try:
+                body, content_type = metrics.render(lc)
+                status = "200 OK"
+            except metrics.MetricsUnavailable as exc:
+                body, content_type, status = str(exc).encode(), "text/plain", "501 Not Implemented"
+        else:
+            ans = probes.answer(
+                lc,
+                route,
+                query=environ.get("QUERY_STRING", ""),
+                accept=environ.get("HTTP_ACCEPT", ""),
+                client=environ.get("REMOTE_ADDR"),
+            )
+            status = "200 OK" if ans.status == 200 else "503 Service Unavailable"
+            body, content_type = ans.body, ans.content_type
+        if lc.draining:
+            environ["lossless.close_connection"] = True
+        start_response(
+            status,
+            [
+                ("Content-Type", content_type),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store"),
+            ],
+        )
+        return [b""] if head else [body]
+
+
+class _Tracked:
+    """The app's response iterable; the request stays in flight until ``close()``."""
+
+    def __init__(self, inner: Iterable[bytes], lc: Lifecycle, token: int) -> None:
+        self._inner = inner
+        self._lc = lc
+        self._token: int | None = token
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._inner)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._inner, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if self._token is not None:
+                self._lc.request_finished(self._token)
+                self._token = None

@@ -1,0 +1,48 @@
+"""Fixtures shared by every test package: free ports, and a guard that fails a test which leaves
+a process of its own behind."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    try:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.add(int(entry))
+    except OSError:
+        pass
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_children() -> object:
+    """Fail the test if it leaves a live child process of the test runner behind."""
+    before = _children(os.getpid())
+    yield
+    import time
+
+    end = time.monotonic() + 5
+    leaked = _children(os.getpid()) - before
+    while leaked and time.monotonic() < end:
+        time.sleep(0.05)
+        leaked = _children(os.getpid()) - before
+    assert not leaked, f"test leaked child processes: {sorted(leaked)}"

@@ -1,0 +1,207 @@
+"""The drain sequence on real servers (uvicorn, and gunicorn with 2 workers), real signals and
+real sockets on loopback. The numbered scenarios are those of the runtime issue."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from tests.runtime.conftest import Server, refused
+
+SERVERS = ["uvicorn", "gunicorn"]
+
+
+def _request(server: Server, path: str, out: dict[str, object]) -> None:
+    try:
+        status, headers, body = server.get(path)
+        out.update(status=status, headers=headers, body=body, end=time.monotonic())
+    except OSError as exc:
+        out.update(error=exc, end=time.monotonic())
+
+
+def _start_slow(server: Server, seconds: float) -> tuple[threading.Thread, dict[str, object]]:
+    out: dict[str, object] = {}
+    thread = threading.Thread(target=_request, args=(server, f"/slow?s={seconds}", out))
+    thread.start()
+    time.sleep(0.2)  # let the request reach the app
+    return thread, out
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_1_in_flight_request_is_answered_and_exit_follows_promptly(serve, kind: str) -> None:
+    """1. slow request sent 2. SIGTERM (D = 0.5 s) while it runs 3. it ends at ~t0 + 1.3 s.
+    Result: the request is answered 200, the process exits 0 within 100 ms of its end."""
+    server = serve(kind, "--drain-delay", "0.5", "--shutdown-timeout", "5")
+    server.wait_ready()
+    thread, out = _start_slow(server, 1.5)
+    t0 = server.signal()
+    thread.join(10)
+    assert server.wait_exit(10) == 0, server.stderr()
+    assert out.get("status") == 200, out
+    reference = max(t0 + 0.5, float(out["end"]))  # type: ignore[arg-type]
+    assert server.exited_at is not None
+    late = server.exited_at - reference
+    assert late <= 0.1, f"exit came {late * 1000:.0f} ms after the last request"
+    stopped = server.event("stopped")
+    assert stopped is not None and stopped["exit_code"] == 0
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_2_during_the_delay_new_connections_are_served_with_connection_close(serve, kind: str) -> None:
+    """1. SIGTERM (D = 1.5 s) 2. new connections during D. Result: served, each response carries
+    Connection: close; /readyz answers 503 and /livez 200 from t0 on."""
+    server = serve(kind, "--drain-delay", "1.5", "--shutdown-timeout", "5")
+    server.wait_ready()
+    server.signal()
+    time.sleep(0.15)
+    for _ in range(3):
+        status, headers, body = server.get("/")
+        assert (status, body) == (200, b"hello")
+        assert headers.get("connection", "").lower() == "close"
+    assert server.get("/readyz")[0] == 503
+    assert server.get("/livez")[0] == 200
+    assert server.wait_exit(10) == 0, server.stderr()
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_3_after_the_delay_new_connections_are_refused(serve, kind: str) -> None:
+    """1. a slow request keeps the process alive 2. SIGTERM (D = 0.5 s) 3. connect after D.
+    Result: refused (not queued into a backlog nobody reads), and the slow request still ends 200."""
+    server = serve(kind, "--drain-delay", "0.5", "--shutdown-timeout", "5")
+    server.wait_ready()
+    thread, out = _start_slow(server, 2.0)
+    server.signal()
+    time.sleep(0.9)
+    assert refused(server.port)
+    thread.join(10)
+    assert out.get("status") == 200
+    assert server.wait_exit(10) == 0, server.stderr()
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_4_keep_alive_connections(serve, kind: str) -> None:
+    """1. two keep-alive connections, one request each 2. SIGTERM (D = 1 s) 3. connection A sends
+    a request during D; connection B stays idle. Result: A's answer carries Connection: close;
+    B is closed cleanly (FIN, no reset) after D."""
+    server = serve(kind, "--drain-delay", "1", "--shutdown-timeout", "5", "--keep-alive", "30")
+    server.wait_ready()
+    a, b = server.connection(), server.connection()
+    for conn in (a, b):
+        conn.request("GET", "/")
+        resp = conn.getresponse()
+        assert resp.read() == b"hello"
+        assert (resp.getheader("connection") or "keep-alive").lower() != "close"
+    a_sock = a.sock
+    b_sock = b.sock
+    assert a_sock is not None and b_sock is not None
+    thread, out = _start_slow(server, 2.0)  # keeps the process alive past D
+    t0 = server.signal()
+    time.sleep(0.3)
+    a.request("GET", "/")
+    resp = a.getresponse()
+    assert resp.status == 200 and resp.read() == b"hello"
+    assert (resp.getheader("connection") or "").lower() == "close"
+    b_sock.settimeout(5)
+    try:
+        data = b_sock.recv(1)
+    except ConnectionResetError:
+        pytest.fail("idle keep-alive connection was reset, not closed")
+    closed_at = time.monotonic()
+    assert data == b"", data
+    assert closed_at - t0 >= 0.95, "idle connection closed before the drain delay ended"
+    thread.join(10)
+    assert out.get("status") == 200
+    a.close()
+    b.close()
+    assert server.wait_exit(10) == 0, server.stderr()
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_5_request_longer_than_the_deadline_is_cut(serve, kind: str) -> None:
+    """1. a 10 s request 2. SIGTERM with a 1.5 s shutdown timeout. Result: the process exits
+    non-zero at about the deadline and the log names the request it cut."""
+    server = serve(kind, "--drain-delay", "0.2", "--shutdown-timeout", "1.5")
+    server.wait_ready()
+    thread, out = _start_slow(server, 10)
+    t0 = server.signal()
+    code = server.wait_exit(10)
+    assert code != 0
+    assert server.exited_at is not None and server.exited_at - t0 < 1.5 + 1.0
+    forced = [e for e in server.events() if e["event"] == "forced"]
+    assert any("GET /slow" in str(e["what"]) for e in forced), server.stderr()
+    thread.join(10)
+    assert "status" not in out or out["status"] != 200
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_7_second_signal_skips_the_delay(serve, kind: str) -> None:
+    """1. SIGTERM with D = 10 s 2. a second SIGTERM 0.3 s later. Result: the process exits
+    right away, well before t0 + D."""
+    server = serve(kind, "--drain-delay", "10", "--shutdown-timeout", "20")
+    server.wait_ready()
+    t0 = server.signal()
+    time.sleep(0.3)
+    server.signal()
+    assert server.wait_exit(10) == 0, server.stderr()
+    assert server.exited_at is not None and server.exited_at - t0 < 2.0
+    assert server.event("drain_delay_skipped") is not None
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_third_signal_exits_at_once(serve, kind: str) -> None:
+    """1. a 10 s request 2. three SIGTERMs. Result: exit at once, non-zero."""
+    server = serve(kind, "--drain-delay", "5", "--shutdown-timeout", "20")
+    server.wait_ready()
+    thread, _out = _start_slow(server, 10)
+    t0 = server.signal()
+    time.sleep(0.2)
+    server.signal()
+    time.sleep(0.2)
+    server.signal()
+    assert server.wait_exit(10) != 0
+    assert server.exited_at is not None and server.exited_at - t0 < 3.0
+    thread.join(15)
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_streaming_response_is_tracked_to_its_last_byte(serve, kind: str) -> None:
+    """1. a streaming response (5 chunks, 0.3 s apart) 2. SIGTERM with D = 0.2 s. Result: all
+    chunks arrive, exit 0 after the last one."""
+    server = serve(kind, "--drain-delay", "0.2", "--shutdown-timeout", "5")
+    server.wait_ready()
+    out: dict[str, object] = {}
+    thread = threading.Thread(target=_request, args=(server, "/stream?n=5&s=0.3", out))
+    thread.start()
+    time.sleep(0.2)
+    server.signal()
+    thread.join(10)
+    assert out.get("body") == b"".join(f"chunk{i}\n".encode() for i in range(5))
+    assert server.wait_exit(10) == 0
+
+
+def test_sigint_drains_like_sigterm(serve) -> None:
+    server = serve("uvicorn", "--drain-delay", "0.3", "--shutdown-timeout", "5")
+    server.wait_ready()
+    server.signal(signal.SIGINT)
+    assert server.wait_exit(10) == 0
+    assert server.event("draining")["reason"] == "SIGINT"  # type: ignore[index]
+
+
+def test_port_taken_is_a_one_line_error(serve) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        server = serve("uvicorn", "--port", str(port))
+        assert server.wait_exit(10) == 2
+        time.sleep(0.1)
+        err = server.stderr()
+        assert "Traceback" not in err
+        assert f"cannot listen on 127.0.0.1:{port}" in err
+    finally:
+        holder.close()
