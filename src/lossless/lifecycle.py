@@ -32,7 +32,6 @@ import inspect
 import itertools
 import logging
 import mmap
-import os
 import struct
 import threading
 import time

@@ -70,10 +70,18 @@ async def asgi(scope, receive, send):  # type: ignore[no-untyped-def]
     params = _params(scope.get("query_string", b"").decode())
     path = scope["path"]
     if path == "/stream":
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/plain")],
+            }
+        )
         for i in range(int(params.get("n", "3"))):
             await asyncio.sleep(float(params.get("s", "0.2")))
-            await send({"type": "http.response.body", "body": f"chunk{i}\n".encode(), "more_body": True})
+            await send(
+                {"type": "http.response.body", "body": f"chunk{i}\n".encode(), "more_body": True}
+            )
         await send({"type": "http.response.body", "body": b""})
         return
     if path == "/slow":

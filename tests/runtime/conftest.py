@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -25,10 +26,12 @@ ROOT = HERE.parent.parent
 class Server:
     """A ``lossless serve`` process in its own process group; always killed at teardown."""
 
-    def __init__(self, kind: str, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, kind: str, *args: str, env: dict[str, str] | None = None, target: str | None = None
+    ) -> None:
         self.kind = kind
         self.port = free_port()
-        target = "apps:wsgi" if kind == "gunicorn" else "apps:asgi"
+        target = target or ("apps:wsgi" if kind == "gunicorn" else "apps:asgi")
         cmd = [sys.executable, "-m", "lossless", "serve", target, "--app-dir", str(HERE)]
         if kind == "gunicorn":
             cmd += ["--wsgi", "--workers", "2", "--threads", "4"]
@@ -100,7 +103,9 @@ class Server:
     def connection(self, timeout: float = 10.0) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
-    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    def get(
+        self, path: str, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
         conn = self.connection()
         try:
             conn.request("GET", path, headers=headers or {})
@@ -123,10 +128,8 @@ class Server:
 
     def kill(self) -> None:
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.proc.wait(10)
         else:
             try:  # workers of a dead master, if any
@@ -142,8 +145,10 @@ class Server:
 def serve() -> Iterator[object]:
     started: list[Server] = []
 
-    def start(kind: str, *args: str, env: dict[str, str] | None = None) -> Server:
-        server = Server(kind, *args, env=env)
+    def start(
+        kind: str, *args: str, env: dict[str, str] | None = None, target: str | None = None
+    ) -> Server:
+        server = Server(kind, *args, env=env, target=target)
         started.append(server)
         return server
 

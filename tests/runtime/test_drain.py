@@ -51,7 +51,9 @@ def test_1_in_flight_request_is_answered_and_exit_follows_promptly(serve, kind: 
 
 
 @pytest.mark.parametrize("kind", SERVERS)
-def test_2_during_the_delay_new_connections_are_served_with_connection_close(serve, kind: str) -> None:
+def test_2_during_the_delay_new_connections_are_served_with_connection_close(
+    serve, kind: str
+) -> None:
     """1. SIGTERM (D = 1.5 s) 2. new connections during D. Result: served, each response carries
     Connection: close; /readyz answers 503 and /livez 200 from t0 on."""
     server = serve(kind, "--drain-delay", "1.5", "--shutdown-timeout", "5")

@@ -1,0 +1,125 @@
+"""Scenario 6 of the runtime issue: readiness follows startup hooks and critical checks; optional
+checks never fail it; a hanging check is cut by its timeout and probes stay fast."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.runtime.conftest import Server
+
+SERVERS = ["uvicorn", "gunicorn"]
+
+
+def _wait_status(server: Server, path: str, status: int, timeout: float = 10) -> float:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if server.get(path)[0] == status:
+                return time.monotonic()
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"{path} never answered {status}: {server.stderr()}")
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_readiness_waits_for_startup_hooks(serve, kind: str) -> None:
+    """uvicorn runs startup (lifespan) before it listens: probes are refused until then;
+    gunicorn workers listen at once and answer 503 (startupz too) until the hooks are done."""
+    started = time.monotonic()
+    # one worker: with two, consecutive probes may reach workers a few ms apart in their startup
+    extra = ["--workers", "1"] if kind == "gunicorn" else []
+    server = serve(kind, *extra, env={"APP_STARTUP_SLEEP": "1.5"})
+    answers = set()
+    while time.monotonic() - started < 20:
+        try:
+            status, _h, body = server.get("/readyz?verbose")
+        except ConnectionRefusedError:
+            answers.add("refused")
+            time.sleep(0.02)
+            continue
+        if status == 200:
+            break
+        answers.add(status)
+        assert b"[-]startup failed: startup hooks running" in body
+        assert server.get("/startupz")[0] == 503
+        assert server.get("/livez")[0] == 200
+        time.sleep(0.02)
+    assert time.monotonic() - started >= 1.5
+    assert answers <= {"refused", 503}
+    if kind == "gunicorn":
+        assert 503 in answers
+    # each gunicorn worker runs its own hooks: the second one may finish a moment later
+    _wait_status(server, "/startupz", 200, timeout=2)
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_readiness_follows_a_critical_check(serve, kind: str, tmp_path: Path) -> None:
+    flag = tmp_path / "ready"
+    server = serve(kind, "--drain-delay", "0", env={"APP_READY_FILE": str(flag)})
+    server.wait_listening()
+    time.sleep(0.5)
+    status, _h, body = server.get("/readyz?verbose")
+    assert status == 503 and b"[-]ready_file failed:" in body
+    flag.touch()
+    _wait_status(server, "/readyz", 200, timeout=5)
+    flag.unlink()
+    _wait_status(server, "/readyz", 503, timeout=5)  # readiness keeps following the check
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_failing_optional_check_leaves_readiness_ok(serve, kind: str) -> None:
+    server = serve(kind, env={"APP_OPTIONAL_FAIL": "1"})
+    server.wait_ready()
+    status, _h, body = server.get("/readyz?verbose")
+    assert status == 200
+    assert b"[-]cache failed (optional): ConnectionError: cache unreachable" in body
+    assert body.endswith(b"readyz check passed\n")
+    status, headers, body = server.get("/readyz", {"Accept": "application/health+json"})
+    doc = json.loads(body)
+    assert headers["content-type"] == "application/health+json"
+    assert doc["status"] == "pass" and doc["checks"]["cache"][0]["status"] == "warn"
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_hanging_check_is_cut_and_probes_stay_fast(serve, kind: str) -> None:
+    server = serve(kind, env={"APP_HANG_CHECK": "critical"})
+    server.wait_listening()
+    time.sleep(1.0)
+    conn = server.connection()
+    timings = []
+    for _ in range(15):
+        start = time.perf_counter()
+        conn.request("GET", "/readyz?verbose")
+        resp = conn.getresponse()
+        body = resp.read()
+        timings.append(time.perf_counter() - start)
+        assert resp.status == 503
+        assert b"[-]hangs failed: timeout" in body
+    conn.close()
+    assert statistics.median(timings) < 0.05, timings
+
+
+def test_check_output_is_withheld_from_remote_callers() -> None:
+    from lossless import probes
+    from lossless.lifecycle import Lifecycle
+    from lossless.settings import Settings
+
+    lc = Lifecycle(Settings(drain_delay=0))
+
+    @lc.check("db")
+    def db() -> None:
+        raise RuntimeError("password=hunter2 rejected")
+
+    lc.startup_sync()
+    lc.health.evaluate()
+    local = probes.answer(lc, "readyz", query="verbose", client="127.0.0.1")
+    remote = probes.answer(lc, "readyz", query="verbose", client="10.1.2.3")
+    assert b"hunter2" in local.body
+    assert b"hunter2" not in remote.body and b"reason withheld" in remote.body
+    lc.health.stop()
