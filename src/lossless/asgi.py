@@ -48,6 +48,7 @@ class LosslessMiddleware:
         self._heartbeat: asyncio.Task[None] | None = None
         self._last_beat = time.monotonic()
         self._starting: asyncio.Task[None] | None = None
+        self._route_table: dict[str, str] | None = None
 
     @property
     def lifecycle(self) -> Lifecycle:
@@ -56,6 +57,8 @@ class LosslessMiddleware:
         return self._lifecycle
 
     def _routes(self) -> dict[str, str]:
+        if self._route_table is not None:
+            return self._route_table
         s = self.lifecycle.settings
         routes = {
             s.liveness_path: "livez",
@@ -64,26 +67,29 @@ class LosslessMiddleware:
         }
         if s.metrics_path:
             routes[s.metrics_path] = "metrics"
+        self._route_table = routes
         return routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "lifespan":
-            await self._lifespan(scope, receive, send)
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self._lifespan(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
-        if kind != "http":
-            await self.app(scope, receive, send)
-            return
-        lc = self.lifecycle
-        self._ensure_started()
-        route = self._routes().get(scope["path"])
+        # The hot path: every request of the app runs these lines (see bench/bench_overhead.py).
+        lc = self._lifecycle or self.lifecycle
+        if self._starting is None:
+            self._ensure_started()
+        route = (self._route_table or self._routes()).get(scope["path"])
         if route is not None and scope["method"] in ("GET", "HEAD"):
             await self._answer_probe(route, scope, send)
             return
-        token = lc.request_started(f"{scope['method']} {scope['path']}")
+        token = lc.request_started(scope)
+        flag = lc.drain_flag
 
         async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start" and lc.draining:
+            if flag[0] and message["type"] == "http.response.start":
                 headers = [
                     (k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"
                 ]
@@ -137,6 +143,8 @@ class LosslessMiddleware:
 
     async def _startup(self) -> None:
         lc = self.lifecycle
+        if self._starting is None:
+            self._starting = asyncio.current_task()
         if self.loop_check and self._heartbeat is None:
             self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
             try:

@@ -35,7 +35,7 @@ import mmap
 import struct
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from lossless import events
@@ -62,6 +62,9 @@ class _SharedCell:
     def __init__(self) -> None:
         self._mem = mmap.mmap(-1, struct.calcsize(self._FORMAT))
 
+    def draining(self) -> bool:
+        return self._mem[0] != 0
+
     def read(self) -> tuple[bool, bool, float]:
         draining, skip, t0 = struct.unpack_from(self._FORMAT, self._mem, 0)
         return bool(draining), bool(skip), float(t0)
@@ -76,6 +79,16 @@ class InFlight:
 
     description: str
     started: float
+
+
+def _describe(what: object) -> str:
+    """``METHOD /path`` for an ASGI scope or WSGI environ, else ``str(what)``."""
+    if isinstance(what, Mapping):
+        method = what.get("method") or what.get("REQUEST_METHOD")
+        path = what.get("path") or what.get("PATH_INFO")
+        if method and path:
+            return f"{method} {path}"
+    return str(what)
 
 
 class Lifecycle:
@@ -100,9 +113,13 @@ class Lifecycle:
         self._drain_hooks: list[tuple[str, Hook, float | None]] = []
         self._ready_callbacks: list[Callable[[], Any]] = []
         self._state_callbacks: list[Callable[[State], Any]] = []
-        self._inflight: dict[int, InFlight] = {}
+        # token -> (what, started): a tuple, not an object, to keep request_started cheap.
+        self._inflight: dict[int, tuple[object, float]] = {}
+        #: Byte 0 is non-zero from t0 on: the cheapest "are we draining?" for hot paths.
+        self.drain_flag: mmap.mmap = self._shared._mem
         self._ids = itertools.count(1)
         self._idle = threading.Condition(self._lock)
+        self._idle_waiters = 0
         self._skip = threading.Event()
         self.served_during_drain = 0
         self.forced: list[str] = []
@@ -177,7 +194,7 @@ class Lifecycle:
     @property
     def draining(self) -> bool:
         """True from t0 on (DRAINING, STOPPING, STOPPED)."""
-        return self._shared.read()[0]
+        return self._shared.draining()
 
     def is_ready(self) -> bool:
         """What readiness answers: READY and every critical check passing."""
@@ -347,23 +364,28 @@ class Lifecycle:
             self._skip.wait(min(left, 0.05))
 
     # -- in-flight work ---------------------------------------------------------------------
-    def request_started(self, description: str = "request") -> int:
-        """Count a request as in flight until :meth:`request_finished` with the returned token."""
-        with self._lock:
-            token = next(self._ids)
-            self._inflight[token] = InFlight(description, time.monotonic())
-            return token
+    def request_started(self, what: object = "request") -> int:
+        """Count a request as in flight until :meth:`request_finished` with the returned token.
+        ``what`` describes it when it has to be logged: a string, an ASGI scope or a WSGI
+        environ (formatted as ``METHOD /path`` only then).
+
+        This is on every request's path, so it takes no lock: ``next`` on a counter and dict
+        assignment are atomic under the GIL."""
+        token = next(self._ids)
+        self._inflight[token] = (what, time.monotonic())
+        return token
 
     def request_finished(self, token: int) -> None:
-        with self._lock:
-            if self._inflight.pop(token, None) is not None and self.draining:
+        if self._inflight.pop(token, None) is not None and self.drain_flag[0]:
+            with self._lock:
                 self.served_during_drain += 1
-            if not self._inflight:
+        if self._idle_waiters and not self._inflight:
+            with self._idle:
                 self._idle.notify_all()
 
     @contextlib.contextmanager
-    def track(self, description: str = "request") -> Iterator[None]:
-        token = self.request_started(description)
+    def track(self, what: object = "request") -> Iterator[None]:
+        token = self.request_started(what)
         try:
             yield
         finally:
@@ -374,18 +396,21 @@ class Lifecycle:
         return len(self._inflight)
 
     def in_flight_requests(self) -> list[InFlight]:
-        with self._lock:
-            return list(self._inflight.values())
+        return [InFlight(_describe(w), t) for w, t in self._inflight.copy().values()]
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until no request is in flight (``True``) or ``timeout`` passes (``False``)."""
         end = time.monotonic() + timeout
         with self._idle:
-            while self._inflight:
-                left = end - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(left)
+            self._idle_waiters += 1
+            try:
+                while self._inflight:
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._idle.wait(min(left, 0.05))
+            finally:
+                self._idle_waiters -= 1
         return True
 
     def record_forced(self, what: str) -> None:

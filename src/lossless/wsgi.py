@@ -66,7 +66,7 @@ class LosslessWSGIMiddleware:
         route = routes.get(path)
         if route is not None and method in ("GET", "HEAD"):
             return self._probe(route, environ, start_response, method == "HEAD")
-        token = lc.request_started(f"{method} {path}")
+        token = lc.request_started(environ)
         environ["lossless.lifecycle"] = lc
         if lc.draining:
             environ["lossless.close_connection"] = True

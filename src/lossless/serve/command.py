@@ -6,11 +6,13 @@ the lifecycle's drain sequence. See :mod:`lossless.serve.uvicorn` and
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
+import logging
 import math
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from lossless import events
 from lossless.errors import LosslessError
@@ -173,8 +175,24 @@ def run(args: argparse.Namespace) -> int:
         shutdown_timeout=settings.shutdown_timeout,
     )
     if args.wsgi:
-        return _run_gunicorn(app, lifecycle, args)
-    return _run_uvicorn(app, lifecycle, args)
+        code = _run_gunicorn(app, lifecycle, args)
+    else:
+        code = _run_uvicorn(app, lifecycle, args)
+    _exit_now(code)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Exit as soon as the drain is over: run atexit handlers and flush the logs and stdio
+    ourselves, then skip the interpreter's slow teardown (module and thread finalisation took
+    20-25 ms, most of the exit latency measured by bench/bench_shutdown.py)."""
+    logging.shutdown()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _run_uvicorn(app: Any, lifecycle: Lifecycle, args: argparse.Namespace) -> int:
@@ -225,5 +243,8 @@ def _run_gunicorn(app: Any, lifecycle: Lifecycle, args: argparse.Namespace) -> i
         "backlog": args.backlog,
         "timeout": args.timeout,
     }
-    LosslessApplication(app, lifecycle, options).run()
+    try:
+        LosslessApplication(app, lifecycle, options).run()
+    except SystemExit as exc:  # the arbiter's halt() exits with the lifecycle's code
+        return exc.code if isinstance(exc.code, int) else 1
     return 0

@@ -1,0 +1,151 @@
+"""Shutdown precision: exit time minus max(t0 + D, end of the last request), median over N runs,
+for ``lossless serve`` on uvicorn and on gunicorn (2 workers), next to plain uvicorn measured in
+the same run (its exit time minus the end of the last request; plain uvicorn has no D).
+Target: ≤ 20 ms for lossless.
+
+    python -m bench.bench_shutdown [--runs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = ROOT / "tests" / "runtime"
+DELAY = 0.2
+WORK = 0.4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _command(kind: str, port: int) -> list[str]:
+    if kind == "uvicorn (plain)":
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "apps:asgi",
+            "--app-dir",
+            str(APPS),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lossless",
+        "serve",
+        "apps:asgi",
+        "--app-dir",
+        str(APPS),
+        "--port",
+        str(port),
+        "--drain-delay",
+        str(DELAY),
+        "--shutdown-timeout",
+        "10",
+    ]
+    if kind == "lossless gunicorn":
+        cmd[4] = "apps:wsgi"
+        cmd += ["--wsgi", "--workers", "2"]
+    return cmd
+
+
+def _one(kind: str) -> float | None:
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        _command(kind, port),
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        end = time.monotonic() + 15
+        while time.monotonic() < end:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/")
+                conn.getresponse().read()
+                conn.close()
+                break
+            except OSError:
+                time.sleep(0.02)
+        done: dict[str, float] = {}
+
+        def slow() -> None:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request("GET", f"/slow?s={WORK}")
+                conn.getresponse().read()
+                done["end"] = time.monotonic()
+                conn.close()
+            except OSError:
+                pass
+
+        thread = threading.Thread(target=slow)
+        thread.start()
+        time.sleep(0.05)
+        t0 = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(15)
+        exited = time.monotonic()
+        thread.join(5)
+        if "end" not in done:
+            return None  # the request failed: not a valid sample
+        delay = 0.0 if kind == "uvicorn (plain)" else DELAY
+        return exited - max(t0 + delay, done["end"])
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args(argv)
+    kinds = ["lossless uvicorn", "lossless gunicorn", "uvicorn (plain)"]
+    lateness: dict[str, list[float]] = {k: [] for k in kinds}
+    for _ in range(args.runs):
+        for kind in kinds:
+            sample = _one(kind)
+            if sample is None:
+                print(f"{kind}: the slow request failed; sample dropped", file=sys.stderr)
+            else:
+                lateness[kind].append(sample)
+    medians = {k: statistics.median(v) * 1000 for k, v in lateness.items()}
+    for kind in kinds:
+        values = sorted(lateness[kind])
+        print(
+            f"{kind:18s} exit after the reference: median {medians[kind]:6.1f} ms, "
+            f"max {values[-1] * 1000:6.1f} ms over {len(values)} runs"
+        )
+    peer = medians["uvicorn (plain)"]
+    print(
+        f"ratio lossless-uvicorn / plain-uvicorn = {medians['lossless uvicorn'] / peer:.2f}; "
+        f"target ≤ 20 ms: {'met' if max(medians['lossless uvicorn'], medians['lossless gunicorn']) <= 20 else 'NOT met'}"
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
