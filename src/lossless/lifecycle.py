@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from lossless import events
-from lossless.health import CheckFn, Health
+from lossless.health import CheckFn, Health, _call_in_thread
 from lossless.settings import Settings
 
 Hook = Callable[[], Any] | Callable[[], Awaitable[Any]]
@@ -311,11 +311,8 @@ class Lifecycle:
     def _run_drain_hook(self, name: str, hook: Hook, bound: float) -> None:
         start = time.monotonic()
 
-        async def bounded() -> None:
-            await asyncio.wait_for(_call(hook), bound)
-
         try:
-            asyncio.run(bounded())
+            asyncio.run(_call_bounded(hook, bound))
         except TimeoutError:
             events.emit(
                 "drain_hook_timeout",
@@ -439,7 +436,7 @@ class Lifecycle:
             name = getattr(hook, "__qualname__", repr(hook))
             left = self.remaining()
             try:
-                await asyncio.wait_for(_call(hook), left if left > 0 else 0.001)
+                await _call_bounded(hook, left)
             except TimeoutError:
                 self.record_forced(f"shutdown hook {name} cut at the deadline")
             except Exception as exc:
@@ -467,6 +464,21 @@ async def _call(hook: Hook) -> Any:
     result = hook()
     if inspect.isawaitable(result):
         result = await result
+    return result
+
+
+async def _call_bounded(hook: Hook, timeout: float) -> Any:
+    """Run ``hook`` for at most ``timeout`` seconds, raising ``TimeoutError`` past it. A sync
+    hook runs in its own daemon thread, so a hook that blocks cannot block the caller past the
+    bound (the blocked call is abandoned, not killed)."""
+    timeout = max(timeout, 0.001)
+    if inspect.iscoroutinefunction(hook):
+        return await asyncio.wait_for(hook(), timeout)
+    start = time.monotonic()
+    result = await asyncio.wait_for(asyncio.wrap_future(_call_in_thread(hook)), timeout)
+    if inspect.isawaitable(result):
+        left = timeout - (time.monotonic() - start)
+        result = await asyncio.wait_for(result, max(left, 0.001))
     return result
 
 
