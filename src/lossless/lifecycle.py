@@ -254,13 +254,19 @@ class Lifecycle:
         """:meth:`startup` for threads without a running event loop (WSGI workers)."""
         asyncio.run(self.startup())
 
-    def _maybe_ready(self) -> None:
+    def mark_ready(self) -> bool:
+        """Declare READY from outside: for supervisors whose readiness is decided elsewhere (the
+        gunicorn master once a worker answers ready, ``lossless run`` once its child is healthy).
+        Runs the ``on_ready`` callbacks once. Returns ``False`` (and does nothing) once draining."""
+        self._startup_done = True
         with self._lock:
-            if self._local is not State.STARTING or not self._startup_done or self.draining:
-                return
-            if not self.health.readiness_ok():
-                return
+            if self._local is not State.STARTING or self.draining:
+                return False
             self._local = State.READY
+        self._fire_ready()
+        return True
+
+    def _fire_ready(self) -> None:
         events.emit("ready")
         for state_cb in self._state_callbacks:
             state_cb(State.READY)
@@ -269,6 +275,15 @@ class Lifecycle:
                 callback()
             except Exception as exc:
                 events.emit("ready_callback_failed", logging.ERROR, error=repr(exc))
+
+    def _maybe_ready(self) -> None:
+        with self._lock:
+            if self._local is not State.STARTING or not self._startup_done or self.draining:
+                return
+            if not self.health.readiness_ok():
+                return
+            self._local = State.READY
+        self._fire_ready()
 
     # -- drain ------------------------------------------------------------------------------
     def drain(self, reason: str = "drain() called") -> bool:

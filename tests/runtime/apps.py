@@ -54,6 +54,15 @@ if os.environ.get("APP_HANG_CHECK"):
         _hang.wait(3600)
 
 
+if os.environ.get("APP_READY_MARKER"):
+    _marker = os.environ["APP_READY_MARKER"]
+
+    @lc.on_ready
+    def _mark() -> None:
+        with open(_marker, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+
 def _params(query: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(query).items()}
 

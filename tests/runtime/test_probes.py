@@ -123,3 +123,17 @@ def test_check_output_is_withheld_from_remote_callers() -> None:
     assert b"hunter2" in local.body
     assert b"hunter2" not in remote.body and b"reason withheld" in remote.body
     lc.health.stop()
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_on_ready_runs_once_per_instance(serve, kind: str, tmp_path: Path) -> None:
+    """Instance-level callbacks (discovery registration) run once, in the process that receives
+    SIGTERM: the uvicorn process, or the gunicorn master once a worker answers ready."""
+    marker = tmp_path / "ready"
+    server = serve(kind, env={"APP_READY_MARKER": str(marker)})
+    server.wait_ready()
+    end = time.monotonic() + 5
+    while not marker.exists() and time.monotonic() < end:
+        time.sleep(0.05)
+    time.sleep(1.5)  # give a wrongly registered worker the time to write too
+    assert marker.read_text().split() == [str(server.proc.pid)]

@@ -101,6 +101,12 @@ def _pre_request(worker: Any, req: Any) -> None:
         req.must_close = True
 
 
+def _post_fork(server: Any, worker: Any) -> None:
+    """In a new worker: instance-level callbacks (discovery registration) belong to the master,
+    which runs them once for the whole pod; a worker must not run its inherited copies."""
+    get_lifecycle()._ready_callbacks.clear()
+
+
 def _post_worker_init(worker: Any) -> None:
     app = worker.wsgi
     if isinstance(app, LosslessWSGIMiddleware):
@@ -151,8 +157,30 @@ class LosslessArbiter(Arbiter):  # type: ignore[misc]
     def handle_int(self) -> None:
         self._stop_signal(signal.SIGINT)
 
+    def _poll_worker_readiness(self) -> None:
+        """The master is READY (its ``on_ready`` callbacks, e.g. discovery registration, run)
+        once a worker answers the readiness probe on the bound address."""
+        lc = self.lifecycle
+        if lc.started or lc.draining or not self.LISTENERS or not lc._ready_callbacks:
+            return
+        import http.client
+
+        host, port = self.LISTENERS[0].sock.getsockname()[:2]
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+        try:
+            conn = http.client.HTTPConnection(host, port, timeout=0.5)
+            conn.request("GET", lc.settings.readiness_path)
+            ready = conn.getresponse().status == 200
+            conn.close()
+        except OSError:
+            return
+        if ready:
+            lc.mark_ready()
+
     def maybe_promote_master(self) -> None:
         # Called at the top of every main-loop iteration: the place to end the drain delay.
+        self._poll_worker_readiness()
         if self._delay_over.is_set() or (
             self.lifecycle.draining and self.lifecycle.delay_remaining() <= 0
         ):
@@ -254,6 +282,7 @@ class LosslessApplication(BaseApplication):  # type: ignore[misc]
         self.cfg.set("graceful_timeout", math.ceil(self.lifecycle.settings.shutdown_timeout))
         self.cfg.set("pre_request", _pre_request)
         self.cfg.set("post_worker_init", _post_worker_init)
+        self.cfg.set("post_fork", _post_fork)
 
     def load(self) -> Any:
         app = self.wsgi_app
