@@ -4,8 +4,8 @@ This module is the contract between the lab (which starts, probes and deletes re
 what each client can see), the load generator (which sends requests and records one
 :class:`Record` per request) and the analysis (which joins failed records with the timeline).
 
-Times: every ``t``/time field is seconds since the run's origin, a ``time.monotonic()`` value held by
-:class:`Clock`; the origin is shared by the lab and the load generator of one run, so records and
+Times: every ``t``/time field is seconds since the run's origin, a ``time.monotonic()`` value held
+by :class:`Clock`; the origin is shared by the lab and the load generator of one run, so records and
 timeline events are directly comparable.
 """
 
@@ -83,6 +83,12 @@ class Record:
     Times are run-relative seconds (see :class:`Clock`); ``first_byte``/``end`` are ``None`` when
     never reached. ``replica`` is the endpoint name the connection was opened to (or the replica a
     proxy reported in an ``x-lossless-replica`` response header), ``""`` when unknown.
+
+    As the load generator fills them (lossless.verify.load): ``sent`` is when it started the
+    request (connect initiated, or the write on a pooled connection); ``end`` is when the outcome
+    was known, failures included (response complete, or the error observed), so it is set on
+    every record it returns; ``bytes`` counts response body bytes; ``conn_id`` numbers
+    connections from 1 (0: no connection was opened, e.g. ``no_endpoint``).
     """
 
     seq: int

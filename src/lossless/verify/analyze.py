@@ -1,0 +1,637 @@
+"""Explain a run: count the requests, join every failure with the lifecycle timeline, name causes.
+
+An accumulator in vegeta's style: :class:`Analyzer` takes the timeline and settings, then
+``add(record)`` for each record, then ``close()`` computes the derived figures into an immutable
+:class:`Analysis`; :func:`analyze` does all three for a :class:`~lossless.verify.results.Run`.
+Rendering lives in :mod:`lossless.verify.report`.
+
+Every failure is joined with the timeline of the replica it was sent to (:class:`FailureContext`):
+the replica's phase at ``sent`` (:data:`PHASES`), the time since its deletion, endpoint removal,
+SIGTERM and exit, and whether the client's view still routed to it. Failures are then grouped into
+causes (:class:`Cause`), each with a one-sentence cause and fix carrying the numbers read from the
+timeline. The rules, first match wins:
+
+1. ``naive``: the run used the naive stop-start strategy and the request found nothing serving;
+2. ``no_endpoint``: the client's view was empty;
+3. ``killed``: the replica got SIGKILL while the request was in flight;
+4. the replica was terminating when the request was sent (after DELETING or SIGTERM):
+   ``keepalive_reset`` (reset on a reused connection), ``listener_closed`` (refused, connect
+   timeout, reset on a fresh connection), ``draining_5xx``, else ``cut_in_flight``;
+5. ``not_ready``: sent before the replica could serve (before READY, or before its first
+   successful response while it was not terminating);
+6. ``slow``: a timeout on a replica that was serving;
+7. ``unexplained``: anything else.
+
+Metric definitions: :data:`METRICS` (also in docs/verify-load.md).
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from lossless.verify.model import ErrorClass, Event, EventKind, Record
+from lossless.verify.results import Run
+
+__all__ = [
+    "METRICS",
+    "PHASES",
+    "Analysis",
+    "Analyzer",
+    "Cause",
+    "FailureContext",
+    "analyze",
+]
+
+METRICS: dict[str, str] = {
+    "requests": "requests scheduled and recorded (exactly one record per request)",
+    "ok": "requests answered with a complete response below 500 and sent on schedule",
+    "failures": "requests the service failed (every error class except the generator artefacts)",
+    "artefacts": "requests spoiled by the generator itself (schedule_lag, fd_exhausted)",
+    "success_ratio": "ok / (ok + failures): the service's success ratio, artefacts excluded",
+    "failures_by_class": "failures per error class (refused, reset, 503, timeout...)",
+    "artefacts_by_class": "artefacts per class",
+    "status_codes": "responses per HTTP status code (0: no response)",
+    "duration_s": "seconds from the first intended send time to the last request's end",
+    "rate_sent": "requests sent per second over the schedule (first to last intended send)",
+    "latency_ms": "percentiles of end - sent over complete responses below 500 (nearest rank)",
+    "lag_ms": "percentiles of sent - intended over all requests: the generator's schedule lag",
+    "late": "requests sent later than the lag budget after their intended time, failed or not",
+    "lag_budget_s": "the lag budget used (settings' lag_budget, default 0.1 s)",
+    "causes": "failures grouped by cause, each with a sentence, a fix, a count and examples",
+    "replicas": "requests and failures per replica",
+    "warnings": "problems met reading the run (e.g. an interrupted last line)",
+}
+
+PHASES: dict[str, str] = {
+    "unknown": "no timeline event names this replica",
+    "not-started": "before its process started",
+    "starting": "started, readiness not reached yet",
+    "never-ready": "started and never became ready",
+    "ready": "ready, not being deleted",
+    "not-ready": "ready once, then failed its readiness probe",
+    "terminating-before-sigterm": "deleted (endpoint removal under way), SIGTERM not sent yet",
+    "after-sigterm": "SIGTERM sent, process still running",
+    "after-exit": "process exited",
+}
+
+_PERCENTILES = (("p50", 0.50), ("p90", 0.90), ("p95", 0.95), ("p99", 0.99), ("p999", 0.999))
+
+_CONNECT_FAILURES = frozenset(
+    {ErrorClass.REFUSED, ErrorClass.CONNECT_TIMEOUT, ErrorClass.RESET, ErrorClass.NO_ENDPOINT}
+)
+_HTTP_5XX = frozenset(
+    {ErrorClass.HTTP_502, ErrorClass.HTTP_503, ErrorClass.HTTP_504, ErrorClass.HTTP_5XX}
+)
+_TERMINATING = frozenset({"terminating-before-sigterm", "after-sigterm", "after-exit"})
+_BEFORE_READY = frozenset({"not-started", "starting", "never-ready", "not-ready"})
+_MAX_EXAMPLES = 5
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    """Nearest-rank percentiles (plus mean and max) of ``values`` in the same unit; {} if empty."""
+    if not values:
+        return {}
+    ordered = sorted(values)
+    n = len(ordered)
+    out = {name: ordered[min(n - 1, max(0, math.ceil(q * n) - 1))] for name, q in _PERCENTILES}
+    out["max"] = ordered[-1]
+    out["mean"] = sum(ordered) / n
+    return out
+
+
+# -- the timeline, indexed per replica ------------------------------------------------------------
+@dataclasses.dataclass
+class _ReplicaTimeline:
+    first: dict[EventKind, float] = dataclasses.field(default_factory=dict)
+    readiness: list[tuple[float, bool]] = dataclasses.field(default_factory=list)
+    views: dict[int, list[tuple[float, bool]]] = dataclasses.field(default_factory=dict)
+    endpoint: list[tuple[float, bool]] = dataclasses.field(default_factory=list)
+    exit_detail: str = ""
+
+    def at(self, kind: EventKind) -> float | None:
+        return self.first.get(kind)
+
+    def phase(self, t: float) -> str:
+        exited, sigterm = self.at(EventKind.EXITED), self.at(EventKind.SIGTERM)
+        if exited is not None and t >= exited:
+            return "after-exit"
+        if sigterm is not None and t >= sigterm:
+            return "after-sigterm"
+        deleting = self.at(EventKind.DELETING)
+        if deleting is not None and t >= deleting:
+            return "terminating-before-sigterm"
+        start = self.at(EventKind.STARTED)
+        if start is None:
+            start = self.at(EventKind.CREATED)
+        if start is not None and t < start:
+            return "not-started"
+        state = _state_at(self.readiness, t)
+        if state is None:
+            return "starting" if self.readiness else "never-ready"
+        return "ready" if state else "not-ready"
+
+    def in_view(self, client: int, t: float) -> bool | None:
+        """Whether ``client`` routed to this replica at ``t`` (None: no view events known)."""
+        changes = self.views.get(client)
+        if changes is None:
+            if not self.endpoint:
+                return None
+            changes = self.endpoint
+        return bool(_state_at(changes, t))
+
+    def view_removed_after(self, client: int, t: float) -> float | None:
+        """When ``client`` stopped routing to this replica, the first removal after ``t``."""
+        changes = self.views.get(client) or self.endpoint
+        for when, present in changes:
+            if when > t and not present:
+                return when
+        return None
+
+    def routing_stopped(self) -> float | None:
+        """The last client's VIEW_REMOVED (else ENDPOINT_REMOVED) after the deletion."""
+        removals = [w for changes in self.views.values() for w, present in changes if not present]
+        if removals:
+            return max(removals)
+        return self.at(EventKind.ENDPOINT_REMOVED)
+
+
+def _state_at(changes: list[tuple[float, bool]], t: float) -> bool | None:
+    i = bisect.bisect_right(changes, (t, True))
+    return changes[i - 1][1] if i else None
+
+
+def _index(events: Iterable[Event]) -> dict[str, _ReplicaTimeline]:
+    timelines: dict[str, _ReplicaTimeline] = defaultdict(_ReplicaTimeline)
+    for e in sorted(events, key=lambda e: e.t):
+        if not e.replica:
+            continue
+        tl = timelines[e.replica]
+        tl.first.setdefault(e.kind, e.t)
+        if e.kind is EventKind.READY or e.kind is EventKind.NOT_READY:
+            tl.readiness.append((e.t, e.kind is EventKind.READY))
+        elif e.kind in (EventKind.VIEW_ADDED, EventKind.VIEW_REMOVED) and e.client is not None:
+            tl.views.setdefault(e.client, []).append((e.t, e.kind is EventKind.VIEW_ADDED))
+        elif e.kind in (EventKind.ENDPOINT_ADDED, EventKind.ENDPOINT_REMOVED):
+            tl.endpoint.append((e.t, e.kind is EventKind.ENDPOINT_ADDED))
+        elif e.kind is EventKind.EXITED:
+            tl.exit_detail = e.detail
+    return dict(timelines)
+
+
+# -- results -------------------------------------------------------------------------------------
+def _since(t: float, ref: float | None) -> float | None:
+    return None if ref is None else round(t - ref, 6)
+
+
+@dataclasses.dataclass(frozen=True)
+class FailureContext:
+    """One failed request joined with its replica's timeline (times in seconds; ``since_*`` is
+    ``sent`` minus that event's time, negative when the event came later, ``None`` without it)."""
+
+    seq: int
+    error: str
+    sent: float
+    lag: float
+    replica: str
+    client: int
+    conn_id: int
+    reused: bool
+    status: int
+    phase: str
+    since_ready: float | None
+    since_deleting: float | None
+    since_endpoint_removed: float | None
+    since_sigterm: float | None
+    since_exit: float | None
+    in_view: bool | None  # the client's view still routed to the replica at ``sent``
+    view_removed_in: float | None  # seconds from ``sent`` until the client stopped routing there
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cause:
+    """A group of failures with one explanation: ``kind`` (a stable identifier), ``cause`` and
+    ``fix`` (one sentence each, with the run's numbers), the failed requests' count, replicas and
+    up to five examples."""
+
+    kind: str
+    cause: str
+    fix: str
+    count: int
+    replicas: list[str]
+    examples: list[FailureContext]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "cause": self.cause,
+            "fix": self.fix,
+            "count": self.count,
+            "replicas": self.replicas,
+            "examples": [e.to_json() for e in self.examples],
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+    """The figures of one run; field definitions in :data:`METRICS`."""
+
+    requests: int
+    ok: int
+    failures: int
+    artefacts: int
+    success_ratio: float
+    failures_by_class: dict[str, int]
+    artefacts_by_class: dict[str, int]
+    status_codes: dict[str, int]
+    duration_s: float
+    rate_sent: float
+    latency_ms: dict[str, float]
+    lag_ms: dict[str, float]
+    late: int
+    lag_budget_s: float
+    causes: list[Cause]
+    replicas: dict[str, dict[str, int]]
+    contexts: list[FailureContext]
+    settings: dict[str, Any]
+    warnings: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (failure contexts appear as the causes' examples)."""
+        return {
+            "requests": self.requests,
+            "ok": self.ok,
+            "failures": self.failures,
+            "artefacts": self.artefacts,
+            "success_ratio": self.success_ratio,
+            "failures_by_class": self.failures_by_class,
+            "artefacts_by_class": self.artefacts_by_class,
+            "status_codes": self.status_codes,
+            "duration_s": self.duration_s,
+            "rate_sent": self.rate_sent,
+            "latency_ms": self.latency_ms,
+            "lag_ms": self.lag_ms,
+            "late": self.late,
+            "lag_budget_s": self.lag_budget_s,
+            "causes": [c.to_json() for c in self.causes],
+            "replicas": self.replicas,
+            "warnings": self.warnings,
+        }
+
+
+class _Group:
+    """The failures of one cause, and the figures every sentence uses."""
+
+    def __init__(self, items: list[tuple[Record, FailureContext]]) -> None:
+        self.records = [r for r, _ in items]
+        self.contexts = [c for _, c in items]
+        self.names = sorted({r.replica for r in self.records if r.replica})
+        self.n = len(self.records)
+        self.who = ", ".join(self.names) if self.names else "no replica"
+        self.requests = _plural(self.n, "request")  # "1 request", "3 requests"
+        self.failures = _plural(self.n, "failure")
+        sent = [r.sent for r in self.records]
+        self.window = f"between t={min(sent):.1f} s and t={max(sent):.1f} s"
+        ends = [r.end if r.end is not None else r.sent for r in self.records]
+        self.span = max(ends) - min(sent)  # first failure sent to last failure's end
+
+    def after_sigterm(self) -> str:
+        """'a to b s after SIGTERM' over the failures sent after one, else the time window."""
+        after = [c.since_sigterm for c in self.contexts if c.since_sigterm is not None]
+        if not after:
+            return self.window
+        low, high = f"{min(after):.1f}", f"{max(after):.1f}"
+        return f"{low} s after SIGTERM" if low == high else f"{low} to {high} s after SIGTERM"
+
+
+class Analyzer:
+    """Accumulates records (``add``) and explains them (``close``) against ``events``.
+
+    ``settings`` are the run's settings: ``strategy`` (``"naive"`` selects the stop-start rule),
+    ``lag_budget`` (seconds, default 0.1) and ``timeout`` (the client timeout, for the sentence)
+    are read when present. ``close`` may be called once; ``add`` after it raises RuntimeError.
+    """
+
+    def __init__(self, events: Iterable[Event], settings: dict[str, Any] | None = None) -> None:
+        self.settings = dict(settings or {})
+        self.events = sorted(events, key=lambda e: e.t)
+        self.timelines = _index(self.events)
+        self.lag_budget = float(self.settings.get("lag_budget", 0.1))
+        self.records: list[Record] = []
+        self.closed = False
+
+    def add(self, record: Record) -> None:
+        if self.closed:
+            raise RuntimeError("Analyzer is closed: add() came after close()")
+        self.records.append(record)
+
+    def close(self, warnings: Sequence[str] = ()) -> Analysis:
+        if self.closed:
+            raise RuntimeError("Analyzer is closed: close() was already called")
+        self.closed = True
+        records = sorted(self.records, key=lambda r: r.seq)
+        failures_by_class: Counter[str] = Counter()
+        artefacts_by_class: Counter[str] = Counter()
+        status_codes: Counter[str] = Counter()
+        replicas: dict[str, Counter[str]] = defaultdict(Counter)
+        latencies: list[float] = []
+        lags: list[float] = []
+        failed: list[Record] = []
+        first_ok: dict[str, float] = {}
+        ok = late = 0
+        for r in records:
+            status_codes[str(r.status)] += 1
+            lag = r.sent - r.intended
+            lags.append(lag * 1000)
+            if lag > self.lag_budget:
+                late += 1
+            replicas[r.replica or "-"]["requests"] += 1
+            if r.error.is_artefact:
+                artefacts_by_class[r.error.value] += 1
+            elif r.ok:
+                ok += 1
+            else:
+                failures_by_class[r.error.value or "5xx"] += 1
+                replicas[r.replica or "-"]["failures"] += 1
+                failed.append(r)
+            if (
+                0 < r.status < 500
+                and r.end is not None
+                and r.error
+                in (
+                    ErrorClass.NONE,
+                    ErrorClass.SCHEDULE_LAG,
+                )
+            ):
+                latencies.append((r.end - r.sent) * 1000)
+                if r.replica and r.replica not in first_ok:
+                    first_ok[r.replica] = r.sent
+        contexts = [self._context(r) for r in failed]
+        causes = self._causes(failed, contexts, first_ok)
+        duration = 0.0
+        rate = 0.0
+        if records:
+            start = records[0].intended
+            ends = [r.end for r in records if r.end is not None]
+            duration = max([*ends, records[-1].sent]) - start
+            span = records[-1].intended - start
+            rate = (len(records) - 1) / span if span > 0 else 0.0
+        nfail = len(failed)
+        return Analysis(
+            requests=len(records),
+            ok=ok,
+            failures=nfail,
+            artefacts=sum(artefacts_by_class.values()),
+            success_ratio=ok / (ok + nfail) if ok + nfail else 1.0,
+            failures_by_class=dict(failures_by_class.most_common()),
+            artefacts_by_class=dict(artefacts_by_class.most_common()),
+            status_codes=dict(sorted(status_codes.items())),
+            duration_s=round(duration, 6),
+            rate_sent=round(rate, 3),
+            latency_ms={k: round(v, 3) for k, v in percentiles(latencies).items()},
+            lag_ms={k: round(v, 3) for k, v in percentiles(lags).items()},
+            late=late,
+            lag_budget_s=self.lag_budget,
+            causes=causes,
+            replicas={k: dict(v) for k, v in sorted(replicas.items())},
+            contexts=contexts,
+            settings=self.settings,
+            warnings=list(warnings),
+        )
+
+    # -- joining -----------------------------------------------------------------------------
+    def _context(self, r: Record) -> FailureContext:
+        tl = self.timelines.get(r.replica)
+        if tl is None:
+            phase = "unknown"
+            ready = deleting = removed = sigterm = exited = None
+            in_view = removed_in = None
+        else:
+            phase = tl.phase(r.sent)
+            ready = tl.at(EventKind.READY)
+            deleting = tl.at(EventKind.DELETING)
+            removed = tl.at(EventKind.ENDPOINT_REMOVED)
+            sigterm = tl.at(EventKind.SIGTERM)
+            exited = tl.at(EventKind.EXITED)
+            in_view = tl.in_view(r.client, r.sent)
+            after = tl.view_removed_after(r.client, r.sent)
+            removed_in = None if after is None else round(after - r.sent, 6)
+        return FailureContext(
+            seq=r.seq,
+            error=r.error.value,
+            sent=r.sent,
+            lag=round(r.sent - r.intended, 6),
+            replica=r.replica,
+            client=r.client,
+            conn_id=r.conn_id,
+            reused=r.reused,
+            status=r.status,
+            phase=phase,
+            since_ready=_since(r.sent, ready),
+            since_deleting=_since(r.sent, deleting),
+            since_endpoint_removed=_since(r.sent, removed),
+            since_sigterm=_since(r.sent, sigterm),
+            since_exit=_since(r.sent, exited),
+            in_view=in_view,
+            view_removed_in=removed_in,
+        )
+
+    def _kind(self, r: Record, ctx: FailureContext, first_ok: dict[str, float]) -> str:
+        naive = str(self.settings.get("strategy", "")).lower() == "naive"
+        if naive and (r.error in _CONNECT_FAILURES or r.error in _HTTP_5XX):
+            return "naive"
+        if r.error is ErrorClass.NO_ENDPOINT:
+            return "no_endpoint"
+        tl = self.timelines.get(r.replica)
+        kill = None if tl is None else tl.at(EventKind.SIGKILL)
+        if kill is not None and r.sent <= kill and (r.end is None or r.end >= kill - 0.05):
+            return "killed"
+        if ctx.phase in _TERMINATING:
+            if r.reused and r.error is ErrorClass.RESET:
+                return "keepalive_reset"
+            if r.error in _CONNECT_FAILURES:
+                return "listener_closed"
+            if r.error in _HTTP_5XX:
+                return "draining_5xx"
+            return "cut_in_flight"
+        if ctx.phase in _BEFORE_READY:
+            return "not_ready"
+        served_from = first_ok.get(r.replica)
+        if ctx.phase == "ready" and (served_from is None or r.sent < served_from):
+            return "not_ready"
+        if r.error is ErrorClass.TIMEOUT:
+            return "slow"
+        return "unexplained"
+
+    def _causes(
+        self, failed: list[Record], contexts: list[FailureContext], first_ok: dict[str, float]
+    ) -> list[Cause]:
+        groups: dict[str, list[tuple[Record, FailureContext]]] = defaultdict(list)
+        for r, ctx in zip(failed, contexts, strict=True):
+            groups[self._kind(r, ctx, first_ok)].append((r, ctx))
+        causes = [self._explain(kind, items) for kind, items in groups.items()]
+        causes.sort(key=lambda c: (-c.count, c.kind))
+        return causes
+
+    # -- sentences ---------------------------------------------------------------------------
+    def _explain(self, kind: str, items: list[tuple[Record, FailureContext]]) -> Cause:
+        g = _Group(items)
+        explain = {
+            "naive": self._explain_naive,
+            "no_endpoint": self._explain_no_endpoint,
+            "killed": self._explain_killed,
+            "keepalive_reset": self._explain_keepalive_reset,
+            "listener_closed": self._explain_listener_closed,
+            "draining_5xx": self._explain_draining_5xx,
+            "cut_in_flight": self._explain_cut_in_flight,
+            "not_ready": self._explain_not_ready,
+            "slow": self._explain_slow,
+        }.get(kind, self._explain_unexplained)
+        cause, fix = explain(g)
+        classes = Counter(r.error.value for r in g.records)
+        if kind != "no_endpoint":
+            cause += " [" + ", ".join(f"{k}: {v}" for k, v in classes.most_common()) + "]"
+        return Cause(kind, cause, fix, g.n, g.names, g.contexts[:_MAX_EXAMPLES])
+
+    def _explain_naive(self, g: _Group) -> tuple[str, str]:
+        return (
+            f"naive stop-start: no replica available during the restart ({g.span:.1f} s without "
+            f"a serving replica, {g.requests} failed {g.window})",
+            "use a rolling update with readiness gating (maxUnavailable: 0, maxSurge: 1) so an "
+            "old replica serves until a new one is ready",
+        )
+
+    def _explain_no_endpoint(self, g: _Group) -> tuple[str, str]:
+        return (
+            f"no endpoint in the clients' view for {g.span:.1f} s: {g.requests} had nowhere "
+            f"to go {g.window}",
+            "keep a ready replica during the rollout (maxUnavailable: 0, maxSurge ≥ 1) and run "
+            "at least 2 replicas",
+        )
+
+    def _explain_listener_closed(self, g: _Group) -> tuple[str, str]:
+        gaps: list[float] = []
+        needed: list[float] = []
+        for name in g.names:
+            tl = self.timelines.get(name)
+            if tl is None:
+                continue
+            mine = [r for r in g.records if r.replica == name]
+            # the listener closed at the first refused connect (or the probe's observation)
+            closed = tl.at(EventKind.LISTENER_CLOSED)
+            refused = [r.sent for r in mine]
+            closed = min(refused) if closed is None else min(closed, *refused)
+            stopped = tl.routing_stopped()
+            if stopped is None:  # no view events: the failures themselves show the routing
+                stopped = max(r.sent for r in mine)
+            gaps.append(max(0.0, stopped - closed))
+            # the drain must last from SIGTERM (or deletion) until the last client stopped
+            start = tl.at(EventKind.SIGTERM)
+            if start is None:
+                start = tl.at(EventKind.DELETING)
+            needed.append(stopped - (closed if start is None else start))
+        gap = max(gaps, default=0.0)
+        drain = max(1, math.ceil(max(needed, default=gap)))
+        return (
+            f"listener closed {gap:.1f} s before clients stopped routing to it: {g.requests} "
+            f"to {g.who} could not connect {g.after_sigterm()}",
+            f"set a drain delay ≥ {drain} s (LOSSLESS_DRAIN_DELAY) or a preStop sleep of "
+            f"{drain} s, so the replica keeps serving until the endpoint removal has propagated",
+        )
+
+    def _explain_keepalive_reset(self, g: _Group) -> tuple[str, str]:
+        return (
+            f"connection reset on a kept-alive connection at shutdown: {g.requests} on reused "
+            f"connections to {g.who} were reset {g.after_sigterm()} (the server closed idle "
+            f"keep-alive connections while clients still used them)",
+            "send Connection: close on every response during the drain and close idle "
+            "connections only after the drain delay (lossless serve and its middleware do)",
+        )
+
+    def _explain_killed(self, g: _Group) -> tuple[str, str]:
+        graces: list[float] = []
+        ages: list[float] = []
+        for name in g.names:
+            tl = self.timelines.get(name)
+            kill = None if tl is None else tl.at(EventKind.SIGKILL)
+            if tl is None or kill is None:
+                continue
+            start = tl.at(EventKind.DELETING)
+            if start is None:
+                start = tl.at(EventKind.SIGTERM)
+            if start is not None:
+                graces.append(kill - start)
+            ages.extend(kill - r.sent for r in g.records if r.replica == name)
+        grace = f"{max(graces):.1f} s after deletion" if graces else "at the grace period"
+        age = f"; the oldest had been running {max(ages):.1f} s" if ages else ""
+        return (
+            f"killed at the grace period with requests in flight: {g.who} got SIGKILL {grace} "
+            f"with {g.requests} unanswered{age}",
+            "raise terminationGracePeriodSeconds above the drain delay plus the longest request, "
+            "or shorten the work",
+        )
+
+    def _explain_draining_5xx(self, g: _Group) -> tuple[str, str]:
+        codes = "/".join(sorted({str(r.status) for r in g.records}))
+        return (
+            f"{g.who} answered {codes} to {g.requests} while terminating ({g.after_sigterm()})",
+            "keep serving normal requests during the drain; only the readiness probe should "
+            "answer 503 (a proxy's 502/504 means the backend went away before it was removed)",
+        )
+
+    def _explain_cut_in_flight(self, g: _Group) -> tuple[str, str]:
+        return (
+            f"{g.requests} in flight on {g.who} were cut when it stopped ({g.after_sigterm()})",
+            "wait for in-flight requests before exiting: stop accepting, then finish the "
+            "requests already read, bounded by the shutdown timeout",
+        )
+
+    def _explain_not_ready(self, g: _Group) -> tuple[str, str]:
+        ready = [c.since_ready for c in g.contexts if c.since_ready is not None]
+        ready = [s for s in ready if s >= 0]
+        when = f"up to {max(ready):.1f} s after it was marked ready" if ready else g.window
+        return (
+            f"sent to a replica before it could serve (no or insufficient readiness probe): "
+            f"{g.requests} to {g.who} failed {when}",
+            "add a readinessProbe that covers the replica's dependencies (lossless serves "
+            "/readyz) so it receives traffic only once it can serve",
+        )
+
+    def _explain_slow(self, g: _Group) -> tuple[str, str]:
+        timeout = self.settings.get("timeout")
+        limit = "the client timeout"
+        if isinstance(timeout, int | float):
+            limit = f"the {timeout:g} s client timeout"
+        return (
+            f"{g.requests} to {g.who} got no complete response within {limit} while it was "
+            f"serving ({g.window})",
+            "find the slow path (look up their x-lossless-seq in the replica's logs) or raise "
+            "the client timeout",
+        )
+
+    def _explain_unexplained(self, g: _Group) -> tuple[str, str]:
+        phases = ", ".join(sorted({c.phase for c in g.contexts}))
+        seqs = ", ".join(str(r.seq) for r in g.records[:3])
+        return (
+            f"{g.failures} on {g.who} not explained by the timeline (phase {phases}, {g.window})",
+            f"look up their x-lossless-seq values (e.g. {seqs}) in the replica's logs",
+        )
+
+
+def analyze(run: Run) -> Analysis:
+    """Analyse a recorded run (see :class:`Analyzer`)."""
+    analyzer = Analyzer(run.events, run.settings)
+    for r in run.records:
+        analyzer.add(r)
+    return analyzer.close(run.warnings)

@@ -1,0 +1,67 @@
+"""``lossless report DIR``: analyse a recorded run directory (see lossless.verify.results).
+
+Exit codes: 0 when the run's service failures are at most ``--max-failures`` (default 0), 1 when
+there are more, 2 for input errors (a missing or corrupt run directory, a bad option), reported as
+one line without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of requests, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="analyse a recorded verify run: failures, their causes and fixes",
+        description="Read a run directory written by `lossless verify` (records.csv, "
+        "timeline.jsonl, settings.json), explain every failed request and print a report.",
+    )
+    parser.add_argument("dir", metavar="DIR", help="the run directory")
+    parser.add_argument("--json", action="store_true", help="print the analysis as JSON")
+    parser.add_argument(
+        "--export",
+        choices=["vegeta-csv"],
+        help="also write the records in another tool's format (needs --output)",
+    )
+    parser.add_argument("--output", metavar="FILE", help="where --export writes")
+    parser.add_argument(
+        "--max-failures",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="exit 1 when more than N requests failed (default 0)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Analyse ``args.dir``; return 0 (failures <= --max-failures) or 1; raise LosslessError (2)."""
+    from lossless.errors import LosslessError
+    from lossless.verify.analyze import analyze
+    from lossless.verify.report import render_json, render_text
+    from lossless.verify.results import export_vegeta_csv, read_run
+
+    if args.export and not args.output:
+        raise LosslessError(f"--export {args.export} needs --output FILE")
+    if args.output and not args.export:
+        raise LosslessError("--output needs --export FORMAT")
+    recorded = read_run(args.dir)
+    if args.export == "vegeta-csv":
+        export_vegeta_csv(recorded, args.output)
+        print(f"wrote {len(recorded.records)} results to {args.output}", file=sys.stderr)
+    analysis = analyze(recorded)
+    sys.stdout.write(render_json(analysis) if args.json else render_text(analysis))
+    return 0 if analysis.failures <= args.max_failures else 1

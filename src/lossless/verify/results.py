@@ -1,0 +1,364 @@
+"""The run directory: record first, analyse later (as vegeta's ``attack`` and ``report`` do).
+
+A run directory holds three files, all written while the run is going on:
+
+``records.csv``
+    One row per request (:class:`~lossless.verify.model.Record`), in completion order, after a
+    header row naming the columns (:data:`RECORD_COLUMNS`). Times are run-relative seconds with
+    microsecond precision; an empty cell is ``None``; ``reused`` is ``0``/``1``.
+``timeline.jsonl``
+    One :class:`~lossless.verify.model.Event` per line as a JSON object
+    (``t``, ``kind``, ``replica``, ``client``, ``detail``).
+``settings.json``
+    A free-form JSON object given by the lab (rate, strategy, replicas...). When the writer is
+    given the run's :class:`~lossless.verify.model.Clock` it also holds ``wall_origin``: the
+    Unix time of the clock's origin, which turns run-relative times into wall-clock times (the
+    vegeta export needs it).
+
+The writer flushes timeline events at once and records at least every
+:data:`FLUSH_INTERVAL` seconds, so a crash loses at most that much; the reader accepts a last
+``records.csv`` line cut short by such a crash (and says so in ``Run.warnings``).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import dataclasses
+import io
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from lossless.errors import LosslessError
+from lossless.verify.model import Clock, ErrorClass, Event, EventKind, Record
+
+__all__ = [
+    "RECORD_COLUMNS",
+    "Run",
+    "RunWriter",
+    "export_vegeta_csv",
+    "read_run",
+]
+
+RECORDS = "records.csv"
+TIMELINE = "timeline.jsonl"
+SETTINGS = "settings.json"
+
+RECORD_COLUMNS = (
+    "seq",
+    "intended",
+    "sent",
+    "first_byte",
+    "end",
+    "status",
+    "bytes",
+    "error",
+    "replica",
+    "conn_id",
+    "reused",
+    "client",
+)
+
+FLUSH_INTERVAL = 0.25  # seconds between flushes of records.csv while records keep coming
+
+
+def _t(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
+
+
+class RunWriter:
+    """Streams one run into ``directory`` (created if needed).
+
+    ``record``, ``event`` and ``settings`` may be called at any time until ``close``; ``settings``
+    merges its dict into settings.json (rewritten atomically). ``close`` flushes and closes the
+    files and is idempotent; the writer is also a context manager. Writing after ``close`` raises
+    :class:`RuntimeError`. A directory that already holds a run is refused
+    (:class:`~lossless.errors.LosslessError`): a previous run is never overwritten.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, clock: Clock | None = None) -> None:
+        self.dir = Path(directory)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if (self.dir / RECORDS).exists():
+                raise LosslessError(
+                    f"{self.dir}: already holds a run ({RECORDS}); choose a new one"
+                )
+            # both stay open for the run; close() closes them
+            self._records: TextIO = open(self.dir / RECORDS, "x", newline="", encoding="utf-8")  # noqa: SIM115
+            self._timeline: TextIO = open(self.dir / TIMELINE, "x", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise LosslessError(f"{self.dir}: cannot create the run directory: {exc}") from exc
+        self._csv = csv.writer(self._records, lineterminator="\n")
+        self._csv.writerow(RECORD_COLUMNS)
+        self._settings: dict[str, Any] = {}
+        if clock is not None:
+            self._settings["wall_origin"] = clock.wall_origin
+        self._write_settings()
+        self._last_flush = time.monotonic()
+        self._closed = False
+
+    def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"RunWriter for {self.dir} is closed; it cannot write any more")
+
+    def record(self, r: Record) -> None:
+        """Append one record (usable directly as ``run_load(on_record=writer.record)``)."""
+        self._check_open()
+        self._csv.writerow(
+            (
+                r.seq,
+                _t(r.intended),
+                _t(r.sent),
+                _t(r.first_byte),
+                _t(r.end),
+                r.status,
+                r.bytes,
+                r.error.value,
+                r.replica,
+                r.conn_id,
+                1 if r.reused else 0,
+                r.client,
+            )
+        )
+        now = time.monotonic()
+        if now - self._last_flush >= FLUSH_INTERVAL:
+            self._records.flush()
+            self._last_flush = now
+
+    def event(self, e: Event) -> None:
+        """Append one timeline event and flush."""
+        self._check_open()
+        line: dict[str, object] = {
+            "t": round(e.t, 6),
+            "kind": e.kind.value,
+            "replica": e.replica,
+            "client": e.client,
+            "detail": e.detail,
+        }
+        self._timeline.write(json.dumps(line, separators=(",", ":")) + "\n")
+        self._timeline.flush()
+
+    def settings(self, d: dict[str, Any]) -> None:
+        """Merge ``d`` (JSON-serialisable) into settings.json."""
+        self._check_open()
+        self._settings.update(d)
+        self._write_settings()
+
+    def _write_settings(self) -> None:
+        tmp = self.dir / (SETTINGS + ".tmp")
+        tmp.write_text(json.dumps(self._settings, indent=2, sort_keys=True) + "\n", "utf-8")
+        os.replace(tmp, self.dir / SETTINGS)
+
+    def flush(self) -> None:
+        self._check_open()
+        self._records.flush()
+        self._timeline.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._records.close()
+        self._timeline.close()
+
+
+@dataclasses.dataclass
+class Run:
+    """A run read back: records sorted by ``seq``, events sorted by ``t``."""
+
+    dir: Path
+    records: list[Record]
+    events: list[Event]
+    settings: dict[str, Any]
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def wall_origin(self) -> float:
+        """Unix time of the run's clock origin (0.0 when the writer was not given the clock)."""
+        value = self.settings.get("wall_origin", 0.0)
+        return float(value) if isinstance(value, int | float) else 0.0
+
+
+def _opt_float(cell: str) -> float | None:
+    return None if cell == "" else float(cell)
+
+
+def _parse_record(row: list[str]) -> Record:
+    if len(row) != len(RECORD_COLUMNS):
+        raise ValueError(f"expected {len(RECORD_COLUMNS)} columns, got {len(row)}")
+    seq, intended, sent, first_byte, end, status, nbytes, error, replica, conn, reused, client = row
+    if reused not in ("0", "1"):
+        raise ValueError(f"reused must be 0 or 1, got {reused!r}")
+    return Record(
+        seq=int(seq),
+        intended=float(intended),
+        sent=float(sent),
+        first_byte=_opt_float(first_byte),
+        end=_opt_float(end),
+        status=int(status),
+        bytes=int(nbytes),
+        error=ErrorClass(error),
+        replica=replica,
+        conn_id=int(conn),
+        reused=reused == "1",
+        client=int(client),
+    )
+
+
+def _read_records(path: Path, warnings: list[str]) -> list[Record]:
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise LosslessError(f"{path}: missing (not a run directory?)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LosslessError(f"{path}: cannot read: {exc}") from None
+    lines = text.split("\n")
+    cut = lines.pop()  # "" when the file ends with a newline, else a line cut short by a crash
+    if cut:
+        warnings.append(f"{path}:{len(lines) + 1}: incomplete last line ignored (run interrupted?)")
+    if not lines:
+        raise LosslessError(f"{path}:1: empty, expected the header row {','.join(RECORD_COLUMNS)}")
+    header = next(csv.reader([lines[0]]))
+    if tuple(header) != RECORD_COLUMNS:
+        raise LosslessError(f"{path}:1: not a records file (header {','.join(header)!r})")
+    records: list[Record] = []
+    for number, row in enumerate(csv.reader(io.StringIO("\n".join(lines[1:]))), start=2):
+        try:
+            records.append(_parse_record(row))
+        except ValueError as exc:
+            raise LosslessError(f"{path}:{number}: corrupt record: {exc}") from None
+    records.sort(key=lambda r: r.seq)
+    return records
+
+
+def _read_events(path: Path) -> list[Event]:
+    try:
+        lines = path.read_text("utf-8").splitlines()
+    except FileNotFoundError:
+        raise LosslessError(f"{path}: missing (not a run directory?)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LosslessError(f"{path}: cannot read: {exc}") from None
+    events: list[Event] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+            client = obj.get("client")
+            if client is not None and not isinstance(client, int):
+                raise ValueError(f"client must be an integer or null, got {client!r}")
+            events.append(
+                Event(
+                    t=float(obj["t"]),
+                    kind=EventKind(obj["kind"]),
+                    replica=str(obj.get("replica", "")),
+                    client=client,
+                    detail=str(obj.get("detail", "")),
+                )
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise LosslessError(f"{path}:{number}: corrupt event: {reason}") from None
+    events.sort(key=lambda e: e.t)
+    return events
+
+
+def _read_settings(path: Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise LosslessError(f"{path}: missing (not a run directory?)") from None
+    except json.JSONDecodeError as exc:
+        raise LosslessError(f"{path}:{exc.lineno}: corrupt settings: {exc.msg}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LosslessError(f"{path}: cannot read: {exc}") from None
+    if not isinstance(obj, dict):
+        raise LosslessError(f"{path}:1: corrupt settings: not a JSON object")
+    return obj
+
+
+def read_run(directory: str | os.PathLike[str]) -> Run:
+    """Read a run directory written by :class:`RunWriter`.
+
+    Raises :class:`~lossless.errors.LosslessError` with a one-line message naming the file (and
+    line) when the directory or one of its files is missing or corrupt.
+    """
+    path = Path(directory)
+    if not path.is_dir():
+        what = "not a directory" if path.exists() else "no such run directory"
+        raise LosslessError(f"{path}: {what}")
+    warnings: list[str] = []
+    records = _read_records(path / RECORDS, warnings)
+    events = _read_events(path / TIMELINE)
+    settings = _read_settings(path / SETTINGS)
+    return Run(dir=path, records=records, events=events, settings=settings, warnings=warnings)
+
+
+# -- vegeta ---------------------------------------------------------------------------------------
+def _go_csv_field(field: str) -> str:
+    """Quote ``field`` exactly as Go's encoding/csv Writer does (fieldNeedsQuotes)."""
+    if field == "":
+        return field
+    if field == "\\." or any(c in field for c in ',"\r\n') or field[0] in (" ", "\t"):
+        return '"' + field.replace('"', '""') + '"'
+    return field
+
+
+def export_vegeta_csv(
+    run: Run,
+    path: str | os.PathLike[str],
+    *,
+    attack: str = "lossless",
+    url: str | None = None,
+) -> None:
+    """Write ``run``'s records as vegeta's CSV results (``vegeta encode -to csv``, v12.11+).
+
+    Columns, no header row, one request per line in ``seq`` order: timestamp (ns since the Unix
+    epoch, when the request was sent), HTTP code (0 for a transport failure), latency (ns, from
+    sent to the outcome), bytes out (0: GET), bytes in (response body), error (our error class,
+    e.g. ``reset`` or ``503``; empty on success), body (base64; empty: bodies are not kept),
+    attack name, seq, method, URL (``url``, else settings' ``url``, else empty), headers (base64 of
+    the MIME header block; holds ``X-Lossless-Replica`` when the replica is known). Quoting follows
+    Go's encoding/csv. ``vegeta report`` and ``vegeta plot`` read the file.
+    """
+    origin_ns = round(run.wall_origin * 1e9)
+    target = url if url is not None else str(run.settings.get("url", ""))
+    rows: list[str] = []
+    for r in run.records:
+        latency = 0 if r.end is None else max(0, round((r.end - r.sent) * 1e9))
+        headers = ""
+        if r.replica:
+            block = f"X-Lossless-Replica: {r.replica}\r\n\r\n".encode()
+            headers = base64.b64encode(block).decode("ascii")
+        fields = (
+            str(origin_ns + round(r.sent * 1e9)),
+            str(r.status),
+            str(latency),
+            "0",
+            str(r.bytes),
+            r.error.value,
+            "",
+            attack,
+            str(r.seq),
+            "GET",
+            target,
+            headers,
+        )
+        rows.append(",".join(_go_csv_field(f) for f in fields) + "\n")
+    try:
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            f.writelines(rows)
+    except OSError as exc:
+        raise LosslessError(f"{path}: cannot write: {exc}") from None

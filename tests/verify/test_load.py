@@ -1,0 +1,239 @@
+"""The open-loop load generator against a real misbehaving server (separate process, loopback).
+
+Each error class is produced for real and must be classified as such; the open-loop property is
+checked against a server that stalls every request for 1 s."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import resource
+import time
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from lossless.verify.load import run, run_load
+from lossless.verify.model import Clock, Endpoint, ErrorClass, Record
+
+from .misbehaving import StaticView, free_port, full_backlog, serve
+
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    with serve() as p:
+        yield p
+
+
+def view(port: int, *names: str, clients: int = 1) -> StaticView:
+    return StaticView([Endpoint(n, "127.0.0.1", port) for n in names or ("r1",)], clients)
+
+
+def go(main: Coroutine[Any, Any, T]) -> T:
+    return run(main)
+
+
+def load(v: StaticView, **kw: Any) -> list[Record]:
+    kw.setdefault("rate", 50)
+    kw.setdefault("duration", 0.1)
+    return go(run_load(v, Clock(), **kw))
+
+
+@pytest.mark.parametrize(
+    ("path", "error", "status"),
+    [
+        ("/ok", ErrorClass.NONE, 200),
+        ("/eof-body", ErrorClass.NONE, 200),
+        ("/conn-close", ErrorClass.NONE, 200),
+        ("/404", ErrorClass.NONE, 404),
+        ("/reset", ErrorClass.RESET, 0),
+        ("/close", ErrorClass.RESET, 0),
+        ("/truncate", ErrorClass.TRUNCATED, 200),
+        ("/chunk-cut", ErrorClass.TRUNCATED, 200),
+        ("/502", ErrorClass.HTTP_502, 502),
+        ("/503", ErrorClass.HTTP_503, 503),
+        ("/504", ErrorClass.HTTP_504, 504),
+        ("/500", ErrorClass.HTTP_5XX, 500),
+        ("/hang", ErrorClass.TIMEOUT, 0),
+    ],
+)
+def test_each_response_behaviour_is_classified(
+    port: int, path: str, error: ErrorClass, status: int
+) -> None:
+    records = load(view(port), path=path, timeout=0.4)
+    assert [r.seq for r in records] == list(range(5))
+    assert {(r.error, r.status) for r in records} == {(error, status)}
+    for r in records:
+        assert r.end is not None and r.sent <= r.end
+        assert r.replica == "r1" and r.conn_id > 0
+        assert (r.first_byte is None) == (path in ("/reset", "/close", "/hang"))
+
+
+def test_refused_when_nothing_listens() -> None:
+    records = load(StaticView([Endpoint("gone", "127.0.0.1", free_port())]))
+    assert {r.error for r in records} == {ErrorClass.REFUSED}
+    assert all(r.replica == "gone" and r.first_byte is None for r in records)
+
+
+def test_connect_timeout_when_syns_are_dropped() -> None:
+    with full_backlog() as p:
+        records = load(view(p), rate=20, duration=0.1, connect_timeout=0.3)
+    assert {r.error for r in records} == {ErrorClass.CONNECT_TIMEOUT}
+    assert all(r.end is not None and 0.25 < r.end - r.sent < 1.0 for r in records)
+
+
+def test_no_endpoint_when_the_view_is_empty() -> None:
+    records = load(StaticView([]))
+    assert {(r.error, r.replica, r.conn_id) for r in records} == {(ErrorClass.NO_ENDPOINT, "", 0)}
+
+
+def test_fd_exhaustion_is_a_generator_artefact(port: int) -> None:
+    """Lower this process's descriptor limit so that connect() itself fails with EMFILE."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    async def main() -> list[Record]:
+        used = len(os.listdir("/proc/self/fd"))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (used + 3, hard))
+        try:
+            return await run_load(
+                view(port), Clock(), rate=100, duration=0.1, path="/hang", timeout=0.3,
+                new_conn_ratio=1.0,
+            )  # fmt: skip
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    records = go(main())
+    classes = collections.Counter(r.error for r in records)
+    assert classes[ErrorClass.FD_EXHAUSTED] >= 5
+    assert set(classes) <= {ErrorClass.FD_EXHAUSTED, ErrorClass.TIMEOUT}
+    assert ErrorClass.FD_EXHAUSTED.is_artefact
+
+
+def test_every_request_carries_its_seq_and_proxy_replica_header(port: int) -> None:
+    records = load(view(port), path="/echo-seq", rate=200, duration=0.2)
+    assert len(records) == 40
+    assert all(r.ok and r.replica == f"seq-{r.seq}" for r in records)
+
+
+def test_a_stalled_server_does_not_slow_the_load(port: int) -> None:
+    """1. every response takes 1 s  2. 100 requests/s for 2 s
+    Result: ~100 requests are sent in each second, each on time, on ~100 parallel connections."""
+    records = load(view(port), path="/delay/1", rate=100, duration=2.0, timeout=3.0)
+    assert len(records) == 200
+    assert all(r.ok for r in records), collections.Counter(r.error for r in records)
+    start = records[0].intended
+    in_second = [sum(1 for r in records if s <= r.sent - start < s + 1) for s in (0, 1)]
+    assert all(95 <= n <= 105 for n in in_second), in_second
+    assert max(r.lag for r in records) < 0.05
+    assert len({r.conn_id for r in records}) >= 90
+    assert all(0.95 < r.end - r.sent < 2.0 for r in records if r.end is not None)
+
+
+def test_lag_is_recorded_and_counted_apart(port: int) -> None:
+    """1. 200 requests/s to a fast server  2. the generator's own loop blocks 0.3 s
+    Result: the same number of requests is sent; the late ones are sent as soon as possible,
+    succeed, and are classified schedule_lag (an artefact) with their lag recorded."""
+
+    async def main() -> list[Record]:
+        asyncio.get_running_loop().call_later(0.2, time.sleep, 0.3)
+        return await run_load(view(port), Clock(), rate=200, duration=1.0, path="/ok")
+
+    records = go(main())
+    assert len(records) == 200
+    late = [r for r in records if r.error is ErrorClass.SCHEDULE_LAG]
+    assert 20 <= len(late) <= 80
+    assert all(r.lag > 0.1 and r.status == 200 and not r.ok for r in late)
+    assert max(r.lag for r in records) > 0.25
+    assert all(r.ok for r in records if r.error is not ErrorClass.SCHEDULE_LAG)
+
+
+def test_max_conns_bounds_connections_and_shows_as_lag(port: int) -> None:
+    records = load(view(port), path="/delay/0.2", rate=50, duration=0.4, max_conns=2, timeout=3)
+    assert len(records) == 20
+    assert len({r.conn_id for r in records}) <= 4  # the fresh share replaces pooled ones
+    events = sorted([(r.sent, 1) for r in records] + [(r.end or 0.0, -1) for r in records])
+    concurrent = peak = 0
+    for _, d in events:
+        concurrent += d
+        peak = max(peak, concurrent)
+    assert peak <= 2
+    assert max(r.lag for r in records) > 1.0
+    assert any(r.error is ErrorClass.SCHEDULE_LAG for r in records)
+
+
+def test_connections_stay_pinned_and_clients_have_their_own_pools(port: int) -> None:
+    v = view(port, "a", "b", "c", clients=3)
+    records = load(v, path="/ok", rate=300, duration=0.5, new_conn_ratio=0.0)
+    assert all(r.ok for r in records)
+    by_conn: dict[int, set[tuple[str, int]]] = collections.defaultdict(set)
+    for r in records:
+        by_conn[r.conn_id].add((r.replica, r.client))
+        assert r.client == r.seq % 3
+    assert all(len(s) == 1 for s in by_conn.values())  # one replica and one client each
+    assert v.picks == len(by_conn)  # the view is consulted only to open a connection
+    assert sum(r.reused for r in records) >= len(records) - 10
+
+
+def test_fresh_share_uses_one_shot_connections(port: int) -> None:
+    records = load(view(port), path="/ok", rate=200, duration=0.5, new_conn_ratio=1.0)
+    assert all(r.ok and not r.reused for r in records)
+    assert len({r.conn_id for r in records}) == len(records)
+    mixed = load(view(port), path="/ok", rate=200, duration=0.5, new_conn_ratio=0.3, seed=7)
+    fresh = sum(not r.reused for r in mixed)
+    assert 15 <= fresh <= 50
+
+
+def test_server_closing_idle_connections_fails_no_request(port: int) -> None:
+    """The server closes each keep-alive connection after 50 ms idle; requests come every 200 ms:
+    the generator notices the close and opens a new connection (the request is not retried:
+    nothing failed)."""
+    records = load(view(port), path="/idle-close", rate=5, duration=1.0, new_conn_ratio=0.0)
+    assert len(records) == 5
+    assert all(r.ok and not r.reused for r in records)
+
+
+def test_stop_ends_the_run_early_and_keeps_every_record(port: int) -> None:
+    async def main() -> tuple[list[Record], float]:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.2, stop.set)
+        t0 = time.monotonic()
+        records = await run_load(view(port), Clock(), rate=100, duration=10, stop=stop)
+        return records, time.monotonic() - t0
+
+    records, took = go(main())
+    assert took < 1.0
+    assert 10 <= len(records) <= 30
+    assert [r.seq for r in records] == list(range(len(records)))
+    assert all(r.end is not None for r in records)
+
+
+def test_on_record_errors_surface(port: int) -> None:
+    seen: list[Record] = []
+
+    def on_record(r: Record) -> None:
+        seen.append(r)
+        if len(seen) == 3:
+            raise KeyError("disk full")
+
+    with pytest.raises(KeyError, match="disk full"):
+        load(view(port), path="/ok", rate=100, duration=5.0, on_record=on_record)
+    assert 3 <= len(seen) < 50
+
+
+def test_runs_on_the_default_asyncio_loop_too(port: int) -> None:
+    records = asyncio.run(run_load(view(port), Clock(), rate=100, duration=0.2, path="/503"))
+    assert {r.error for r in records} == {ErrorClass.HTTP_503}
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{"rate": 0}, {"duration": -1}, {"new_conn_ratio": 2}, {"timeout": 0}, {"max_conns": 0}],
+)
+def test_invalid_arguments_are_rejected(kw: dict[str, float]) -> None:
+    args: dict[str, Any] = {"rate": 10, "duration": 1} | kw
+    with pytest.raises(ValueError):
+        go(run_load(StaticView([]), Clock(), **args))
