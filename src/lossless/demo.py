@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from lossless.verify.command import _analyse, _ProgressDisplay
+    from lossless.verify.command import ProgressDisplay, analyse_run
     from lossless.verify.runner import execute
 
     started = time.monotonic()
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         out = base / f"{number}-{scenario.strategy}-{scenario.app}"
         err.print(f"[bold]run {number}/{len(SCENARIOS)}[/]: {scenario.title} …")
         cfg = _config(scenario, out, root, args)
-        display = _ProgressDisplay(cfg.replicas) if sys.stderr.isatty() else None
+        display = ProgressDisplay(cfg.replicas) if sys.stderr.isatty() else None
         t0 = time.monotonic()
         try:
             outcome = execute(cfg, progress=display, quiet=True)
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         if outcome.interrupted:
             print("lossless demo: interrupted", file=sys.stderr)
             return 130
-        rows.append((scenario, _analyse(out), out, time.monotonic() - t0))
+        rows.append((scenario, analyse_run(out), out, time.monotonic() - t0))
 
     table = Table(title="lossless demo: the same upgrade, three ways", title_justify="left")
     table.add_column("#", justify="right")

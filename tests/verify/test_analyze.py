@@ -179,8 +179,9 @@ def test_naive_stop_start() -> None:
     cause = a.causes[0]
     assert cause.kind == "naive" and cause.count == 11
     assert cause.cause.startswith(
-        "naive stop-start: no replica available during the restart (1.0 s without a serving "
-        "replica, 11 requests failed between t=5.2 s and t=6.2 s)"
+        "naive stop-start: clients kept routing to a replica while it was stopped and "
+        "restarted (1.0 s with nothing serving on app, 11 requests failed between t=5.2 s "
+        "and t=6.2 s)"
     )
     assert "rolling update" in cause.fix
 

@@ -506,8 +506,9 @@ class Analyzer:
 
     def _explain_naive(self, g: _Group) -> tuple[str, str]:
         return (
-            f"naive stop-start: no replica available during the restart ({g.span:.1f} s without "
-            f"a serving replica, {g.requests} failed {g.window})",
+            f"naive stop-start: clients kept routing to a replica while it was stopped and "
+            f"restarted ({g.span:.1f} s with nothing serving on {g.who}, {g.requests} failed "
+            f"{g.window})",
             "use a rolling update with readiness gating (maxUnavailable: 0, maxSurge: 1) so an "
             "old replica serves until a new one is ready",
         )

@@ -1,0 +1,489 @@
+"""``lossless verify``: a real rolling upgrade under open-loop load, every failure explained.
+
+Starts ``--replicas`` copies of ``--cmd`` as local processes (the lab), loads them through a
+traffic model, rolls them out to the new version with the chosen strategy while the load goes on,
+then writes the results (``--out``), prints a summary and returns the verdict:
+
+- 0: the run completed with at most ``--max-failures`` failed requests;
+- 1: more failures than that (or the rollout made no progress);
+- 2: usage or input errors (bad flag, bad manifest, a command that does not start, a port taken);
+- 130: interrupted (Ctrl-C); the results gathered so far are written and summarised all the same.
+
+See docs/verify.md for every flag and how the lab maps to Kubernetes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from lossless.errors import LosslessError
+
+__all__ = ["ProgressDisplay", "add_parser", "analyse_run", "build_config", "run", "summary_table"]
+
+EXIT_INTERRUPTED = 130
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or value != value or value in (float("inf"),):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+    return value
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "verify",
+        help="prove a rolling upgrade drops no request: real processes, real load, explained",
+        description=(
+            "Run REPLICAS copies of --cmd locally, send open-loop HTTP load, roll them out to a "
+            "new version the way Kubernetes does, and explain every failed request."
+        ),
+    )
+    g = p.add_argument_group("replicas")
+    g.add_argument(
+        "--cmd",
+        metavar="CMD",
+        help="replica command; {port} and $PORT are replaced by the replica's port (also in env "
+        "PORT), e.g. 'python -m uvicorn app:app --port {port}'",
+    )
+    g.add_argument(
+        "--new-cmd",
+        metavar="CMD",
+        help="the new version's command (default: --cmd with LOSSLESS_VERSION=v2 instead of v1)",
+    )
+    g.add_argument("-f", "--file", metavar="YAML", help="read settings from a Deployment manifest")
+    g.add_argument("--container", metavar="NAME", help="the manifest's container (default: first)")
+    g.add_argument("--replicas", type=_count, help="spec.replicas (default 3)")
+    g.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for every replica (repeatable)",
+    )
+    g.add_argument("--cwd", metavar="DIR", help="working directory of the replicas (default: .)")
+    g.add_argument(
+        "--base-port",
+        type=int,
+        metavar="PORT",
+        help="give replicas ports PORT, PORT+1... (default: free ephemeral ports)",
+    )
+    g.add_argument(
+        "--ready-timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long the first replicas may take to become available (default 30)",
+    )
+
+    g = p.add_argument_group("rollout")
+    g.add_argument(
+        "--strategy",
+        choices=("rolling", "recreate", "naive"),
+        help="rolling (RollingUpdate, default), recreate, or naive (the VM-style "
+        "stop/start baseline)",
+    )
+    g.add_argument("--max-surge", metavar="N|P%", help="maxSurge (default 25%%, rounds up)")
+    g.add_argument(
+        "--max-unavailable", metavar="N|P%", help="maxUnavailable (default 25%%, rounds down)"
+    )
+    g.add_argument(
+        "--min-ready-seconds",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="minReadySeconds (default 0)",
+    )
+    g.add_argument(
+        "--progress-deadline",
+        type=_positive_float,
+        default=120.0,
+        metavar="SECONDS",
+        help="fail when the rollout makes no progress this long (default 120)",
+    )
+
+    g = p.add_argument_group("readiness probe (httpGet, Kubernetes semantics)")
+    g.add_argument(
+        "--readiness-path",
+        metavar="PATH",
+        help="probe GET PATH on the replica's port; 200-399 is success",
+    )
+    g.add_argument(
+        "--readiness-initial-delay",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="initialDelaySeconds (default 0)",
+    )
+    g.add_argument(
+        "--readiness-period",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="periodSeconds (default 1 here; Kubernetes and manifests default to 10)",
+    )
+    g.add_argument(
+        "--readiness-timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="timeoutSeconds (default 1)",
+    )
+    g.add_argument(
+        "--readiness-success-threshold",
+        type=_count,
+        metavar="N",
+        help="successThreshold (default 1)",
+    )
+    g.add_argument(
+        "--readiness-failure-threshold",
+        type=_count,
+        metavar="N",
+        help="failureThreshold (default 3)",
+    )
+
+    g = p.add_argument_group("termination")
+    pre = g.add_mutually_exclusive_group()
+    pre.add_argument(
+        "--prestop-sleep", type=_positive_float, metavar="SECONDS", help="preStop sleep action"
+    )
+    pre.add_argument("--prestop-exec", metavar="CMD", help="preStop exec command")
+    pre.add_argument("--prestop-http", metavar="PATH", help="preStop httpGet PATH")
+    g.add_argument(
+        "--grace-period",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="terminationGracePeriodSeconds (default 30)",
+    )
+
+    g = p.add_argument_group("traffic and load")
+    g.add_argument(
+        "--traffic",
+        default="service",
+        choices=("service",),
+        help="how clients learn endpoints (service: kube-proxy nodes)",
+    )
+    g.add_argument(
+        "--clients",
+        type=_count,
+        default=3,
+        metavar="N",
+        help="simulated clients (kube-proxy nodes), each with its own lagged view",
+    )
+    g.add_argument(
+        "--propagation-delay",
+        default="1±0.5",
+        metavar="MEAN[±JITTER]",
+        help="per-client delay of endpoint changes, uniform (default 1±0.5 s; "
+        "'1+-0.5' and '1:0.5' work too)",
+    )
+    g.add_argument(
+        "--rate",
+        type=_positive_float,
+        default=50.0,
+        metavar="RPS",
+        help="requests per second, open loop (default 50)",
+    )
+    g.add_argument(
+        "--before",
+        "--duration-before",
+        dest="before",
+        type=_positive_float,
+        default=3.0,
+        metavar="SECONDS",
+        help="load before the rollout (default 3)",
+    )
+    g.add_argument(
+        "--after",
+        "--duration-after",
+        dest="after",
+        type=_positive_float,
+        default=3.0,
+        metavar="SECONDS",
+        help="load after the last old replica exited (default 3)",
+    )
+    g.add_argument("--path", default="/", help="request path (default /)")
+    g.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="client timeout per request (default 5)",
+    )
+    g.add_argument(
+        "--new-conn-ratio",
+        type=_positive_float,
+        default=0.1,
+        metavar="R",
+        help="share of requests on a fresh connection (default 0.1)",
+    )
+    g.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+
+    g = p.add_argument_group("output")
+    g.add_argument("--out", metavar="DIR", help="results directory (default: a new temp dir)")
+    g.add_argument("--export", choices=("vegeta-csv",), help="also write results.csv for vegeta")
+    g.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    g.add_argument(
+        "--max-failures",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="exit 1 when more than N requests failed (default 0)",
+    )
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=run)
+
+
+def _pick(flag: Any, manifest: Any, default: Any) -> Any:
+    if flag is not None:
+        return flag
+    if manifest is not None:
+        return manifest
+    return default
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """Merge the manifest (if any), the flags and the defaults into a ``VerifyConfig``."""
+    from lossless.verify.manifest import DeploymentSpec, load_deployment
+    from lossless.verify.probe import (
+        ExecAction,
+        Handler,
+        HTTPGetAction,
+        ProbeSpec,
+        SleepAction,
+    )
+    from lossless.verify.process import split_command
+    from lossless.verify.rollout import RolloutStrategy
+    from lossless.verify.runner import VerifyConfig
+    from lossless.verify.traffic import PropagationDelay
+
+    if not args.cmd:
+        raise LosslessError("--cmd is required (the command that starts one replica)")
+    spec: DeploymentSpec | None = None
+    if args.file:
+        spec = load_deployment(args.file, container=args.container)
+
+    strategy_kind = _pick(args.strategy, spec.strategy if spec else None, "rolling")
+    strategy = RolloutStrategy(
+        strategy_kind,
+        _pick(args.max_surge, spec.max_surge if spec else None, "25%"),
+        _pick(args.max_unavailable, spec.max_unavailable if spec else None, "25%"),
+    )
+
+    readiness: ProbeSpec | None = spec.readiness if spec else None
+    if args.readiness_path is not None:
+        action = HTTPGetAction(path=args.readiness_path)
+        readiness = (
+            ProbeSpec(action=action, period=1.0)
+            if readiness is None
+            else dataclasses.replace(readiness, action=action)
+        )
+    timing = {
+        "initial_delay": args.readiness_initial_delay,
+        "period": args.readiness_period,
+        "timeout": args.readiness_timeout,
+        "success_threshold": args.readiness_success_threshold,
+        "failure_threshold": args.readiness_failure_threshold,
+    }
+    given = {k: v for k, v in timing.items() if v is not None}
+    if given:
+        if readiness is None:
+            raise LosslessError("readiness probe timing flags need --readiness-path (or -f)")
+        readiness = dataclasses.replace(readiness, **given)
+
+    prestop: Handler | None = spec.prestop if spec else None
+    if args.prestop_sleep is not None:
+        prestop = SleepAction(args.prestop_sleep)
+    elif args.prestop_exec is not None:
+        prestop = ExecAction(split_command(args.prestop_exec))
+    elif args.prestop_http is not None:
+        prestop = HTTPGetAction(path=args.prestop_http)
+
+    env: list[tuple[str, str]] = []
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LosslessError(f"--env {item!r}: expected KEY=VALUE")
+        env.append((key, value))
+
+    out = Path(args.out) if args.out else None
+    cwd = Path(args.cwd) if args.cwd else None
+    if cwd is not None and not cwd.is_dir():
+        raise LosslessError(f"--cwd {cwd}: not a directory")
+    return VerifyConfig(
+        command=split_command(args.cmd),
+        new_command=split_command(args.new_cmd) if args.new_cmd else None,
+        out=out,
+        replicas=_pick(args.replicas, spec.replicas if spec else None, 3),
+        rate=args.rate,
+        before=args.before,
+        after=args.after,
+        strategy=strategy,
+        min_ready_seconds=_pick(
+            args.min_ready_seconds, spec.min_ready_seconds if spec else None, 0.0
+        ),
+        readiness=readiness,
+        prestop=prestop,
+        grace=_pick(args.grace_period, spec.grace if spec else None, 30.0),
+        propagation=PropagationDelay.parse(args.propagation_delay),
+        clients=args.clients,
+        new_conn_ratio=args.new_conn_ratio,
+        seed=args.seed,
+        path=args.path,
+        timeout=args.timeout if args.timeout > 0 else 5.0,
+        traffic=args.traffic,
+        cwd=cwd,
+        base_port=args.base_port,
+        ready_timeout=args.ready_timeout,
+        progress_deadline=args.progress_deadline,
+        env=tuple(env),
+    )
+
+
+class ProgressDisplay:
+    """A one-line live display on stderr: phase, replicas ready, requests sent, failures."""
+
+    def __init__(self, replicas: int) -> None:
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.fields[phase]:<11}[/]"),
+            TextColumn("ready {task.fields[ready]}/{task.fields[replicas]}"),
+            TextColumn("sent {task.fields[sent]}"),
+            TextColumn("failures [red]{task.fields[failures]}[/]"),
+            TimeElapsedColumn(),
+            TextColumn("[dim]{task.fields[detail]}[/]"),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self.task = self.progress.add_task(
+            "verify", phase="starting", ready=0, replicas=replicas, sent=0, failures=0, detail=""
+        )
+        self.progress.start()
+
+    def __call__(self, status: Any, t: float) -> None:
+        self.progress.update(
+            self.task,
+            phase=status.phase,
+            ready=status.ready_count(),
+            sent=status.sent,
+            failures=status.failures,
+            detail=status.detail,
+        )
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+def summary_table(analysis: Any, settings: dict[str, Any], out: Path) -> Any:
+    """A rich Table with the run's key figures."""
+    from rich.table import Table
+
+    table = Table(title="lossless verify", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_row("strategy", str(settings.get("strategy", "")))
+    table.add_row("replicas", str(settings.get("replicas", "")))
+    table.add_row("requests", str(analysis.requests))
+    table.add_row("ok", str(analysis.ok))
+    by_class = ", ".join(f"{k} {v}" for k, v in sorted(analysis.failures_by_class.items()))
+    failures = f"{analysis.failures}" + (f" ({by_class})" if by_class else "")
+    table.add_row("failures", f"[red]{failures}[/]" if analysis.failures else "[green]0[/]")
+    if analysis.artefacts:
+        table.add_row("artefacts", f"{analysis.artefacts} (generator, not the service)")
+    lat = analysis.latency_ms
+    if lat:
+        table.add_row(
+            "latency",
+            f"p50 {lat.get('p50', 0):.1f} ms · p99 {lat.get('p99', 0):.1f} ms · "
+            f"max {lat.get('max', 0):.1f} ms",
+        )
+    for cause in analysis.causes:
+        table.add_row(f"cause ({cause.count})", cause.cause)
+        table.add_row("fix", cause.fix)
+    table.add_row("results", str(out))
+    return table
+
+
+def analyse_run(out: Path) -> Any:
+    from lossless.verify.analyze import analyze
+    from lossless.verify.results import read_run
+
+    return analyze(read_run(out))
+
+
+def run(args: argparse.Namespace) -> int:
+    from lossless.verify.runner import execute
+
+    cfg = build_config(args)
+    if cfg.out is None:
+        cfg = dataclasses.replace(cfg, out=Path(tempfile.mkdtemp(prefix="lossless-verify-")))
+    show_progress = not args.quiet and not args.json and sys.stderr.isatty()
+    display = ProgressDisplay(cfg.replicas) if show_progress else None
+    try:
+        outcome = execute(cfg, progress=display, quiet=args.quiet or args.json)
+    finally:
+        if display is not None:
+            display.stop()
+    analysis = analyse_run(cfg.out)
+    if args.export == "vegeta-csv":
+        from lossless.verify.results import export_vegeta_csv, read_run
+
+        export_vegeta_csv(read_run(cfg.out), cfg.out / "results.csv")
+    if outcome.error is not None:
+        code = outcome.error.exit_code
+    elif outcome.interrupted:
+        code = EXIT_INTERRUPTED
+    else:
+        code = 0 if analysis.failures <= args.max_failures else 1
+    if args.json:
+        doc = analysis.to_json()
+        doc.update(
+            results=str(cfg.out),
+            interrupted=outcome.interrupted,
+            error=None if outcome.error is None else str(outcome.error),
+            exit_code=code,
+        )
+        print(json.dumps(doc, indent=2, sort_keys=False))
+    elif outcome.error is None or analysis.requests:
+        from rich.console import Console
+
+        console = Console(highlight=False, soft_wrap=False, width=_width())
+        console.print(summary_table(analysis, cfg.settings(), cfg.out))
+        verdict = (
+            f"{analysis.failures} failed request(s) > --max-failures {args.max_failures}"
+            if code == 1
+            else "ok"
+        )
+        if outcome.error is None and not outcome.interrupted:
+            console.print(f"verdict: {verdict}  (details: lossless report {cfg.out})")
+    if outcome.error is not None:
+        print(
+            f"lossless verify: error: {outcome.error} (results so far: {cfg.out})",
+            file=sys.stderr,
+        )
+    elif outcome.interrupted:
+        print(f"lossless verify: interrupted; results so far: {cfg.out}", file=sys.stderr)
+    return code
+
+
+def _width() -> int | None:
+    return None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "110"))

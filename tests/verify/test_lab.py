@@ -1,0 +1,234 @@
+"""The lab against small real processes: readiness, the two deletion tracks, termination timing
+(kubelet killContainer: SIGKILL exactly at the grace period, the 2 s minimum after a preStop that
+used it up), process groups, and teardown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from lossless.errors import LosslessError
+from lossless.verify.lab import PodTemplate
+from lossless.verify.model import EventKind
+from lossless.verify.probe import HTTPGetAction, ProbeSpec, SleepAction
+from lossless.verify.traffic import PropagationDelay
+from tests.verify.conftest import PYTHON, group_alive, lab_session, pid_alive, port_free
+
+# Scheduling slack on two busy cores.
+SLACK = 0.35
+
+
+def template(script: Path, **env: str) -> PodTemplate:
+    return PodTemplate(command=(PYTHON, str(script)), env=env)
+
+
+async def _wait_ready(run: object, pod: object, timeout: float = 10.0) -> None:
+    from lossless.verify.lab import Lab, Pod
+
+    assert isinstance(pod, Pod)
+    lab: Lab = run.lab  # type: ignore[attr-defined]
+    async with asyncio.timeout(timeout):
+        while not pod.ready:
+            await lab.wait_changed(lab.generation, 0.1)
+
+
+def test_no_probe_means_ready_when_started(tmp_path: Path, server_script: Path) -> None:
+    async def main() -> None:
+        async with lab_session(tmp_path) as run:
+            pod = await run.lab.create(template(server_script), "v1-0")
+            assert pod.ready and pod.available and pod.in_endpoints
+            started = run.first(EventKind.STARTED, "v1-0")
+            assert run.first(EventKind.READY, "v1-0") - started < 0.05
+            assert run.first(EventKind.ENDPOINT_ADDED, "v1-0") >= started
+
+    asyncio.run(main())
+
+
+def test_readiness_probe_gates_the_endpoint(tmp_path: Path, server_script: Path) -> None:
+    async def main() -> None:
+        async with lab_session(tmp_path, min_ready_seconds=0.3) as run:
+            probe = ProbeSpec(HTTPGetAction("/"), period=0.1, success_threshold=2)
+            t = PodTemplate(command=(PYTHON, str(server_script)), readiness=probe)
+            pod = await run.lab.create(t, "v1-0")
+            assert not pod.ready and not pod.in_endpoints
+            await _wait_ready(run, pod)
+            ready = run.first(EventKind.READY, "v1-0")
+            assert run.first(EventKind.ENDPOINT_ADDED, "v1-0") >= ready
+            assert not pod.available
+            await asyncio.sleep(0.4)
+            assert pod.available
+            assert run.first(EventKind.AVAILABLE, "v1-0") - ready == pytest.approx(0.3, abs=0.1)
+            await run.traffic.settled()
+            assert all(run.traffic.pick(c) == pod.endpoint for c in range(2))
+
+    asyncio.run(main())
+
+
+def test_probe_failing_status_keeps_replica_out(tmp_path: Path, server_script: Path) -> None:
+    async def main() -> None:
+        async with lab_session(tmp_path) as run:
+            probe = ProbeSpec(HTTPGetAction("/"), period=0.1)
+            t = PodTemplate(
+                command=(PYTHON, str(server_script)), readiness=probe, env={"SERVER_STATUS": "503"}
+            )
+            pod = await run.lab.create(t, "v1-0")
+            await asyncio.sleep(1.0)
+            assert not pod.ready and not pod.in_endpoints
+            assert pod.prober is not None and "503" in pod.prober.last_detail
+
+    asyncio.run(main())
+
+
+def test_sigkill_exactly_at_grace_without_prestop(tmp_path: Path, server_script: Path) -> None:
+    """1. a replica that ignores SIGTERM, grace 3 s 2. deleted at t0
+    Result: endpoint removed and SIGTERM at t0 (in parallel), SIGKILL at t0 + 3 s."""
+
+    async def main() -> None:
+        async with lab_session(tmp_path, delay=PropagationDelay(0.5, 0)) as run:
+            t = PodTemplate(
+                command=(PYTHON, str(server_script)), env={"SERVER_IGNORE_TERM": "1"}, grace=3
+            )
+            pod = await run.lab.create(t, "v1-0")
+            await asyncio.sleep(0.5)  # let it install its handler
+            run.lab.delete(pod)
+            await pod.exited.wait()
+            t0 = run.first(EventKind.DELETING, "v1-0")
+            assert run.first(EventKind.ENDPOINT_REMOVED, "v1-0") - t0 < 0.01
+            assert run.first(EventKind.SIGTERM, "v1-0") - t0 < 0.05
+            assert run.first(EventKind.SIGKILL, "v1-0") - t0 == pytest.approx(3.0, abs=SLACK)
+            assert "SIGKILL" in next(e.detail for e in run.events if e.kind is EventKind.EXITED)
+            await run.traffic.settled()
+            views = run.times(EventKind.VIEW_REMOVED, "v1-0")
+            assert [round(v - t0, 1) for v in views] == [0.5, 0.5]  # each client, 0.5 s later
+
+    asyncio.run(main())
+
+
+def test_grace_below_two_seconds_is_floored(tmp_path: Path, server_script: Path) -> None:
+    async def main() -> None:
+        async with lab_session(tmp_path) as run:
+            t = PodTemplate(
+                command=(PYTHON, str(server_script)), env={"SERVER_IGNORE_TERM": "1"}, grace=0
+            )
+            pod = await run.lab.create(t, "v1-0")
+            await asyncio.sleep(0.4)
+            run.lab.delete(pod)
+            await pod.exited.wait()
+            t0 = run.first(EventKind.DELETING, "v1-0")
+            assert run.first(EventKind.SIGKILL, "v1-0") - t0 == pytest.approx(2.0, abs=SLACK)
+
+    asyncio.run(main())
+
+
+def test_prestop_counts_against_grace(tmp_path: Path, server_script: Path) -> None:
+    """preStop sleep 1 s, grace 3 s: SIGTERM at t0+1, SIGKILL at t0+3 (3 - 1 whole second)."""
+
+    async def main() -> None:
+        async with lab_session(tmp_path) as run:
+            t = PodTemplate(
+                command=(PYTHON, str(server_script)),
+                env={"SERVER_IGNORE_TERM": "1"},
+                grace=3,
+                prestop=SleepAction(1.0),
+            )
+            pod = await run.lab.create(t, "v1-0")
+            await asyncio.sleep(0.4)
+            run.lab.delete(pod)
+            await pod.exited.wait()
+            t0 = run.first(EventKind.DELETING, "v1-0")
+            assert run.first(EventKind.PRESTOP_START, "v1-0") - t0 < 0.05
+            assert run.first(EventKind.ENDPOINT_REMOVED, "v1-0") - t0 < 0.05  # in parallel
+            assert run.first(EventKind.SIGTERM, "v1-0") - t0 == pytest.approx(1.0, abs=SLACK)
+            assert run.first(EventKind.SIGKILL, "v1-0") - t0 == pytest.approx(3.0, abs=SLACK)
+
+    asyncio.run(main())
+
+
+def test_prestop_still_running_at_grace_gets_two_more_seconds(
+    tmp_path: Path, server_script: Path
+) -> None:
+    """preStop sleep 10 s, grace 2 s: the hook is abandoned at t0+2, SIGTERM then, and the
+    container gets the 2 s minimum: SIGKILL at t0+4."""
+
+    async def main() -> None:
+        async with lab_session(tmp_path) as run:
+            t = PodTemplate(
+                command=(PYTHON, str(server_script)),
+                env={"SERVER_IGNORE_TERM": "1"},
+                grace=2,
+                prestop=SleepAction(10.0),
+            )
+            pod = await run.lab.create(t, "v1-0")
+            await asyncio.sleep(0.4)
+            run.lab.delete(pod)
+            await pod.exited.wait()
+            t0 = run.first(EventKind.DELETING, "v1-0")
+            end = next(e for e in run.events if e.kind is EventKind.PRESTOP_END)
+            assert end.t - t0 == pytest.approx(2.0, abs=SLACK) and "abandoned" in end.detail
+            assert run.first(EventKind.SIGTERM, "v1-0") - t0 == pytest.approx(2.0, abs=SLACK)
+            assert run.first(EventKind.SIGKILL, "v1-0") - t0 == pytest.approx(4.0, abs=SLACK)
+
+    asyncio.run(main())
+
+
+def test_sigterm_to_main_only_sigkill_to_the_group(tmp_path: Path, server_script: Path) -> None:
+    """A replica that exits on SIGTERM leaves a child behind in its group: the lab kills it."""
+
+    async def main() -> tuple[int, int]:
+        async with lab_session(tmp_path) as run:
+            pod = await run.lab.create(template(server_script, SERVER_CHILD="1"), "v1-0")
+            assert pod.process is not None and pod.process.pid is not None
+            log = tmp_path / "logs" / "v1-0.log"
+            async with asyncio.timeout(5):
+                while "child" not in (log.read_text() if log.exists() else ""):
+                    await asyncio.sleep(0.05)
+            child = int(log.read_text().split()[1])
+            assert pid_alive(child)
+            run.lab.delete(pod)
+            await pod.exited.wait()
+            exited = next(e for e in run.events if e.kind is EventKind.EXITED)
+            assert "exit code 0" in exited.detail  # SIGTERM reached the main process
+            assert not run.times(EventKind.SIGKILL, "v1-0")
+            return child, pod.process.pid
+
+    child, pgid = asyncio.run(main())
+    for _ in range(50):
+        if not pid_alive(child):
+            break
+        time.sleep(0.05)
+    assert not pid_alive(child) and not group_alive(pgid)
+
+
+def test_unexpected_exit_fails_the_run(tmp_path: Path, server_script: Path) -> None:
+    async def main() -> None:
+        async with lab_session(tmp_path) as run:
+            await run.lab.create(template(server_script, SERVER_EXIT="3"), "v1-0")
+            await asyncio.sleep(5)
+
+    with pytest.raises(BaseExceptionGroup) as info:
+        asyncio.run(main())
+    error = info.value.exceptions[0]
+    assert isinstance(error, LosslessError)
+    assert "v1-0 exited unexpectedly (exit code 3" in str(error)
+    assert "replica failed on purpose" in str(error)
+
+
+def test_close_reaps_everything(tmp_path: Path, server_script: Path) -> None:
+    async def main() -> list[tuple[int, int]]:
+        async with lab_session(tmp_path) as run:
+            pods = [
+                await run.lab.create(template(server_script, SERVER_IGNORE_TERM="1"), f"v1-{i}")
+                for i in range(3)
+            ]
+            await asyncio.sleep(0.3)
+            return [(p.process.pid, p.port) for p in pods if p.process and p.process.pid]
+
+    started = asyncio.run(main())
+    assert len(started) == 3
+    for pid, port in started:
+        assert not pid_alive(pid) and not group_alive(pid) and port_free(port)
+    assert os.getpid()  # the test process itself is fine
