@@ -137,3 +137,20 @@ def test_on_ready_runs_once_per_instance(serve, kind: str, tmp_path: Path) -> No
         time.sleep(0.05)
     time.sleep(1.5)  # give a wrongly registered worker the time to write too
     assert marker.read_text().split() == [str(server.proc.pid)]
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_metrics_path_serves_prometheus_text(serve, kind: str) -> None:
+    server = serve(kind, "--metrics-path", "/metrics")
+    server.wait_ready()
+    status, headers, body = server.get("/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    assert b'lossless_state{state="ready"} 1.0' in body
+    assert b"lossless_in_flight_requests 0.0" in body
+
+
+def test_metrics_are_off_by_default(serve) -> None:
+    server = serve("uvicorn")
+    server.wait_ready()
+    status, _h, body = server.get("/metrics")
+    assert body == b"hello"  # the app's own route: nothing intercepted
