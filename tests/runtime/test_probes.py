@@ -74,7 +74,9 @@ def test_readiness_follows_a_critical_check(serve, kind: str, tmp_path: Path) ->
 
 @pytest.mark.parametrize("kind", SERVERS)
 def test_failing_optional_check_leaves_readiness_ok(serve, kind: str) -> None:
-    server = serve(kind, env={"APP_OPTIONAL_FAIL": "1"})
+    # one worker: with two, a probe may reach the second one before it is ready
+    extra = ["--workers", "1"] if kind == "gunicorn" else []
+    server = serve(kind, *extra, env={"APP_OPTIONAL_FAIL": "1"})
     server.wait_ready()
     status, _h, body = server.get("/readyz?verbose")
     assert status == 200
@@ -141,7 +143,8 @@ def test_on_ready_runs_once_per_instance(serve, kind: str, tmp_path: Path) -> No
 
 @pytest.mark.parametrize("kind", SERVERS)
 def test_metrics_path_serves_prometheus_text(serve, kind: str) -> None:
-    server = serve(kind, "--metrics-path", "/metrics")
+    extra = ["--workers", "1"] if kind == "gunicorn" else []  # metrics are per worker
+    server = serve(kind, "--metrics-path", "/metrics", *extra)
     server.wait_ready()
     status, headers, body = server.get("/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain")

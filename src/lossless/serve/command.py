@@ -15,6 +15,7 @@ import sys
 from typing import Any, NoReturn
 
 from lossless import events
+from lossless.discovery import cli as discovery_cli
 from lossless.errors import LosslessError
 from lossless.lifecycle import Lifecycle, set_lifecycle
 from lossless.settings import Settings, parse_duration
@@ -110,6 +111,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--limit-concurrency", type=int, default=None, help="(uvicorn)")
     parser.add_argument("--timeout", type=int, default=30, help="worker timeout (gunicorn)")
     add_settings_arguments(parser)
+    discovery_cli.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -164,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
     events.configure()
     lifecycle = Lifecycle(settings)
     set_lifecycle(lifecycle)  # before the import, so the app's get_lifecycle() finds this one
+    discovery_cli.attach_from_args(lifecycle, args, args.port)
     if args.port != 0:
         _port_free(args.host, args.port)
     app = load_app(args.app, args.app_dir, args.factory)

@@ -1,0 +1,20 @@
+"""Service discovery driven by the lifecycle: register when ready, deregister at t0.
+
+Callers that find instances through a registry keep calling an instance until the registry
+tells them it is gone (and often for as long as they cache what it said). So an instance must
+leave the registry *before* it stops serving: at t0, at the start of the drain delay, while it
+still serves everything it receives. See docs/discovery.md.
+
+>>> from lossless.discovery import Instance, attach, registry_from_url
+>>> instance = Instance.detect("orders", 8000)
+>>> attach(lifecycle, registry_from_url("etcd://127.0.0.1:2379/services", instance))
+"""
+
+from __future__ import annotations
+
+from lossless.discovery.attach import Attachment, attach
+from lossless.discovery.instance import Instance
+from lossless.discovery.registrar import Registrar, RegistryError
+from lossless.discovery.urls import registry_from_url
+
+__all__ = ["Attachment", "Instance", "Registrar", "RegistryError", "attach", "registry_from_url"]
