@@ -25,6 +25,7 @@ import time
 
 from lossless import metrics, probes
 from lossless._asgi_types import ASGIApp, Message, Receive, Scope, Send
+from lossless.admin import ADMIN_PATH
 from lossless.lifecycle import Lifecycle, get_lifecycle
 
 _PROBE_KINDS = ("livez", "readyz", "startupz")
@@ -85,6 +86,9 @@ class LosslessMiddleware:
         if route is not None and scope["method"] in ("GET", "HEAD"):
             await self._answer_probe(route, scope, send)
             return
+        if scope["path"] == ADMIN_PATH:
+            await self._answer_admin(lc, scope, send)
+            return
         token = lc.request_started(scope)
         flag = lc.drain_flag
 
@@ -101,6 +105,29 @@ class LosslessMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             lc.request_finished(token)
+
+    async def _answer_admin(self, lc: Lifecycle, scope: Scope, send: Send) -> None:
+        """``/lossless/drain`` (see :mod:`lossless.admin`): loopback callers with the token."""
+        from lossless.admin import CONTENT_TYPE, handle_admin
+
+        client = scope.get("client")
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        answer = handle_admin(
+            lc, scope["method"], scope["path"], headers, client[0] if client else None
+        )
+        status, body = answer if answer is not None else (404, b"")
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", CONTENT_TYPE.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
     async def _answer_probe(self, route: str, scope: Scope, send: Send) -> None:
         lc = self.lifecycle

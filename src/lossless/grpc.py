@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import queue
 import signal
 import threading
@@ -52,20 +53,27 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from concurrent import futures
 from typing import Any
 
-import grpc  # type: ignore[import-untyped,import-not-found,unused-ignore]
-import grpc.aio  # type: ignore[import-untyped,import-not-found,unused-ignore]
-from grpc_health.v1 import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
-    _async as health_aio,
-)
-from grpc_health.v1 import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
-    health,
-    health_pb2,
-    health_pb2_grpc,
-)
-
 from lossless import events
 from lossless.lifecycle import Lifecycle, get_lifecycle
 from lossless.serve import _signals
+
+try:
+    import grpc  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    import grpc.aio  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    from grpc_health.v1 import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
+        _async as health_aio,
+    )
+    from grpc_health.v1 import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
+        health,
+        health_pb2,
+        health_pb2_grpc,
+    )
+except ImportError as exc:  # pragma: no cover - depends on the extras installed
+    raise ImportError(
+        f"lossless.grpc needs grpcio and grpcio-health-checking ({exc.name} is missing): "
+        "pip install 'lossless[grpc]'"
+    ) from exc
+
 
 __all__ = [
     "CUT_DETAILS",
@@ -301,9 +309,15 @@ def serve(
     *,
     health_servicer: health.HealthServicer | None = None,
     services: Iterable[str] = (),
+    hard_exit: bool = True,
 ) -> int:
     """Start ``srv`` (not yet started, ports added) and run it through the drain sequence of
-    the module docstring; block until it has stopped; return the exit code."""
+    the module docstring; block until it has stopped; return the exit code.
+
+    Handler threads cannot be cancelled: when some are still running after the deadline or a
+    third signal, ``serve`` does not return but ends the process with ``os._exit(code)``
+    (after logging ``stopped``), as ``lossless serve`` does; ``hard_exit=False`` returns
+    instead, and the interpreter will then wait for those threads before it can exit."""
     lc = lifecycle or get_lifecycle()
     names = ["", *services]
     servicer = health_servicer
@@ -345,6 +359,13 @@ def serve(
                     break
                 driver.at_deadline()
         events.emit("in_flight_done", t_plus=lc.since_t0(), forced=len(lc.forced) or None)
+        if hard_exit and (driver.exit_now or (lc in _tracked and lc.in_flight > 0)):
+            # Handler threads cut by the deadline or a third signal cannot be cancelled and
+            # would hold the interpreter's exit (the thread pool joins them): exit now.
+            code = lc.stopped()
+            for handler in events.logger.handlers:
+                handler.flush()
+            os._exit(code)
         lc.shutdown_sync()
     return lc.stopped()
 

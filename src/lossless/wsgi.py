@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from lossless import metrics, probes
+from lossless.admin import ADMIN_PATH
 from lossless.lifecycle import Lifecycle, get_lifecycle
 
 StartResponse = Callable[..., Any]
@@ -66,6 +67,8 @@ class LosslessWSGIMiddleware:
         route = routes.get(path)
         if route is not None and method in ("GET", "HEAD"):
             return self._probe(route, environ, start_response, method == "HEAD")
+        if path == ADMIN_PATH:
+            return self._admin(lc, method, environ, start_response)
         token = lc.request_started(environ)
         environ["lossless.lifecycle"] = lc
         if lc.draining:
@@ -76,6 +79,37 @@ class LosslessWSGIMiddleware:
             lc.request_finished(token)
             raise
         return _Tracked(result, lc, token)
+
+    def _admin(
+        self, lc: Lifecycle, method: str, environ: dict[str, Any], start_response: StartResponse
+    ) -> list[bytes]:
+        """``/lossless/drain`` (see :mod:`lossless.admin`): loopback callers with the token."""
+        from lossless.admin import CONTENT_TYPE, handle_admin
+
+        headers = [
+            (key[5:].replace("_", "-"), value)
+            for key, value in environ.items()
+            if key.startswith("HTTP_") and isinstance(value, str)
+        ]
+        answer = handle_admin(lc, method, ADMIN_PATH, headers, environ.get("REMOTE_ADDR"))
+        status, body = answer if answer is not None else (404, b"")
+        reason = {
+            200: "OK",
+            202: "Accepted",
+            401: "Unauthorized",
+            403: "Forbidden",
+            404: "Not Found",
+            405: "Method Not Allowed",
+        }.get(status, "Error")
+        start_response(
+            f"{status} {reason}",
+            [
+                ("Content-Type", CONTENT_TYPE),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store"),
+            ],
+        )
+        return [body]
 
     def _probe(
         self, route: str, environ: dict[str, Any], start_response: StartResponse, head: bool

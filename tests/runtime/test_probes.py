@@ -155,5 +155,5 @@ def test_metrics_path_serves_prometheus_text(serve, kind: str) -> None:
 def test_metrics_are_off_by_default(serve) -> None:
     server = serve("uvicorn")
     server.wait_ready()
-    status, _h, body = server.get("/metrics")
+    _status, _h, body = server.get("/metrics")
     assert body == b"hello"  # the app's own route: nothing intercepted

@@ -1,0 +1,177 @@
+"""``lossless prestop``: a Kubernetes preStop exec hook that needs nothing from the image.
+
+Two jobs, in this order, both within ``--timeout`` (the whole command never runs longer):
+
+1. ``--drain-url URL``: ``POST`` to the app's admin endpoint (:mod:`lossless.admin`, or the probe
+   port of ``lossless run``) so the drain starts now, at the beginning of the pod's termination;
+   then poll ``GET`` until the app reports ``delay_remaining`` 0 (or stops accepting
+   connections, which it does at t0 + D). The kubelet sends SIGTERM only after the hook returns,
+   so the signal then lands after the drain delay. The bearer token is read from
+   ``--token-file`` (default: ``$LOSSLESS_ADMIN_TOKEN_FILE``).
+2. ``--sleep SECONDS``: sleep in Python, for images that have no ``sleep`` binary.
+
+Exit codes: 0 done; 1 the app refused the drain, or the time ran out before the delay ended;
+2 usage errors (bad flags, unreadable token file). A non-zero exit only makes the kubelet log
+``FailedPreStopHook``; termination goes on either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import time
+import urllib.parse
+
+from lossless import events
+from lossless.admin import ADMIN_PATH, TOKEN_FILE_ENV
+from lossless.errors import LosslessError
+from lossless.settings import parse_duration
+
+#: Seconds between two polls of the drain state.
+POLL_INTERVAL = 0.1
+DEFAULT_TIMEOUT = 30.0
+
+
+def _duration(text: str) -> float:
+    try:
+        value = parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite duration >= 0: {text!r}")
+    return value
+
+
+def add_prestop_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "prestop",
+        help="preStop hook: start the app's drain and wait for its delay, or sleep (no sleep "
+        "binary needed)",
+        description="For a Kubernetes preStop exec hook. Bounded by --timeout.",
+    )
+    parser.add_argument(
+        "--sleep", type=_duration, default=0.0, metavar="SECONDS", help="sleep this long"
+    )
+    parser.add_argument(
+        "--drain-url",
+        metavar="URL",
+        help=f"the app's admin endpoint, e.g. http://127.0.0.1:8000{ADMIN_PATH}",
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help=f"bearer token for --drain-url (default: ${TOKEN_FILE_ENV})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_duration,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"upper bound for the whole command (default {DEFAULT_TIMEOUT:g})",
+    )
+    parser.set_defaults(func=prestop_command)
+
+
+def _target(url: str) -> tuple[str, int, str]:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme != "http" or not parsed.hostname:
+        raise LosslessError(f"--drain-url {url!r} must be http://HOST:PORT[{ADMIN_PATH}]")
+    try:
+        port = parsed.port or 80
+    except ValueError:
+        raise LosslessError(f"--drain-url {url!r} has an invalid port") from None
+    path = parsed.path if parsed.path not in ("", "/") else ADMIN_PATH
+    return parsed.hostname, port, path
+
+
+def _read_token(path: str | None) -> str:
+    path = path or os.environ.get(TOKEN_FILE_ENV)
+    if not path:
+        raise LosslessError(f"--drain-url needs a token: --token-file FILE or ${TOKEN_FILE_ENV}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read().strip()
+    except OSError as exc:
+        raise LosslessError(f"cannot read token file {path}: {exc.strerror or exc}") from None
+    if not token:
+        raise LosslessError(f"token file {path} is empty")
+    return token
+
+
+def _call(
+    host: str, port: int, method: str, path: str, token: str, timeout: float
+) -> tuple[int, dict[str, object]]:
+    conn = http.client.HTTPConnection(host, port, timeout=max(timeout, 0.05))
+    try:
+        conn.request(method, path, headers={"Authorization": f"Bearer {token}"})
+        resp = conn.getresponse()
+        raw = resp.read(65536)
+    finally:
+        conn.close()
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = {"error": raw.decode("utf-8", "replace")[:200]}
+    return resp.status, body if isinstance(body, dict) else {"body": body}
+
+
+def drain(url: str, token: str, end: float) -> dict[str, object]:
+    """POST the drain, then poll until ``delay_remaining`` is 0 or the app stops accepting;
+    raise :class:`LosslessError` (exit 1) when refused or when ``end`` passes first."""
+    host, port, path = _target(url)
+    try:
+        status, body = _call(host, port, "POST", path, token, end - time.monotonic())
+    except OSError as exc:
+        raise LosslessError(
+            f"cannot reach {url}: {getattr(exc, 'strerror', None) or exc}", exit_code=1
+        ) from None
+    if status != 202:
+        reason = body.get("error", body)
+        raise LosslessError(f"{url} answered {status}: {reason}", exit_code=1)
+    events.emit("prestop_drain_started", url=url, started=body.get("started"))
+    while True:
+        left = body.get("delay_remaining")
+        if isinstance(left, int | float) and left <= 0:
+            return body
+        now = time.monotonic()
+        if now >= end:
+            raise LosslessError(
+                f"timed out: {url} still reports delay_remaining {left} s", exit_code=1
+            )
+        wait = POLL_INTERVAL if not isinstance(left, int | float) else min(POLL_INTERVAL, left)
+        time.sleep(max(0.0, min(wait, end - now)))
+        try:
+            status, body = _call(host, port, "GET", path, token, end - time.monotonic())
+        except ConnectionRefusedError:
+            return {"delay_remaining": 0, "listener": "closed"}  # closed at t0 + D: done
+        except OSError as exc:
+            raise LosslessError(
+                f"polling {url}: {getattr(exc, 'strerror', None) or exc}", exit_code=1
+            ) from None
+        if status != 200:
+            raise LosslessError(f"{url} answered {status}: {body.get('error', body)}", exit_code=1)
+
+
+def prestop_command(args: argparse.Namespace) -> int:
+    if not args.drain_url and not args.sleep:
+        raise LosslessError("nothing to do: give --sleep SECONDS and/or --drain-url URL")
+    if args.sleep > args.timeout:
+        raise LosslessError(f"--sleep {args.sleep:g} exceeds --timeout {args.timeout:g}")
+    events.configure()
+    start = time.monotonic()
+    end = start + args.timeout
+    if args.drain_url:
+        token = _read_token(args.token_file)
+        _target(args.drain_url)  # validate before any network I/O
+        state = drain(args.drain_url, token, end)
+        events.emit(
+            "prestop_drain_done",
+            waited=round(time.monotonic() - start, 3),
+            delay_remaining=state.get("delay_remaining"),
+            since_t0=state.get("since_t0"),
+        )
+    if args.sleep:
+        time.sleep(max(0.0, min(args.sleep, end - time.monotonic())))
+    return 0

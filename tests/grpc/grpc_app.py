@@ -1,0 +1,78 @@
+"""A gRPC server under ``lossless.grpc``, no generated code: generic handlers on raw bytes.
+
+``python grpc_app.py sync|aio PORT``; drain settings from ``LOSSLESS_*`` variables.
+
+- ``/t.Test/Slow``: unary; the request is a number of seconds to sleep; answers ``done``.
+- ``/t.Test/Stream``: unary -> stream; the request is ``N,INTERVAL``; sends ``0``..``N-1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import grpc
+
+import lossless.grpc
+from lossless import events
+from lossless.lifecycle import Lifecycle
+
+
+def slow(request: bytes, context: Any) -> bytes:
+    time.sleep(float(request or b"0"))
+    return b"done"
+
+
+def stream(request: bytes, context: Any) -> Iterator[bytes]:
+    n, interval = request.split(b",")
+    for i in range(int(n)):
+        yield str(i).encode()
+        time.sleep(float(interval))
+
+
+async def aslow(request: bytes, context: Any) -> bytes:
+    await asyncio.sleep(float(request or b"0"))
+    return b"done"
+
+
+async def astream(request: bytes, context: Any) -> AsyncIterator[bytes]:
+    n, interval = request.split(b",")
+    for i in range(int(n)):
+        yield str(i).encode()
+        await asyncio.sleep(float(interval))
+
+
+def handlers(aio: bool) -> grpc.GenericRpcHandler:
+    return grpc.method_handlers_generic_handler(
+        "t.Test",
+        {
+            "Slow": grpc.unary_unary_rpc_method_handler(aslow if aio else slow),
+            "Stream": grpc.unary_stream_rpc_method_handler(astream if aio else stream),
+        },
+    )
+
+
+async def main_aio(port: int, lc: Lifecycle) -> int:
+    srv = lossless.grpc.aio_server(lifecycle=lc)
+    srv.add_generic_rpc_handlers((handlers(True),))
+    srv.add_insecure_port(f"127.0.0.1:{port}")
+    return await lossless.grpc.serve_aio(srv, lc, services=["t.Test"])
+
+
+def main() -> int:
+    mode, port = sys.argv[1], int(sys.argv[2])
+    events.configure()
+    lc = Lifecycle()
+    if mode == "aio":
+        return asyncio.run(main_aio(port, lc))
+    srv = lossless.grpc.server(lifecycle=lc)
+    srv.add_generic_rpc_handlers((handlers(False),))
+    srv.add_insecure_port(f"127.0.0.1:{port}")
+    return lossless.grpc.serve(srv, lc, services=["t.Test"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
