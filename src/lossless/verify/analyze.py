@@ -15,8 +15,10 @@ timeline. The rules, first match wins:
 2. ``no_endpoint``: the client's view was empty;
 3. ``killed``: the replica got SIGKILL while the request was in flight;
 4. the replica was terminating when the request was sent (after DELETING or SIGTERM):
-   ``keepalive_reset`` (reset on a reused connection), ``listener_closed`` (refused, connect
-   timeout, reset on a fresh connection), ``draining_5xx``, else ``cut_in_flight``;
+   ``keepalive_reset`` (reset on a reused connection), ``not_deregistered`` (``--traffic
+   registry`` only: refused, connect timeout or reset on a fresh connection to a replica that
+   did not leave the registry at t0), ``listener_closed`` (the same failures otherwise),
+   ``draining_5xx``, else ``cut_in_flight``;
 5. ``not_ready``: sent before the replica could serve (before READY, or before its first
    successful response while it was not terminating);
 6. ``slow``: a timeout on a replica that was serving;
@@ -90,6 +92,12 @@ _HTTP_5XX = frozenset(
 _TERMINATING = frozenset({"terminating-before-sigterm", "after-sigterm", "after-exit"})
 _BEFORE_READY = frozenset({"not-started", "starting", "never-ready", "not-ready"})
 _MAX_EXAMPLES = 5
+# NOTE events of the registry traffic model (lossless.verify.traffic_registry)
+_REGISTRY_PUT = "registry PUT "
+_REGISTRY_DELETE = "registry DELETE "
+# a registry DELETE this long after SIGTERM (or later) was not a deregistration at t0 (measured:
+# lossless serve's deregistration reaches a watcher within 15 ms of SIGTERM)
+_DEREGISTER_SLACK = 0.5
 
 
 def _plural(n: int, noun: str) -> str:
@@ -115,6 +123,7 @@ class _ReplicaTimeline:
     readiness: list[tuple[float, bool]] = dataclasses.field(default_factory=list)
     views: dict[int, list[tuple[float, bool]]] = dataclasses.field(default_factory=dict)
     endpoint: list[tuple[float, bool]] = dataclasses.field(default_factory=list)
+    registry: list[tuple[float, bool]] = dataclasses.field(default_factory=list)
     exit_detail: str = ""
 
     def at(self, kind: EventKind) -> float | None:
@@ -156,6 +165,20 @@ class _ReplicaTimeline:
                 return when
         return None
 
+    def terminated_at(self) -> float | None:
+        """SIGTERM, else the deletion: when the replica was told to stop."""
+        sigterm = self.at(EventKind.SIGTERM)
+        return sigterm if sigterm is not None else self.at(EventKind.DELETING)
+
+    def deregistered(self) -> float | None:
+        """The registry's first DELETE of this replica from its deletion on (None: never)."""
+        start = self.at(EventKind.DELETING)
+        if start is None:
+            start = self.terminated_at()
+        if start is None:
+            return None
+        return next((w for w, present in self.registry if w >= start and not present), None)
+
     def routing_stopped(self) -> float | None:
         """The last client's VIEW_REMOVED (else ENDPOINT_REMOVED) after the deletion."""
         removals = [w for changes in self.views.values() for w, present in changes if not present]
@@ -184,6 +207,8 @@ def _index(events: Iterable[Event]) -> dict[str, _ReplicaTimeline]:
             tl.endpoint.append((e.t, e.kind is EventKind.ENDPOINT_ADDED))
         elif e.kind is EventKind.EXITED:
             tl.exit_detail = e.detail
+        elif e.kind is EventKind.NOTE and e.detail.startswith((_REGISTRY_PUT, _REGISTRY_DELETE)):
+            tl.registry.append((e.t, e.detail.startswith(_REGISTRY_PUT)))
     return dict(timelines)
 
 
@@ -319,8 +344,9 @@ class Analyzer:
     """Accumulates records (``add``) and explains them (``close``) against ``events``.
 
     ``settings`` are the run's settings: ``strategy`` (``"naive"`` selects the stop-start rule),
-    ``lag_budget`` (seconds, default 0.1) and ``timeout`` (the client timeout, for the sentence)
-    are read when present. ``close`` may be called once; ``add`` after it raises RuntimeError.
+    ``lag_budget`` (seconds, default 0.1), ``timeout`` (the client timeout, for the sentence),
+    ``traffic`` (``"registry"`` selects the registry rules) and ``registry_cache_ttl`` are read
+    when present. ``close`` may be called once; ``add`` after it raises RuntimeError.
     """
 
     def __init__(self, events: Iterable[Event], settings: dict[str, Any] | None = None) -> None:
@@ -328,6 +354,9 @@ class Analyzer:
         self.events = sorted(events, key=lambda e: e.t)
         self.timelines = _index(self.events)
         self.lag_budget = float(self.settings.get("lag_budget", 0.1))
+        self.registry = self.settings.get("traffic") == "registry"
+        ttl = self.settings.get("registry_cache_ttl")
+        self.cache_ttl = float(ttl) if isinstance(ttl, int | float) else 0.0
         self.records: list[Record] = []
         self.closed = False
 
@@ -461,6 +490,8 @@ class Analyzer:
             if r.reused and r.error is ErrorClass.RESET:
                 return "keepalive_reset"
             if r.error in _CONNECT_FAILURES:
+                if self.registry and tl is not None and not self._deregistered_at_t0(tl):
+                    return "not_deregistered"
                 return "listener_closed"
             if r.error in _HTTP_5XX:
                 return "draining_5xx"
@@ -473,6 +504,13 @@ class Analyzer:
         if r.error is ErrorClass.TIMEOUT:
             return "slow"
         return "unexplained"
+
+    @staticmethod
+    def _deregistered_at_t0(tl: _ReplicaTimeline) -> bool:
+        start, gone = tl.terminated_at(), tl.deregistered()
+        if start is None:
+            return True  # never told to stop: not this rule's business
+        return gone is not None and gone - start <= _DEREGISTER_SLACK
 
     def _causes(
         self, failed: list[Record], contexts: list[FailureContext], first_ok: dict[str, float]
@@ -493,6 +531,7 @@ class Analyzer:
             "killed": self._explain_killed,
             "keepalive_reset": self._explain_keepalive_reset,
             "listener_closed": self._explain_listener_closed,
+            "not_deregistered": self._explain_not_deregistered,
             "draining_5xx": self._explain_draining_5xx,
             "cut_in_flight": self._explain_cut_in_flight,
             "not_ready": self._explain_not_ready,
@@ -544,11 +583,48 @@ class Analyzer:
             needed.append(stopped - (closed if start is None else start))
         gap = max(gaps, default=0.0)
         drain = max(1, math.ceil(max(needed, default=gap)))
-        return (
+        cause = (
             f"listener closed {gap:.1f} s before clients stopped routing to it: {g.requests} "
-            f"to {g.who} could not connect {g.after_sigterm()}",
+            f"to {g.who} could not connect {g.after_sigterm()}"
+        )
+        if self.registry:
+            # a client may have refreshed just before t0: the whole cache TTL, plus a margin
+            drain = max(drain, math.ceil(self.cache_ttl + 0.5))
+            return (
+                cause,
+                f"set a drain delay ≥ {drain} s (LOSSLESS_DRAIN_DELAY): the replica left the "
+                f"registry at t0, but clients cache what they read for {self.cache_ttl:g} s and "
+                "keep routing to it until their next refresh",
+            )
+        return (
+            cause,
             f"set a drain delay ≥ {drain} s (LOSSLESS_DRAIN_DELAY) or a preStop sleep of "
             f"{drain} s, so the replica keeps serving until the endpoint removal has propagated",
+        )
+
+    def _explain_not_deregistered(self, g: _Group) -> tuple[str, str]:
+        late: list[float] = []
+        for name in g.names:
+            tl = self.timelines.get(name)
+            if tl is None:
+                continue
+            start, gone = tl.terminated_at(), tl.deregistered()
+            if start is not None and gone is not None:
+                late.append(gone - start)
+        if late:
+            stayed = (
+                f"stayed in the registry up to {max(late):.1f} s after SIGTERM (no "
+                "deregistration at t0: the entry went when its lease or session expired)"
+            )
+        else:
+            stayed = "never left the registry"
+        drain = max(1, math.ceil(self.cache_ttl + 0.5))
+        return (
+            f"clients kept calling it after it stopped: {g.who} {stayed}, so {g.requests} "
+            f"went to a closed port {g.after_sigterm()}",
+            "deregister at t0, before draining (lossless serve does with --registry or "
+            f"LOSSLESS_REGISTRY), then keep serving while the clients' cache "
+            f"({self.cache_ttl:g} s) expires: drain delay ≥ {drain} s",
         )
 
     def _explain_keepalive_reset(self, g: _Group) -> tuple[str, str]:

@@ -175,9 +175,29 @@ def add_parser(subparsers: Any) -> None:
     g = p.add_argument_group("traffic and load")
     g.add_argument(
         "--traffic",
-        default="service",
-        choices=("service",),
-        help="how clients learn endpoints (service: kube-proxy nodes)",
+        help="how clients learn endpoints: service (kube-proxy nodes; the default) or registry "
+        "(clients watch etcd; the default with --registry)",
+    )
+    g.add_argument(
+        "--registry",
+        metavar="URL",
+        help="--traffic registry: etcd://HOST:PORT/PREFIX; every replica gets it as "
+        "LOSSLESS_REGISTRY (with LOSSLESS_SERVICE_NAME and LOSSLESS_INSTANCE_ID=<pod name>) "
+        "and registers itself; the clients watch PREFIX/SERVICE/",
+    )
+    g.add_argument(
+        "--service-name",
+        default="verify",
+        metavar="NAME",
+        help="--traffic registry: the service's name in the registry (default verify)",
+    )
+    g.add_argument(
+        "--registry-cache-ttl",
+        type=_positive_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="--traffic registry: each client re-reads the registry every SECONDS, at its own "
+        "phase (0: on every change; default 1)",
     )
     g.add_argument(
         "--clients",
@@ -347,7 +367,10 @@ def build_config(args: argparse.Namespace) -> Any:
         seed=args.seed,
         path=args.path,
         timeout=args.timeout if args.timeout > 0 else 5.0,
-        traffic=args.traffic,
+        traffic=args.traffic or ("registry" if args.registry else "service"),
+        registry=args.registry,
+        service_name=args.service_name,
+        registry_cache_ttl=args.registry_cache_ttl,
         cwd=cwd,
         base_port=args.base_port,
         ready_timeout=args.ready_timeout,

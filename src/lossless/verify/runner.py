@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator
@@ -24,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from lossless.errors import LosslessError
-from lossless.verify.lab import Lab, PodTemplate
+from lossless.verify.lab import Lab, Pod, PodTemplate
 from lossless.verify.model import Clock, Event, EventKind, Record
 from lossless.verify.probe import Handler, ProbeSpec
 from lossless.verify.process import PortAllocator
 from lossless.verify.rollout import Deployment, ReplicaSet, RolloutStrategy
-from lossless.verify.traffic import TRAFFIC_MODELS, PropagationDelay, ServiceTraffic
+from lossless.verify.traffic import TRAFFIC_MODELS, PropagationDelay, ServiceTraffic, TrafficModel
 
 __all__ = ["Outcome", "Status", "VerifyConfig", "execute"]
 
@@ -71,6 +72,11 @@ class VerifyConfig:
     old_version: str = "v1"
     new_version: str = "v2"
     host: str = "127.0.0.1"
+    # --traffic registry: the etcd:// URL replicas register in and clients watch, the service's
+    # name there, and how long each client caches what it read
+    registry: str | None = None
+    service_name: str = "verify"
+    registry_cache_ttl: float = 1.0
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -90,6 +96,27 @@ class VerifyConfig:
             raise LosslessError("the old and new versions must differ")
         if not self.path.startswith("/"):
             raise LosslessError(f"--path must start with / (got {self.path!r})")
+        self._check_registry()
+
+    def _check_registry(self) -> None:
+        if self.traffic != "registry":
+            if self.registry is not None:
+                raise LosslessError(
+                    f"--registry is used by --traffic registry only (not --traffic {self.traffic})"
+                )
+            return
+        if not self.registry:
+            raise LosslessError("--traffic registry needs --registry etcd://HOST:PORT/PREFIX")
+        from lossless.discovery.urls import etcd_from_url
+
+        etcd_from_url(self.registry)  # a bad URL fails here, before anything starts
+        name = self.service_name
+        if not name or "/" in name or name.strip() != name:
+            raise LosslessError(f"--service-name {name!r}: expected a name without '/' or spaces")
+        if not (math.isfinite(self.registry_cache_ttl) and self.registry_cache_ttl >= 0):
+            raise LosslessError(
+                f"--registry-cache-ttl must be >= 0 seconds (got {self.registry_cache_ttl})"
+            )
 
     @property
     def out_dir(self) -> Path:
@@ -103,11 +130,22 @@ class VerifyConfig:
         return PodTemplate(
             command=command,
             version=version,
-            env={**dict(self.env), "LOSSLESS_VERSION": version},
+            env={**dict(self.env), **self.registry_env(), "LOSSLESS_VERSION": version},
             readiness=self.readiness,
             prestop=self.prestop,
             grace=self.grace,
         )
+
+    def registry_env(self) -> dict[str, str]:
+        """What every replica gets with ``--traffic registry`` (``lossless serve`` reads it and
+        registers itself; the lab adds ``LOSSLESS_INSTANCE_ID=<pod name>`` per replica)."""
+        if self.traffic != "registry" or not self.registry:
+            return {}
+        return {
+            "LOSSLESS_REGISTRY": self.registry,
+            "LOSSLESS_SERVICE_NAME": self.service_name,
+            "LOSSLESS_ADVERTISE_ADDRESS": self.host,
+        }
 
     def settings(self) -> dict[str, Any]:
         """The run's settings as JSON (settings.json)."""
@@ -116,6 +154,13 @@ class VerifyConfig:
             return None if h is None else h.describe()
 
         probe = self.readiness
+        registry: dict[str, Any] = {}
+        if self.traffic == "registry":
+            registry = {
+                "registry": self.registry,
+                "service_name": self.service_name,
+                "registry_cache_ttl": self.registry_cache_ttl,
+            }
         return {
             "command": list(self.command),
             "new_command": list(self.new_command) if self.new_command else None,
@@ -153,6 +198,7 @@ class VerifyConfig:
             "timeout": self.timeout,
             "lag_budget": self.lag_budget,
             "versions": [self.old_version, self.new_version],
+            **registry,
         }
 
 
@@ -237,11 +283,53 @@ async def _sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
-async def _all_gone(rs: ReplicaSet, traffic: ServiceTraffic) -> None:
+async def _all_gone(rs: ReplicaSet, traffic: TrafficModel) -> None:
     """Every pod of ``rs`` has exited and every client has applied every endpoint change."""
     for pod in rs.pods:
         await pod.exited.wait()
     await traffic.settled()
+
+
+async def _first_settled(traffic: TrafficModel) -> None:
+    """Every client sees the first replicas (with the registry model: they registered)."""
+    await traffic.settled()
+    from lossless.verify.traffic_registry import RegistryTraffic
+
+    if isinstance(traffic, RegistryTraffic):
+        traffic.check_registered()
+
+
+def _make_traffic(
+    cfg: VerifyConfig, clock: Clock, on_event: Callable[[Event], None]
+) -> TrafficModel:
+    """The traffic model ``cfg.traffic`` names (call it inside the run's event loop)."""
+    if cfg.traffic == "registry":
+        from lossless.verify.traffic_registry import registry_traffic
+
+        assert cfg.registry is not None  # VerifyConfig checked it
+        return registry_traffic(
+            cfg.registry,
+            clock=clock,
+            service=cfg.service_name,
+            clients=cfg.clients,
+            cache_ttl=cfg.registry_cache_ttl,
+            seed=cfg.seed,
+            on_event=on_event,
+        )
+    return ServiceTraffic(
+        clock=clock, clients=cfg.clients, delay=cfg.propagation, seed=cfg.seed, on_event=on_event
+    )
+
+
+class _NamedLab(Lab):
+    """A lab whose replicas get their pod name as ``LOSSLESS_INSTANCE_ID`` (their registry key,
+    as a pod's name reaches it through the downward API)."""
+
+    async def create(
+        self, template: PodTemplate, name: str, *, port: int | None = None, immediate: bool = False
+    ) -> Pod:
+        named = dataclasses.replace(template, env={**template.env, "LOSSLESS_INSTANCE_ID": name})
+        return await super().create(named, name, port=port, immediate=immediate)
 
 
 async def run_once(
@@ -261,13 +349,11 @@ async def run_once(
     def emit(kind: EventKind, detail: str = "") -> None:
         on_event(Event(clock.now(), kind, "", None, detail))
 
-    traffic = ServiceTraffic(
-        clock=clock, clients=cfg.clients, delay=cfg.propagation, seed=cfg.seed, on_event=on_event
-    )
+    traffic = _make_traffic(cfg, clock, on_event)
     load_stop = asyncio.Event()
     log_dir = cfg.out_dir / "replicas"
     async with asyncio.TaskGroup() as tg:
-        lab = Lab(
+        lab = (_NamedLab if cfg.traffic == "registry" else Lab)(
             clock=clock,
             traffic=traffic,
             task_group=tg,
@@ -288,7 +374,7 @@ async def run_once(
                 settings({"replica_ports": {p.name: p.port for p in old.pods}})
             if not await _race(_wait_available(lab, old, cfg.replicas, cfg.ready_timeout), stop):
                 return
-            if not await _race(traffic.settled(), stop):
+            if not await _race(_first_settled(traffic), stop):
                 return
             load = tg.create_task(
                 run_load(

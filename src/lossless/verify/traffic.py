@@ -6,8 +6,8 @@ A traffic model is an :class:`~lossless.verify.model.EndpointView` (the load gen
 it. Each model decides when each client sees the change, and records that moment as a
 ``VIEW_ADDED``/``VIEW_REMOVED`` event.
 
-Only the ``service`` model exists today (``ingress`` and ``registry`` plug in behind the same
-:class:`TrafficModel` protocol).
+Models: ``service`` (here), ``registry`` (:mod:`lossless.verify.traffic_registry`: clients
+watch etcd); ``ingress`` plugs in behind the same :class:`TrafficModel` protocol.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from lossless.verify.model import Clock, Endpoint, Event, EventKind
 
 __all__ = ["TRAFFIC_MODELS", "PropagationDelay", "ServiceTraffic", "TrafficModel"]
 
-TRAFFIC_MODELS = ("service",)
+TRAFFIC_MODELS = ("service", "registry")
 
 
 class TrafficModel(Protocol):

@@ -34,7 +34,60 @@ from lossless.discovery.registrar import RegistryError
 from lossless.errors import LosslessError
 from lossless.verify.model import Clock, Endpoint, Event, EventKind
 
-__all__ = ["RegistryTraffic"]
+__all__ = ["RegistryTraffic", "registry_traffic", "watch_prefix"]
+
+# Bound of the reads made before the run starts (reachability and stale registrations).
+_PREFLIGHT_TIMEOUT = 2.0
+
+
+def watch_prefix(prefix: str, service: str) -> str:
+    """The etcd key prefix the instances of ``service`` live under: ``/<prefix>/<service>/``."""
+    return f"/{prefix.strip('/')}/{service}/" if prefix.strip("/") else f"/{service}/"
+
+
+def registry_traffic(
+    url: str,
+    *,
+    clock: Clock,
+    service: str,
+    clients: int = 3,
+    cache_ttl: float = 0.0,
+    seed: int = 0,
+    on_event: Callable[[Event], None] | None = None,
+) -> RegistryTraffic:
+    """A :class:`RegistryTraffic` on the etcd an ``etcd://`` URL names, once it is known to
+    answer and to list no instance of ``service`` yet (the run's clients would send load to
+    whatever is registered there: another deployment's instances, or stale registrations of a
+    previous run that did not deregister). Raises :class:`LosslessError` (one line) otherwise.
+    Call it inside the run's event loop."""
+    from lossless.discovery.urls import etcd_from_url
+
+    client, prefix, _ = etcd_from_url(url)
+    where = watch_prefix(prefix, service)
+    try:
+        kvs, _revision = client.get_prefix(where, _PREFLIGHT_TIMEOUT)
+    except RegistryError as exc:
+        raise LosslessError(f"registry {url}: {exc}") from None
+    if kvs:
+        listed = ", ".join(
+            f"{key.rsplit('/', 1)[-1]}" + (f" :{a[1]}" if (a := _address(v)) else "")
+            for key, v in sorted(kvs.items())
+        )
+        raise LosslessError(
+            f"registry {url}: {where} already lists {len(kvs)} instance(s) ({listed}): "
+            "use a --service-name of the run's own, or wait until the stale registrations "
+            "expire with their leases"
+        )
+    return RegistryTraffic(
+        clock=clock,
+        etcd=client,
+        prefix=prefix,
+        service=service,
+        clients=clients,
+        cache_ttl=cache_ttl,
+        seed=seed,
+        on_event=on_event,
+    )
 
 
 class RegistryTraffic:
@@ -61,9 +114,7 @@ class RegistryTraffic:
         self.clients = clients
         self.clock = clock
         self.etcd = etcd
-        self.watch_prefix = (
-            f"/{prefix.strip('/')}/{service}/" if prefix.strip("/") else f"/{service}/"
-        )
+        self.watch_prefix = watch_prefix(prefix, service)
         self.cache_ttl = cache_ttl
         self.seed = seed
         self.settle_timeout = settle_timeout
@@ -125,6 +176,26 @@ class RegistryTraffic:
         self._note(
             f"registry not settled after {self.settle_timeout:g}s: registry ports "
             f"{registered}, ready ports {ready}"
+        )
+
+    def check_registered(self) -> None:
+        """Raise :class:`LosslessError` unless the registry lists exactly the lab's ready
+        endpoints (after :meth:`settled` at the start of a run: the replicas did register)."""
+        if self._converged():
+            return
+        registered = sorted(port for _host, port in self._registry.values())
+        ready = sorted(e.port for e in self._ready.values())
+        if not self._synced.is_set():
+            what = "the registry watch never answered"
+        elif not registered:
+            what = "no replica registered"
+        else:
+            what = f"registered ports {registered}, ready ports {ready}"
+        raise LosslessError(
+            f"replicas not registered under {self.watch_prefix} in etcd "
+            f"{self.etcd.describe()} within {self.settle_timeout:g}s ({what}): the command must "
+            "register itself when ready from LOSSLESS_REGISTRY, LOSSLESS_SERVICE_NAME and "
+            "LOSSLESS_INSTANCE_ID (lossless serve does)"
         )
 
     def _converged(self) -> bool:
