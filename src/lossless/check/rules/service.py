@@ -1,0 +1,125 @@
+"""Service: the selector and target ports route to the pods that serve."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
+
+from lossless.check.k8s import as_int
+from lossless.check.model import Hit, Severity, rule
+
+if TYPE_CHECKING:
+    from lossless.check.engine import Context
+
+
+@rule("LL601", "service-selects-nothing", family="service", severity=Severity.ERROR)
+def service_selects_nothing(ctx: Context) -> Iterator[Hit]:
+    """Service selector that matches no workload.
+
+    ## What it does
+    Flags a Service with a selector that matches the pod template labels of no workload in the
+    checked inputs (same namespace, or namespace unset). It only runs when the inputs contain
+    at least one workload, so checking a lone Service file does not trigger it.
+
+    ## Why is this bad?
+    A selector that matches nothing gives the Service no endpoints: every request is refused
+    (or answered 503 by an ingress). It usually comes from a label renamed on one side only, a
+    typo, or a Helm value that differs between the chart's Service and Deployment; the next
+    rollout of the renamed side takes the whole service offline.
+
+    ## Example
+    ```yaml
+    kind: Service
+    spec:
+      selector: {app: web-frontend}
+    # the Deployment's pods are labelled app: frontend
+    ```
+
+    ## Use instead
+    ```yaml
+    kind: Service
+    spec:
+      selector: {app: frontend}
+    ```
+    """
+    if not ctx.workloads:
+        return
+    for service in ctx.services:
+        selector = service.get("spec", "selector")
+        if service.get("spec", "type") == "ExternalName":
+            continue
+        if not isinstance(selector, Mapping) or not selector:
+            continue
+        if ctx.workloads_for(service):
+            continue
+        shown = ", ".join(f"{k}={v}" for k, v in selector.items())
+        yield Hit(
+            service.loc("spec", "selector"),
+            f"{service.ref} selector {shown} matches no pod template in the checked inputs: "
+            "the Service has no endpoints",
+            service,
+        )
+
+
+@rule("LL602", "target-port-not-exposed", family="service", severity=Severity.ERROR)
+def target_port_not_exposed(ctx: Context) -> Iterator[Hit]:
+    """Service targetPort not exposed by the pods it selects.
+
+    ## What it does
+    For every port of a Service, resolves `targetPort` (defaulting to `port`) against the
+    containers of each workload the Service selects: a named targetPort must be the name of a
+    container port; a numeric one must be declared by a container (checked only when the
+    pod's containers declare ports at all).
+
+    ## Why is this bad?
+    A named targetPort that no container defines leaves the port out of the endpoints: the
+    Service forwards nothing and clients are refused. A number that is not declared usually
+    means the application moved to another port and the Service was not updated: connections
+    are refused on every pod, new and old, from the moment it is applied.
+
+    ## Example
+    ```yaml
+    kind: Service
+    spec:
+      ports: [{port: 80, targetPort: http}]
+    # container ports: [{name: web, containerPort: 8080}]
+    ```
+
+    ## Use instead
+    ```yaml
+    kind: Service
+    spec:
+      ports: [{port: 80, targetPort: web}]
+    ```
+    """
+    for service in ctx.services:
+        ports = service.get("spec", "ports")
+        if not isinstance(ports, list):
+            continue
+        workloads = ctx.workloads_for(service)
+        for index, port in enumerate(ports):
+            if not isinstance(port, Mapping):
+                continue
+            target = port.get("targetPort", port.get("port"))
+            if target is None:
+                continue
+            field = "targetPort" if "targetPort" in port else "port"
+            for workload in workloads:
+                containers = list(workload.containers())
+                if any(c.exposes(target) for c in containers):
+                    continue
+                if as_int(target) is None:
+                    names = sorted({p.name for c in containers for p in c.ports if p.name})
+                    known = f" (named ports: {', '.join(names)})" if names else ""
+                    problem = f"targetPort '{target}' is not a named port of {workload.ref}{known}"
+                else:
+                    numbers = sorted({p.number for c in containers for p in c.ports if p.number})
+                    if not numbers:
+                        continue
+                    shown = ", ".join(str(n) for n in numbers)
+                    problem = f"targetPort {target} is not declared by {workload.ref} ({shown})"
+                yield Hit(
+                    service.loc("spec", "ports", index, field),
+                    f"{service.ref}: {problem}: connections to this port are refused",
+                    service,
+                )
