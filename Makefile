@@ -1,5 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Each one sets up everything it
-# needs from a clean clone (Debian packages, a virtualenv with the project and its extras) first.
+# needs from a clean clone first: the demo a virtualenv with the project and its extras; the tests
+# also the Debian packages of .ci/debian-packages (real servers: etcd, ZooKeeper, HAProxy, ...).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -9,7 +10,7 @@ DEBIAN_PACKAGES := $(shell cat .ci/debian-packages 2>/dev/null)
 
 .PHONY: demo test setup debian lint bench clean
 
-demo: setup
+demo: $(STAMP)
 	$(VENV)/bin/lossless demo
 
 test: setup
