@@ -175,8 +175,17 @@ def add_parser(subparsers: Any) -> None:
     g = p.add_argument_group("traffic and load")
     g.add_argument(
         "--traffic",
-        help="how clients learn endpoints: service (kube-proxy nodes; the default) or registry "
-        "(clients watch etcd; the default with --registry)",
+        help="how clients learn endpoints: service (kube-proxy nodes; the default), registry "
+        "(clients watch etcd; the default with --registry) or ingress (every client goes "
+        "through a real HAProxy whose servers follow the endpoints)",
+    )
+    g.add_argument(
+        "--ingress-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[,...]",
+        help="--traffic ingress: HAProxy settings, e.g. retries=0,redispatch=0,"
+        "retry-on=conn-failure+empty-response,http-reuse=never,checks=on (docs/ingress.md)",
     )
     g.add_argument(
         "--registry",
@@ -259,6 +268,11 @@ def add_parser(subparsers: Any) -> None:
     g.add_argument("--out", metavar="DIR", help="results directory (default: a new temp dir)")
     g.add_argument("--export", choices=("vegeta-csv",), help="also write results.csv for vegeta")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    g.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write a self-contained HTML report (timeline, requests, failures) to FILE",
+    )
     g.add_argument(
         "--max-failures",
         type=_count,
@@ -371,6 +385,7 @@ def build_config(args: argparse.Namespace) -> Any:
         registry=args.registry,
         service_name=args.service_name,
         registry_cache_ttl=args.registry_cache_ttl,
+        ingress=_ingress_settings(args),
         cwd=cwd,
         base_port=args.base_port,
         ready_timeout=args.ready_timeout,
@@ -446,11 +461,25 @@ def summary_table(analysis: Any, settings: dict[str, Any], out: Path) -> Any:
     return table
 
 
+def _ingress_settings(args: argparse.Namespace) -> Any:
+    from lossless.verify.haproxy import HAProxySettings
+
+    settings = HAProxySettings()
+    for text in args.ingress_option:
+        settings = HAProxySettings.parse(text, settings)
+    if args.ingress_option and args.traffic != "ingress":
+        raise LosslessError("--ingress-option is used by --traffic ingress only")
+    return settings
+
+
 def analyse_run(out: Path) -> Any:
     from lossless.verify.analyze import analyze
+    from lossless.verify.analyze_proxy import analyze_proxy
     from lossless.verify.results import read_run
 
-    return analyze(read_run(out))
+    recorded = read_run(out)
+    proxy = analyze_proxy(recorded)  # a run through --traffic ingress: join the proxy's log
+    return analyze(recorded) if proxy is None else proxy.analysis
 
 
 def run(args: argparse.Namespace) -> int:
@@ -467,6 +496,13 @@ def run(args: argparse.Namespace) -> int:
         if display is not None:
             display.stop()
     analysis = analyse_run(cfg.out)
+    if args.html:
+        from lossless.verify.html import write_html
+        from lossless.verify.results import read_run
+
+        size = write_html(read_run(cfg.out), analysis, args.html)
+        if not args.json:
+            print(f"wrote the HTML report to {args.html} ({size / 1e6:.1f} MB)", file=sys.stderr)
     if args.export == "vegeta-csv":
         from lossless.verify.results import export_vegeta_csv, read_run
 

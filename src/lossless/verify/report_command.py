@@ -38,6 +38,11 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--output", metavar="FILE", help="where --export writes")
     parser.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write a self-contained HTML report (timeline, requests, failures) to FILE",
+    )
+    parser.add_argument(
         "--max-failures",
         type=_count,
         default=0,
@@ -51,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     """Analyse ``args.dir``; return 0 (failures <= --max-failures) or 1; raise LosslessError (2)."""
     from lossless.errors import LosslessError
     from lossless.verify.analyze import analyze
+    from lossless.verify.analyze_proxy import analyze_proxy
     from lossless.verify.report import render_json, render_text
     from lossless.verify.results import export_vegeta_csv, read_run
 
@@ -62,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
     if args.export == "vegeta-csv":
         export_vegeta_csv(recorded, args.output)
         print(f"wrote {len(recorded.records)} results to {args.output}", file=sys.stderr)
-    analysis = analyze(recorded)
+    proxy = analyze_proxy(recorded)  # a run through --traffic ingress: join the proxy's log
+    analysis = analyze(recorded) if proxy is None else proxy.analysis
+    if args.html:
+        from lossless.verify.html import write_html
+
+        size = write_html(recorded, analysis, args.html)
+        print(f"wrote the HTML report to {args.html} ({size / 1e6:.1f} MB)", file=sys.stderr)
     sys.stdout.write(render_json(analysis) if args.json else render_text(analysis))
     return 0 if analysis.failures <= args.max_failures else 1

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lossless.errors import LosslessError
+from lossless.verify.haproxy import HAProxySettings
 from lossless.verify.lab import Lab, Pod, PodTemplate
 from lossless.verify.model import Clock, Event, EventKind, Record
 from lossless.verify.probe import Handler, ProbeSpec
@@ -77,6 +78,8 @@ class VerifyConfig:
     registry: str | None = None
     service_name: str = "verify"
     registry_cache_ttl: float = 1.0
+    # --traffic ingress: the HAProxy settings that decide outcomes (retries, redispatch...)
+    ingress: HAProxySettings = dataclasses.field(default_factory=HAProxySettings)
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -161,6 +164,8 @@ class VerifyConfig:
                 "service_name": self.service_name,
                 "registry_cache_ttl": self.registry_cache_ttl,
             }
+        if self.traffic == "ingress":
+            registry = {"ingress": self.ingress.to_json()}
         return {
             "command": list(self.command),
             "new_command": list(self.new_command) if self.new_command else None,
@@ -316,6 +321,19 @@ def _make_traffic(
             seed=cfg.seed,
             on_event=on_event,
         )
+    if cfg.traffic == "ingress":
+        from lossless.verify.traffic_ingress import PROXY_LOG, IngressTraffic
+
+        return IngressTraffic(
+            clock=clock,
+            clients=cfg.clients,
+            delay=cfg.propagation,
+            seed=cfg.seed,
+            on_event=on_event,
+            settings=cfg.ingress,
+            host=cfg.host,
+            proxy_log=cfg.out_dir / PROXY_LOG,
+        )
     return ServiceTraffic(
         clock=clock, clients=cfg.clients, delay=cfg.propagation, seed=cfg.seed, on_event=on_event
     )
@@ -344,12 +362,35 @@ async def run_once(
 ) -> None:
     """The run itself (see the module docstring). Returns when the run is complete or ``stop``
     was set and everything has been torn down; raises ``LosslessError`` on a lab fault."""
+    traffic = _make_traffic(cfg, clock, on_event)
+    # the ingress model runs a real HAProxy: started before the lab, always stopped after it
+    # (also when the run is cancelled by a second Ctrl-C)
+    start = getattr(traffic, "start", None)
+    if start is not None:
+        await start()
+    try:
+        await _run_lab(cfg, traffic, on_event, on_record, stop, status, clock, settings)
+    finally:
+        aclose = getattr(traffic, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+async def _run_lab(
+    cfg: VerifyConfig,
+    traffic: TrafficModel,
+    on_event: Callable[[Event], None],
+    on_record: Callable[[Record], None],
+    stop: asyncio.Event,
+    status: Status,
+    clock: Clock,
+    settings: Callable[[dict[str, Any]], None] | None,
+) -> None:
     from lossless.verify.load import run_load
 
     def emit(kind: EventKind, detail: str = "") -> None:
         on_event(Event(clock.now(), kind, "", None, detail))
 
-    traffic = _make_traffic(cfg, clock, on_event)
     load_stop = asyncio.Event()
     log_dir = cfg.out_dir / "replicas"
     async with asyncio.TaskGroup() as tg:

@@ -24,7 +24,7 @@ from lossless.verify.model import Clock, Endpoint, Event, EventKind
 
 __all__ = ["TRAFFIC_MODELS", "PropagationDelay", "ServiceTraffic", "TrafficModel"]
 
-TRAFFIC_MODELS = ("service", "registry")
+TRAFFIC_MODELS = ("service", "registry", "ingress")
 
 
 class TrafficModel(Protocol):

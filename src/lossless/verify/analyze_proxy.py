@@ -1,0 +1,561 @@
+"""Explain a run that went through an L7 proxy: join the client's records with the proxy's log.
+
+The ``ingress`` traffic model (:mod:`lossless.verify.traffic_ingress`) writes HAProxy's access
+log as ``proxy.jsonl`` next to the run's files, one line per request with the request's
+``x-lossless-seq``. :func:`analyze_proxy` joins the two sides by seq, so a failure shows what the
+client saw (error class, status, time) *and* what the proxy saw (its status, the termination
+state such as ``SC--``, the replica it tried last, its retries), and names causes the client's
+view alone cannot:
+
+1. ``ingress_silent_close``: the client's kept-alive connection to the proxy was closed with no
+   response and the proxy logged nothing for the request (HAProxy closes idle client
+   connections at ``timeout http-keep-alive`` without a word; a request written at that moment
+   is lost and only the client knows);
+2. ``ingress_no_server``: the proxy had no server to route to (``<NOSRV>``, 503);
+3. ``ingress_connect_failed``: the proxy could not connect to the replica it chose (``SC``,
+   503), which was still in its view after the replica's listener closed; every retry failed;
+4. ``ingress_backend_closed``: the replica closed the proxy's (pooled) connection before or
+   while answering (``SH``/``SD``, 502 or a cut response);
+5. ``ingress_timeout``: the replica did not answer within the proxy's ``timeout server``
+   (``sH``, 504);
+6. other failures (the application's own 5xx, client timeouts, failures without a log line on a
+   fresh connection) are explained by :mod:`lossless.verify.analyze`'s rules, applied to the
+   records with the replica the proxy named.
+
+Before joining, every record the proxy served gets ``replica`` = the server the proxy chose (the
+client only saw the proxy) and ``client`` = 0 (the proxy is the one client whose view of the
+endpoints decides routing: the ingress model's view events have ``client=0``).
+
+Requests that succeeded only because the proxy retried them (``retries > 0``) are failures the
+proxy hid; they are counted (:attr:`ProxyAnalysis.hidden`) with their latency, since a retry
+after a refused connect costs HAProxy's turn-around (up to 1 s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lossless.errors import LosslessError
+from lossless.verify.analyze import Analysis, Analyzer, Cause, FailureContext, percentiles
+from lossless.verify.haproxy import ProxyLogEntry
+from lossless.verify.model import ErrorClass, Event, EventKind, Record
+from lossless.verify.results import Run
+
+__all__ = [
+    "PROXY_CAUSES",
+    "ProxyAnalysis",
+    "ProxyFailure",
+    "analyze_proxy",
+    "failure_kinds",
+    "read_proxy_log",
+]
+
+PROXY_LOG = "proxy.jsonl"
+INGRESS = "ingress"
+
+PROXY_CAUSES: dict[str, str] = {
+    "ingress_silent_close": "kept-alive client connection closed by the proxy, no response, "
+    "no proxy log line",
+    "ingress_no_server": "the proxy had no server to route to (<NOSRV>)",
+    "ingress_connect_failed": "the proxy could not connect to a replica still in its view (SC)",
+    "ingress_backend_closed": "the replica closed the proxy's connection before or while "
+    "answering (SH/SD)",
+    "ingress_timeout": "the replica did not answer within the proxy's server timeout (sH)",
+}
+
+_MAX_EXAMPLES = 5
+_TERMINATING = frozenset({"terminating-before-sigterm", "after-sigterm", "after-exit"})
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def read_proxy_log(path: str | os.PathLike[str]) -> tuple[list[ProxyLogEntry], list[str]]:
+    """The access log entries and HAProxy's messages of a ``proxy.jsonl`` file. Raises
+    LosslessError naming the file and line when it is unreadable or corrupt."""
+    p = Path(path)
+    try:
+        lines = p.read_text("utf-8").splitlines()
+    except FileNotFoundError:
+        raise LosslessError(f"{p}: missing") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LosslessError(f"{p}: cannot read: {exc}") from None
+    entries: list[ProxyLogEntry] = []
+    messages: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+            if obj.get("kind") == "message":
+                messages.append(f"t={obj.get('t')}: {obj.get('text', '')}")
+            else:
+                entries.append(ProxyLogEntry.from_json(obj))
+        except (ValueError, TypeError) as exc:
+            if number == len(lines) and not line.endswith("}"):
+                break  # a last line cut short by a crash
+            raise LosslessError(f"{p}:{number}: corrupt proxy log line: {exc}") from None
+    return entries, messages
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyView:
+    """What the proxy saw of one request (from its log line)."""
+
+    status: int
+    termination: str
+    server: str
+    retries: int
+    redispatched: bool
+    connect_ms: int
+    response_ms: int
+    total_ms: int
+    backend_reused: bool  # the proxy sent it on a pooled connection it had used before
+
+    def describe(self) -> str:
+        """``haproxy 503 SC-- on v1-0 after 2 retries (redispatched)``."""
+        status = "no status" if self.status < 0 else str(self.status)
+        text = f"haproxy {status} {self.termination} on {self.server or '<NOSRV>'}"
+        if self.retries:
+            text += f" after {_plural(self.retries, 'retry').replace('retrys', 'retries')}"
+            if self.redispatched:
+                text += " (redispatched)"
+        if self.backend_reused:
+            text += ", pooled backend connection"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyFailure:
+    """One failed request from both sides: the client's context (joined with the timeline of the
+    replica the proxy chose), the proxy's view (None: no log line) and the cause kind."""
+
+    context: FailureContext
+    proxy: ProxyView | None
+    kind: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.context.to_json(),
+            "kind": self.kind,
+            "proxy": None if self.proxy is None else self.proxy.to_json(),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyAnalysis:
+    """The proxy side of a run.
+
+    ``analysis`` is the run's :class:`~lossless.verify.analyze.Analysis` recomputed with the
+    replicas the proxy named and with the causes of this module (use it in place of
+    ``analyze(run)``); ``failures`` holds every failure with both views; ``entries`` is the number
+    of proxy log lines, ``joined`` how many records have one; ``terminations`` counts termination
+    states over all log lines; ``hidden`` counts requests the client saw succeed only because the
+    proxy retried them, ``hidden_latency_ms`` their latency percentiles; ``messages`` are
+    HAProxy's own messages (server state changes)."""
+
+    analysis: Analysis
+    failures: list[ProxyFailure]
+    entries: int
+    joined: int
+    terminations: dict[str, int]
+    hidden: int
+    hidden_latency_ms: dict[str, float]
+    settings: dict[str, Any]
+    messages: list[str]
+
+    def by_seq(self) -> dict[int, ProxyFailure]:
+        return {f.context.seq: f for f in self.failures}
+
+    def to_json(self) -> dict[str, Any]:
+        """The proxy section of a report (the analysis itself: ``analysis.to_json()``)."""
+        return {
+            "entries": self.entries,
+            "joined": self.joined,
+            "terminations": self.terminations,
+            "hidden_by_retries": self.hidden,
+            "hidden_latency_ms": self.hidden_latency_ms,
+            "settings": self.settings,
+            "failures": [f.to_json() for f in self.failures],
+        }
+
+
+def _backend_reuse(entries: list[ProxyLogEntry]) -> set[int]:
+    """Seqs sent on a backend connection (server, HAProxy source port) used before."""
+    seen: set[tuple[str, int]] = set()
+    reused: set[int] = set()
+    for e in sorted(entries, key=lambda e: e.accepted):
+        if not e.server or not e.backend_port or e.seq is None:
+            continue
+        key = (e.server, e.backend_port)
+        if key in seen and e.tc <= 0:
+            reused.add(e.seq)
+        seen.add(key)
+    return reused
+
+
+def _rewrite(r: Record, entry: ProxyLogEntry | None) -> Record:
+    replica = r.replica
+    if entry is not None and entry.server and r.replica in ("", INGRESS):
+        replica = entry.server
+    return dataclasses.replace(r, replica=replica, client=0)
+
+
+class _Explainer:
+    """Proxy cause sentences, with the run's numbers."""
+
+    def __init__(self, run: Run, events: list[Event]) -> None:
+        self.settings: dict[str, Any] = {}
+        ingress = run.settings.get("ingress")
+        if isinstance(ingress, dict):
+            self.settings = ingress
+        self.events = events
+        # seq of a silent close -> (replica, phase) of the previous response on its connection
+        self.previous: dict[int, tuple[str, str]] = {}
+        self.first: dict[tuple[str, EventKind], float] = {}
+        self.view_removed: dict[str, float] = {}
+        self.view_added: dict[str, float] = {}
+        self.ready: dict[str, float] = {}
+        for e in events:
+            if not e.replica:
+                continue
+            self.first.setdefault((e.replica, e.kind), e.t)
+            if e.kind is EventKind.VIEW_REMOVED and e.client in (0, None):
+                self.view_removed[e.replica] = e.t
+            elif e.kind is EventKind.VIEW_ADDED and e.client in (0, None):
+                self.view_added.setdefault(e.replica, e.t)
+            elif e.kind is EventKind.READY:
+                self.ready.setdefault(e.replica, e.t)
+
+    def retries(self) -> str:
+        retries = self.settings.get("retries")
+        redispatch = self.settings.get("redispatch")
+        if retries is None:
+            return "its retries"
+        text = f"retries {retries}"
+        if redispatch:
+            text += f", option redispatch {redispatch}"
+        return text
+
+    def pending_adds(self, t0: float, t1: float) -> list[str]:
+        """Replicas ready at some point in [t0, t1] that the proxy had not added yet."""
+        return sorted(
+            name
+            for name, ready in self.ready.items()
+            if ready <= t1 and self.view_added.get(name, math.inf) > t0
+        )
+
+    def explain(
+        self, kind: str, items: list[tuple[Record, FailureContext, ProxyView | None]]
+    ) -> Cause:
+        records = [r for r, _, _ in items]
+        contexts = [c for _, c, _ in items]
+        names = sorted({r.replica for r in records if r.replica and r.replica != INGRESS})
+        who = ", ".join(names) if names else "no replica"
+        n = len(records)
+        requests = _plural(n, "request")
+        t0, t1 = min(r.sent for r in records), max(r.sent for r in records)
+        window = (
+            f"at t={t0:.1f} s"
+            if f"{t0:.1f}" == f"{t1:.1f}"
+            else f"between t={t0:.1f} s and t={t1:.1f} s"
+        )
+        classes = Counter(r.error.value for r in records)
+        tail = " [" + ", ".join(f"{k}: {v}" for k, v in classes.most_common()) + "]"
+        views = [v for _, _, v in items if v is not None]
+        if kind == "ingress_silent_close":
+            keepalive = self.settings.get("timeout_keep_alive")
+            limit = f" ({keepalive:g} s)" if isinstance(keepalive, int | float) else ""
+            behind = sorted({self.previous[r.seq][0] for r in records if r.seq in self.previous})
+            if behind:
+                why = (
+                    f"the last response on each of those connections came from a terminating "
+                    f"replica ({', '.join(behind)}), which closed its kept-alive connection to "
+                    f"the proxy as the next request went out on it; with http-reuse safe HAProxy "
+                    f"passes that close on to the client instead of answering, so that the "
+                    f"client can retry (retry-on empty-response makes HAProxy retry it instead)"
+                )
+            else:
+                why = (
+                    f"HAProxy drops an idle client connection at timeout "
+                    f"http-keep-alive{limit}, and when a pooled backend connection is closed "
+                    f"under a request it passes the close on to the client"
+                )
+            cause = (
+                f"the proxy closed the kept-alive client connections of {requests} without a "
+                f"response and without a log line {window}: {why}"
+            )
+            fix = (
+                "keep replicas from closing kept-alive connections during the drain "
+                "(Connection: close on responses, idle connections closed after the drain "
+                "delay: lossless serve does), set retry-on empty-response on the proxy, and "
+                "retry idempotent requests that got no response byte on a reused connection "
+                "(as Go's http.Transport and urllib3 do)"
+            )
+        elif kind == "ingress_no_server":
+            pending = self.pending_adds(t0, t1)
+            late = (
+                f"; ready replicas the proxy had not added yet: {', '.join(pending)}"
+                if pending
+                else ""
+            )
+            cause = (
+                f"the proxy had no server to route to: {requests} answered 503 by HAProxy "
+                f"itself (<NOSRV>) {window}{late}"
+            )
+            fix = (
+                "keep old replicas serving until the proxy has added the new ones: "
+                "minReadySeconds ≥ the ingress propagation delay, or a drain delay / preStop "
+                "sleep that covers it"
+            )
+        elif kind == "ingress_connect_failed":
+            gaps: list[float] = []
+            needed: list[float] = []
+            for name in names:
+                sigterm = self.first.get((name, EventKind.SIGTERM))
+                start = (
+                    sigterm if sigterm is not None else self.first.get((name, EventKind.DELETING))
+                )
+                closed = self.first.get((name, EventKind.LISTENER_CLOSED))
+                mine = [r.sent for r in records if r.replica == name]
+                closed = min(mine) if closed is None else min(closed, *mine)
+                removed = self.view_removed.get(name, max(mine))
+                gaps.append(max(0.0, removed - closed))
+                needed.append(removed - (closed if start is None else start))
+            gap = max(gaps, default=0.0)
+            drain = max(1, math.ceil(max(needed, default=gap)))
+            retried = sum(1 for v in views if v.retries)
+            how = (
+                f" after retrying ({self.retries()})"
+                if retried
+                else f" (no retry: {self.retries()})"
+            )
+            pending = self.pending_adds(t0, t1)
+            late = f"; ready replicas it had not added yet: {', '.join(pending)}" if pending else ""
+            cause = (
+                f"listener closed {gap:.1f} s before the proxy stopped routing to it: HAProxy "
+                f"could not connect to {who} and answered 503 (SC--) to {requests}{how} "
+                f"{window}{late}"
+            )
+            fix = (
+                f"set a drain delay ≥ {drain} s (LOSSLESS_DRAIN_DELAY) or a preStop sleep of "
+                f"{drain} s so the replica accepts connections until the ingress has removed "
+                f"it; the proxy's retries only hide part of it, at up to 1 s per retry"
+            )
+        elif kind == "ingress_backend_closed":
+            pooled = sum(1 for v in views if v.backend_reused)
+            terminating = sum(1 for c in contexts if c.phase in _TERMINATING)
+            cause = (
+                f"{who} closed the proxy's connection before or while answering: {requests} "
+                f"got 502 or a cut response {window} ({pooled} on pooled backend connections, "
+                f"{terminating} while the replica was terminating)"
+            )
+            fix = (
+                "close kept-alive connections only after the drain delay, answering "
+                "Connection: close during the drain (lossless serve does); keep the app's "
+                "keep-alive timeout above the proxy's idle pool timeout; retry-on "
+                "empty-response lets the proxy retry the idempotent ones"
+            )
+        else:  # ingress_timeout
+            timeout = self.settings.get("timeout_server")
+            limit = f"{timeout:g} s" if isinstance(timeout, int | float) else "its"
+            cause = (
+                f"{who} did not answer {requests} within the proxy's {limit} server timeout "
+                f"(504, sH--) {window}"
+            )
+            fix = "find the slow path (look up the x-lossless-seq values) or raise timeout server"
+        return Cause(kind, cause + tail, fix, n, names, contexts[:_MAX_EXAMPLES])
+
+
+def _proxy_kind(r: Record, view: ProxyView | None) -> str | None:
+    if view is None:
+        if r.reused and r.error in (ErrorClass.RESET, ErrorClass.TRUNCATED):
+            return "ingress_silent_close"
+        return None
+    term = view.termination
+    if len(term) < 2:
+        return None
+    if not view.server and view.status == 503:
+        return "ingress_no_server"
+    if term[:2] == "SC":
+        return "ingress_connect_failed"
+    if term[0] == "S" and term[1] in "HD":
+        return "ingress_backend_closed"
+    if term[:2] == "sH" or (term[0] == "s" and view.status == 504):
+        return "ingress_timeout"
+    return None
+
+
+def _previous_on_connection(
+    records: Sequence[Record], seqs: Sequence[int], analyzer: Analyzer
+) -> dict[int, tuple[str, str]]:
+    """For each of ``seqs``: the replica of the last answered request before it on the same
+    client connection, when that replica was terminating (after deletion or SIGTERM) then."""
+    wanted = set(seqs)
+    if not wanted:
+        return {}
+    last: dict[tuple[int, int], Record] = {}
+    out: dict[int, tuple[str, str]] = {}
+    for r in sorted(records, key=lambda r: r.sent):
+        key = (r.client, r.conn_id)
+        if r.seq in wanted:
+            prev = last.get(key)
+            timeline = None if prev is None else analyzer.timelines.get(prev.replica)
+            if prev is not None and timeline is not None:
+                phase = timeline.phase(prev.sent)
+                if phase in _TERMINATING:
+                    out[r.seq] = (prev.replica, phase)
+        elif 0 < r.status < 500 and r.conn_id:  # answered by a replica, not the proxy
+            last[key] = r
+    return out
+
+
+def analyze_proxy(run: Run) -> ProxyAnalysis | None:
+    """Analyse ``run`` with its proxy log (see the module docstring); None when the run has no
+    ``proxy.jsonl``. Raises LosslessError for a corrupt proxy log."""
+    path = run.dir / PROXY_LOG
+    if not path.exists():
+        return None
+    entries, messages = read_proxy_log(path)
+    by_seq: dict[int, ProxyLogEntry] = {}
+    for e in entries:
+        if e.seq is not None:
+            by_seq[e.seq] = e
+    reused = _backend_reuse(entries)
+    records = [_rewrite(r, by_seq.get(r.seq)) for r in run.records]
+
+    # pass 1: figures and failure contexts with the replicas the proxy named
+    full = Analyzer(run.events, run.settings)
+    for r in records:
+        full.add(r)
+    base = full.close(run.warnings)
+    failed = [r for r in records if not r.ok and not r.error.is_artefact]
+    contexts = {c.seq: c for c in base.contexts}
+
+    views: dict[int, ProxyView | None] = {}
+    kinds: dict[int, str] = {}
+    for r in failed:
+        line = by_seq.get(r.seq)
+        view = None
+        if line is not None:
+            view = ProxyView(
+                status=line.status,
+                termination=line.termination,
+                server=line.server,
+                retries=line.retries,
+                redispatched=line.redispatched,
+                connect_ms=line.tc,
+                response_ms=line.tr,
+                total_ms=line.tt,
+                backend_reused=r.seq in reused,
+            )
+        views[r.seq] = view
+        kind = _proxy_kind(r, view)
+        if kind is not None:
+            kinds[r.seq] = kind
+
+    # pass 2: the lab's rules explain the failures the proxy's log does not
+    rest = Analyzer(run.events, run.settings)
+    for r in records:
+        if r.ok or r.error.is_artefact or r.seq not in kinds:
+            rest.add(r)
+    leftover = rest.close()
+    explainer = _Explainer(run, sorted(run.events, key=lambda e: e.t))
+    explainer.previous = _previous_on_connection(
+        records, [seq for seq, kind in kinds.items() if kind == "ingress_silent_close"], full
+    )
+    groups: dict[str, list[tuple[Record, FailureContext, ProxyView | None]]] = defaultdict(list)
+    for r in failed:
+        if r.seq in kinds:
+            groups[kinds[r.seq]].append((r, contexts[r.seq], views[r.seq]))
+    causes = [explainer.explain(kind, items) for kind, items in groups.items()]
+    causes.extend(leftover.causes)
+    causes.sort(key=lambda c: (-c.count, c.kind))
+    rest_records = [r for r in records if r.ok or r.error.is_artefact or r.seq not in kinds]
+    leftover_kind = failure_kinds(run.events, run.settings, rest_records, leftover.causes)
+    failures = [
+        ProxyFailure(contexts[r.seq], views[r.seq], kinds.get(r.seq) or leftover_kind[r.seq])
+        for r in failed
+    ]
+
+    hidden = [r for r in records if r.ok and r.seq in by_seq and by_seq[r.seq].retries > 0]
+    hidden_latency = [
+        (r.end - r.sent) * 1000 for r in hidden if r.end is not None and r.end >= r.sent
+    ]
+    terminations = Counter(e.termination for e in entries)
+    ingress_settings = run.settings.get("ingress")
+    return ProxyAnalysis(
+        analysis=dataclasses.replace(base, causes=causes),
+        failures=failures,
+        entries=len(entries),
+        joined=sum(1 for r in run.records if r.seq in by_seq),
+        terminations=dict(terminations.most_common()),
+        hidden=len(hidden),
+        hidden_latency_ms={k: round(v, 3) for k, v in percentiles(hidden_latency).items()},
+        settings=ingress_settings if isinstance(ingress_settings, dict) else {},
+        messages=messages,
+    )
+
+
+def failure_kinds(
+    events: Sequence[Event],
+    settings: dict[str, Any],
+    records: Sequence[Record],
+    causes: Sequence[Cause],
+) -> dict[int, str]:
+    """The cause kind of every failed record of ``records`` (seq → kind), for ``causes`` that
+    :class:`~lossless.verify.analyze.Analyzer` computed from ``events``, ``settings`` and
+    ``records``.
+
+    A Cause lists up to five examples, not all its failures; when it carries a ``seqs`` list it
+    is used, else each failure is sorted on its own by the Analyzer's rules, fed the failure,
+    the first success of its replica and its replica's events (the only inputs the rules read),
+    so the kinds are exactly the Analyzer's.
+    """
+    failed = [r for r in records if not r.ok and not r.error.is_artefact]
+    if len(causes) == 1:
+        return {r.seq: causes[0].kind for r in failed}
+    listed: dict[int, str] = {}
+    for c in causes:
+        seqs = getattr(c, "seqs", None)
+        if not isinstance(seqs, list):
+            break
+        listed.update((int(seq), c.kind) for seq in seqs)
+    else:
+        if all(r.seq in listed for r in failed):
+            return {r.seq: listed[r.seq] for r in failed}
+    first_ok: dict[str, Record] = {}
+    for r in sorted(records, key=lambda r: r.seq):
+        if (
+            r.replica
+            and r.replica not in first_ok
+            and 0 < r.status < 500
+            and r.end is not None
+            and r.error in (ErrorClass.NONE, ErrorClass.SCHEDULE_LAG)
+        ):
+            first_ok[r.replica] = r
+    own: dict[str, list[Event]] = defaultdict(list)
+    for e in events:
+        own[e.replica].append(e)
+    out: dict[int, str] = {}
+    for r in failed:
+        one = Analyzer(own.get(r.replica, []), settings)
+        ok = first_ok.get(r.replica)
+        if ok is not None:
+            one.add(ok)
+        one.add(r)
+        out[r.seq] = one.close().causes[0].kind
+    return out

@@ -1,0 +1,876 @@
+"""A self-contained HTML report of one run: see the rollout, every request and every failure.
+
+:func:`render_html` returns one HTML document that works offline (plotly.js is inlined, no CDN,
+no external file) with:
+
+- a summary (requests, failures, success ratio, latency, the run's settings);
+- one Plotly figure with four rows on a shared, zoomable time axis (run-relative seconds):
+
+  1. a lane per replica with its phases as bars (:data:`PHASE_STYLES`: pending, starting,
+     ready, not ready, deleting, preStop, SIGTERM sent, SIGKILL sent) built from the timeline,
+     marks for its lifecycle events (deletion, endpoint removal, SIGTERM, listener closed,
+     SIGKILL, exit) and the moments each client's view added (▲) or dropped (▼) it, and every
+     failed request as an ✕ under the lane of the replica it was sent to;
+  2. every request as a point at (sent, latency) coloured by outcome (:data:`OUTCOME_COLOURS`);
+     failures are never left out; successes are decimated beyond :data:`MAX_OK_POINTS` (the
+     slowest request of each time bin is always kept, so spikes stay visible);
+  3. latency percentiles (p50, p90, p99, max of successful requests) per time bin;
+  4. requests per bin, ok and failed (stacked);
+
+- the causes (cause, fix, count) and a table of the failed requests (at most
+  :data:`MAX_TABLE_ROWS` rows) with what the client saw, the replica's phase, the timing against
+  its SIGTERM and its removal from the client's view, what the proxy saw (``ingress`` runs) and
+  the cause. Clicking a failure point scrolls to its row.
+
+The figure is drawn with SVG (no WebGL: it renders in every browser, remote desktop and headless
+browser, and the decimation keeps it fast); see docs/html-report.md for the choice of Plotly.
+Rendering only: every figure comes from the run and its analysis.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+import json
+import math
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from lossless.errors import LosslessError
+from lossless.verify.analyze import Analysis, FailureContext, percentiles
+from lossless.verify.analyze_proxy import ProxyAnalysis, analyze_proxy, failure_kinds
+from lossless.verify.model import ErrorClass, Event, EventKind, Record
+from lossless.verify.results import Run
+
+__all__ = [
+    "MAX_OK_POINTS",
+    "MAX_TABLE_ROWS",
+    "OUTCOME_COLOURS",
+    "PHASE_STYLES",
+    "figure",
+    "render_html",
+    "write_html",
+]
+
+MAX_OK_POINTS = 8000  # successful requests drawn at most (failures: all of them)
+MAX_TABLE_ROWS = 1000  # failed requests listed in the table at most
+MAX_LANE_FAILURES = 3000  # failure marks on the lanes before they are grouped per 50 ms
+_BINS = 120  # time bins of the percentile and throughput rows (at most)
+
+# phase -> (label, colour)
+PHASE_STYLES: dict[str, tuple[str, str]] = {
+    "pending": ("pending", "#e5e7eb"),
+    "starting": ("starting", "#fde68a"),
+    "ready": ("ready", "#86efac"),
+    "not-ready": ("not ready", "#fca5a5"),
+    "deleting": ("deleting (endpoint removal)", "#fdba74"),
+    "prestop": ("preStop", "#c4b5fd"),
+    "sigterm": ("SIGTERM sent", "#f87171"),
+    "sigkill": ("SIGKILL sent", "#1f2937"),
+}
+
+OUTCOME_COLOURS: dict[str, str] = {
+    "ok": "#60a5fa",
+    "artefact": "#9ca3af",
+    ErrorClass.REFUSED.value: "#dc2626",
+    ErrorClass.CONNECT_TIMEOUT.value: "#7f1d1d",
+    ErrorClass.RESET.value: "#f97316",
+    ErrorClass.TRUNCATED.value: "#a16207",
+    ErrorClass.HTTP_502.value: "#db2777",
+    ErrorClass.HTTP_503.value: "#7c3aed",
+    ErrorClass.HTTP_504.value: "#0d9488",
+    ErrorClass.HTTP_5XX.value: "#be185d",
+    ErrorClass.TIMEOUT.value: "#0891b2",
+    ErrorClass.NO_ENDPOINT.value: "#111827",
+}
+
+# lifecycle marks on a lane: kind -> (symbol, colour, label)
+_MARKS: dict[EventKind, tuple[str, str, str]] = {
+    EventKind.READY: ("circle", "#15803d", "ready"),
+    EventKind.DELETING: ("diamond", "#ea580c", "deleting (t0)"),
+    EventKind.ENDPOINT_REMOVED: ("diamond-open", "#ea580c", "endpoint removed"),
+    EventKind.PRESTOP_START: ("triangle-right", "#6d28d9", "preStop start"),
+    EventKind.PRESTOP_END: ("triangle-left", "#6d28d9", "preStop end"),
+    EventKind.SIGTERM: ("line-ns-open", "#b91c1c", "SIGTERM"),
+    EventKind.LISTENER_CLOSED: ("star", "#b91c1c", "listener closed"),
+    EventKind.SIGKILL: ("x-thin-open", "#111827", "SIGKILL"),
+    EventKind.EXITED: ("square", "#111827", "exited"),
+    EventKind.NOTE: ("circle-open", "#6b7280", "note"),
+}
+
+_NO_REPLICA = "(no replica)"
+
+
+def _r(value: float, digits: int = 3) -> float:
+    return round(value, digits)
+
+
+def _latency_ms(r: Record) -> float:
+    if r.end is None:
+        return 0.01
+    ms = max(0.01, (r.end - r.sent) * 1000)
+    return round(ms, 2) if ms < 10 else round(ms, 1)
+
+
+def _outcome(r: Record) -> str:
+    if r.ok:
+        return "ok"
+    if r.error.is_artefact:
+        return "artefact"
+    return r.error.value or ErrorClass.HTTP_5XX.value
+
+
+# -- the timeline as lanes ---------------------------------------------------------------------
+def _lanes(events: Sequence[Event], extra: Sequence[str]) -> list[str]:
+    """Replica names in order of first appearance, then ``extra`` names not seen."""
+    order: dict[str, float] = {}
+    for e in events:
+        if e.replica and e.replica not in order:
+            order[e.replica] = e.t
+    names = sorted(order, key=lambda n: (order[n], n))
+    names.extend(sorted(n for n in set(extra) if n not in order))
+    return names
+
+
+def _segments(events: Sequence[Event], end: float) -> list[tuple[str, float, float, str]]:
+    """(phase, start, end, detail) of one replica's events, sorted by time."""
+    segments: list[tuple[str, float, float, str]] = []
+    state: str | None = None
+    since = 0.0
+    detail = ""
+    terminating = False
+
+    def move(new: str | None, t: float, why: str) -> None:
+        nonlocal state, since, detail
+        if state is not None and t > since:
+            segments.append((state, since, t, detail))
+        state, since, detail = new, t, why
+
+    for e in events:
+        k = e.kind
+        if k is EventKind.CREATED and state is None:
+            move("pending", e.t, e.detail)
+        elif k is EventKind.STARTED and not terminating:
+            move("starting", e.t, e.detail)
+        elif k is EventKind.READY and not terminating:
+            move("ready", e.t, e.detail)
+        elif k is EventKind.NOT_READY and not terminating:
+            move("not-ready", e.t, e.detail)
+        elif k is EventKind.DELETING:
+            terminating = True
+            move("deleting", e.t, e.detail)
+        elif k is EventKind.PRESTOP_START:
+            terminating = True
+            move("prestop", e.t, e.detail)
+        elif k is EventKind.PRESTOP_END and state == "prestop":
+            move("deleting", e.t, e.detail)
+        elif k is EventKind.SIGTERM and state != "sigkill":
+            terminating = True
+            move("sigterm", e.t, e.detail)
+        elif k is EventKind.SIGKILL:
+            terminating = True
+            move("sigkill", e.t, e.detail)
+        elif k is EventKind.EXITED:
+            move(None, e.t, "")
+    move(None, max(end, since), "")
+    return segments
+
+
+def _timeline_traces(
+    run: Run, lanes: list[str], failures: list[tuple[Record, str]], end: float
+) -> list[dict[str, Any]]:
+    index = {name: i for i, name in enumerate(lanes)}
+    per_replica: dict[str, list[Event]] = defaultdict(list)
+    for e in run.events:
+        if e.replica in index:
+            per_replica[e.replica].append(e)
+    traces: list[dict[str, Any]] = []
+    # phases: one bar trace per phase (one legend entry each)
+    bars: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
+    for name, events in per_replica.items():
+        for phase, t0, t1, detail in _segments(events, end):
+            b = bars[phase]
+            b["base"].append(_r(t0))
+            b["x"].append(_r(t1 - t0))
+            b["y"].append(index[name])
+            b["text"].append(
+                f"{name}: {PHASE_STYLES[phase][0]} {t0:.2f} → {t1:.2f} s ({t1 - t0:.2f} s)"
+                + (f"<br>{html.escape(detail[:120])}" if detail else "")
+            )
+    for phase, (label, colour) in PHASE_STYLES.items():
+        if phase not in bars:
+            continue
+        b = bars[phase]
+        traces.append(
+            {
+                "type": "bar",
+                "orientation": "h",
+                "name": label,
+                "legendgroup": "phases",
+                "legendgrouptitle": {"text": "replica phase"},
+                "base": b["base"],
+                "x": b["x"],
+                "y": b["y"],
+                "width": 0.42,
+                "marker": {"color": colour, "line": {"width": 0}},
+                "hovertext": b["text"],
+                "hoverinfo": "text",
+                "xaxis": "x",
+                "yaxis": "y",
+            }
+        )
+    # lifecycle marks
+    marks: dict[EventKind, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
+    views: dict[bool, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
+    clients = sorted({e.client for e in run.events if e.client is not None}) or [0]
+    offsets = {c: 0.3 + 0.1 * (i / max(1, len(clients) - 1)) for i, c in enumerate(clients)}
+    for name, events in per_replica.items():
+        for e in events:
+            if e.kind in (EventKind.VIEW_ADDED, EventKind.VIEW_REMOVED) and e.client is not None:
+                added = e.kind is EventKind.VIEW_ADDED
+                v = views[added]
+                v["x"].append(_r(e.t))
+                v["y"].append(_r(index[name] + offsets.get(e.client, 0.3)))
+                verb = "routes to" if added else "stopped routing to"
+                v["text"].append(
+                    f"t={e.t:.3f} s: client {e.client} {verb} {name}"
+                    + (f"<br>{html.escape(e.detail[:120])}" if e.detail else "")
+                )
+            elif e.kind in _MARKS:
+                m = marks[e.kind]
+                m["x"].append(_r(e.t))
+                m["y"].append(index[name])
+                m["text"].append(
+                    f"t={e.t:.3f} s: {name} {_MARKS[e.kind][2]}"
+                    + (f"<br>{html.escape(e.detail[:160])}" if e.detail else "")
+                )
+    for kind, (symbol, colour, label) in _MARKS.items():
+        if kind not in marks:
+            continue
+        m = marks[kind]
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": label,
+                "legendgroup": "events",
+                "legendgrouptitle": {"text": "lifecycle"},
+                "x": m["x"],
+                "y": m["y"],
+                "marker": {
+                    "symbol": symbol,
+                    "color": colour,
+                    "size": 11,
+                    "line": {"width": 2, "color": colour},
+                },
+                "hovertext": m["text"],
+                "hoverinfo": "text",
+                "xaxis": "x",
+                "yaxis": "y",
+            }
+        )
+    for added in (True, False):
+        if added not in views:
+            continue
+        v = views[added]
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": "view added (per client)" if added else "view removed (per client)",
+                "legendgroup": "views",
+                "legendgrouptitle": {"text": "client views"},
+                "x": v["x"],
+                "y": v["y"],
+                "marker": {
+                    "symbol": "triangle-up" if added else "triangle-down",
+                    "color": "#16a34a" if added else "#ea580c",
+                    "size": 8,
+                },
+                "hovertext": v["text"],
+                "hoverinfo": "text",
+                "xaxis": "x",
+                "yaxis": "y",
+            }
+        )
+    # failures on their replica's lane
+    by_class: dict[str, list[tuple[Record, str]]] = defaultdict(list)
+    for r, replica in failures:
+        by_class[_outcome(r)].append((r, replica))
+    grouped = len(failures) > MAX_LANE_FAILURES
+    for outcome, items in by_class.items():
+        xs: list[float] = []
+        ys: list[float] = []
+        texts: list[str] = []
+        if grouped:  # one mark per (replica, 50 ms) with the count
+            cells: dict[tuple[str, int], list[Record]] = defaultdict(list)
+            for r, replica in items:
+                cells[(replica, int(r.sent / 0.05))].append(r)
+            for (replica, _), rs in cells.items():
+                xs.append(_r(rs[0].sent))
+                ys.append(index.get(replica, 0) - 0.32)
+                texts.append(f"{len(rs)} failed ({outcome}) on {replica} (seq {rs[0].seq}…)")
+        else:
+            for r, replica in items:
+                xs.append(_r(r.sent))
+                ys.append(index.get(replica, 0) - 0.32)
+                texts.append(f"seq {r.seq}: {outcome} on {replica}, sent t={r.sent:.3f} s")
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": f"{outcome} (on its replica)",
+                "legendgroup": f"outcome-{outcome}",
+                "showlegend": False,
+                "x": xs,
+                "y": ys,
+                "marker": {
+                    "symbol": "x",
+                    "color": OUTCOME_COLOURS.get(outcome, "#000000"),
+                    "size": 7,
+                },
+                "hovertext": texts,
+                "hoverinfo": "text",
+                "xaxis": "x",
+                "yaxis": "y",
+            }
+        )
+    return traces
+
+
+# -- requests ----------------------------------------------------------------------------------
+def _decimate(ok: list[Record], limit: int, span: tuple[float, float]) -> list[Record]:
+    """At most ``limit`` of ``ok``: the slowest of each of ``limit // 4`` time bins, then an
+    even stride over the rest."""
+    if len(ok) <= limit:
+        return ok
+    t0, t1 = span
+    nbins = max(1, limit // 4)
+    width = (t1 - t0) / nbins or 1.0
+    slowest: dict[int, Record] = {}
+    for r in ok:
+        b = int((r.sent - t0) / width)
+        if b not in slowest or _latency_ms(r) > _latency_ms(slowest[b]):
+            slowest[b] = r
+    keep = {r.seq for r in slowest.values()}
+    rest = [r for r in ok if r.seq not in keep]
+    room = limit - len(keep)
+    if room > 0 and rest:
+        step = len(rest) / room
+        keep.update(rest[int(i * step)].seq for i in range(min(room, len(rest))))
+    return [r for r in ok if r.seq in keep]
+
+
+def _request_traces(
+    records: Sequence[Record], replicas: dict[int, str], span: tuple[float, float]
+) -> tuple[list[dict[str, Any]], int]:
+    """Scatter traces of row 2 and the number of successes left out."""
+    by_outcome: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        by_outcome[_outcome(r)].append(r)
+    traces: list[dict[str, Any]] = []
+    dropped = 0
+    order = ["ok", "artefact", *sorted(k for k in by_outcome if k not in ("ok", "artefact"))]
+    for outcome in order:
+        items = by_outcome.get(outcome)
+        if not items:
+            continue
+        failed = outcome not in ("ok", "artefact")
+        if not failed:
+            kept = _decimate(items, MAX_OK_POINTS, span)
+            dropped += len(items) - len(kept)
+            items = kept
+        name = outcome if outcome in ("ok", "artefact") else f"failed: {outcome}"
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": name,
+                "legendgroup": f"outcome-{outcome}",
+                "legendgrouptitle": {"text": "requests"} if outcome == order[0] else None,
+                "x": [_r(r.sent) for r in items],
+                "y": [_latency_ms(r) for r in items],
+                "customdata": [r.seq for r in items],
+                "text": [replicas.get(r.seq, r.replica) or "-" for r in items],
+                "hovertemplate": (
+                    f"seq %{{customdata}} {outcome}<br>%{{text}}<br>sent %{{x:.3f}} s"
+                    "<br>%{y} ms<extra></extra>"
+                ),
+                "marker": {
+                    "color": OUTCOME_COLOURS.get(outcome, "#000000"),
+                    "size": 7 if failed else 4,
+                    "opacity": 0.95 if failed else 0.45,
+                    "symbol": "x" if failed else "circle",
+                },
+                "xaxis": "x2",
+                "yaxis": "y2",
+            }
+        )
+    for t in traces:
+        if t["legendgrouptitle"] is None:
+            del t["legendgrouptitle"]
+    return traces, dropped
+
+
+def _bin_traces(records: Sequence[Record], span: tuple[float, float]) -> list[dict[str, Any]]:
+    t0, t1 = span
+    # at most _BINS bins, and about 20 requests a bin or more so that percentiles mean something
+    width = _nice_bin(max((t1 - t0) / _BINS, 20 * (t1 - t0) / max(1, len(records))))
+    first = math.floor(t0 / width)
+    bins: dict[int, list[Record]] = defaultdict(list)
+    for r in records:
+        bins[math.floor(r.sent / width) - first].append(r)
+    centres: list[float] = []
+    pcts: dict[str, list[float | None]] = {k: [] for k in ("p50", "p90", "p99", "max")}
+    ok_counts: list[int] = []
+    fail_counts: list[int] = []
+    for b in range(0, max(bins, default=-1) + 1):
+        rs = bins.get(b, [])
+        centres.append(_r((first + b + 0.5) * width))
+        lat = [(r.end - r.sent) * 1000 for r in rs if r.ok and r.end is not None]
+        p = percentiles(lat)
+        for k in pcts:
+            pcts[k].append(_r(p[k], 2) if k in p else None)
+        ok_counts.append(len(rs))
+        fail_counts.append(sum(1 for r in rs if not r.ok and not r.error.is_artefact))
+    colours = {"p50": "#2563eb", "p90": "#7c3aed", "p99": "#db2777", "max": "#9ca3af"}
+    traces: list[dict[str, Any]] = [
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "name": f"latency {k}",
+            "legendgroup": "latency",
+            "legendgrouptitle": {"text": f"per {width:g} s"} if k == "p50" else None,
+            "x": centres,
+            "y": v,
+            "line": {"color": colours[k], "width": 1 if k == "max" else 2, "shape": "hv"},
+            "connectgaps": False,
+            "hovertemplate": f"{k} %{{y}} ms<extra></extra>",
+            "xaxis": "x3",
+            "yaxis": "y3",
+        }
+        for k, v in pcts.items()
+    ]
+    for t in traces:
+        if t["legendgrouptitle"] is None:
+            del t["legendgrouptitle"]
+    for name, counts, colour in (
+        ("requests per bin", ok_counts, "#93c5fd"),
+        ("failed per bin", fail_counts, "#dc2626"),
+    ):
+        traces.append(
+            {
+                "type": "bar",
+                "name": name,
+                "legendgroup": "throughput",
+                "x": centres,
+                "y": counts,
+                "marker": {"color": colour},
+                "hovertemplate": f"%{{y}} {name.split()[0]}<extra></extra>",
+                "xaxis": "x4",
+                "yaxis": "y4",
+            }
+        )
+    return traces
+
+
+def _nice_bin(raw: float) -> float:
+    """The smallest of 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5 ... ≥ ``raw``."""
+    if raw <= 0.01:
+        return 0.01
+    exp = 10.0 ** math.floor(math.log10(raw))
+    for m in (1, 2, 5):
+        if m * exp >= raw:
+            return float(f"{m * exp:.6g}")
+    return float(f"{10 * exp:.6g}")
+
+
+# -- the figure --------------------------------------------------------------------------------
+def figure(
+    run: Run, analysis: Analysis, *, replicas: dict[int, str] | None = None
+) -> dict[str, Any]:
+    """The Plotly figure (``{"data": [...], "layout": {...}}``) of the report. ``replicas`` maps
+    a failed request's seq to the replica it was sent to (default: the failure contexts')."""
+    contexts = {c.seq: c for c in analysis.contexts}
+    sent_to = {seq: c.replica for seq, c in contexts.items()}
+    if replicas:
+        sent_to.update(replicas)
+    failures = [
+        (r, sent_to.get(r.seq) or r.replica or _NO_REPLICA)
+        for r in run.records
+        if not r.ok and not r.error.is_artefact
+    ]
+    lanes = _lanes(run.events, [name for _, name in failures])
+    times = [e.t for e in run.events] + [r.sent for r in run.records]
+    ends = [r.end for r in run.records if r.end is not None]
+    start = min(times, default=0.0)
+    end = max([*times, *ends], default=1.0)
+    span = (start, max(end, start + 0.001))
+    traces = _timeline_traces(run, lanes, failures, span[1])
+    request_traces, dropped = _request_traces(run.records, sent_to, span)
+    traces.extend(request_traces)
+    traces.extend(_bin_traces(run.records, span))
+    lane_height = 34 * max(1, len(lanes)) + 40
+    rows = [lane_height, 260, 190, 130]
+    gap = 36
+    total = sum(rows) + gap * (len(rows) - 1) + 90
+    domains: list[list[float]] = []
+    top = 1.0
+    for h in rows:
+        bottom = top - h / (total - 90)
+        domains.append([max(0.0, _r(bottom, 4)), _r(top, 4)])
+        top = bottom - gap / (total - 90)
+    shapes: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    for e in run.events:
+        if e.kind in (EventKind.ROLLOUT_START, EventKind.ROLLOUT_END) and not e.replica:
+            shapes.append(
+                {
+                    "type": "line",
+                    "xref": "x",
+                    "yref": "paper",
+                    "x0": _r(e.t),
+                    "x1": _r(e.t),
+                    "y0": 0,
+                    "y1": 1,
+                    "line": {"color": "#6b7280", "width": 1, "dash": "dot"},
+                }
+            )
+            annotations.append(
+                {
+                    "x": _r(e.t),
+                    "y": 1.0,
+                    "xref": "x",
+                    "yref": "paper",
+                    "text": e.kind.value.replace("_", " "),
+                    "showarrow": False,
+                    "yanchor": "bottom",
+                    "font": {"size": 10, "color": "#6b7280"},
+                }
+            )
+    xaxis: dict[str, Any] = {"showgrid": True, "zeroline": False, "range": [span[0], span[1]]}
+    layout: dict[str, Any] = {
+        "height": total,
+        "margin": {"l": 90, "r": 20, "t": 40, "b": 50},
+        "hovermode": "closest",
+        "barmode": "overlay",
+        "plot_bgcolor": "#ffffff",
+        "legend": {"groupclick": "toggleitem", "font": {"size": 11}},
+        "shapes": shapes,
+        "annotations": annotations,
+        "xaxis": {**xaxis, "anchor": "y", "showticklabels": True},
+        "xaxis2": {**xaxis, "anchor": "y2", "matches": "x", "showticklabels": False},
+        "xaxis3": {**xaxis, "anchor": "y3", "matches": "x", "showticklabels": False},
+        "xaxis4": {
+            **xaxis,
+            "anchor": "y4",
+            "matches": "x",
+            "title": {"text": "seconds since the run started"},
+        },
+        "yaxis": {
+            "domain": domains[0],
+            "tickmode": "array",
+            "tickvals": list(range(len(lanes))),
+            "ticktext": lanes,
+            "range": [len(lanes) - 0.5, -0.6],
+            "fixedrange": True,
+            "showgrid": False,
+            "zeroline": False,
+        },
+        "yaxis2": {
+            "domain": domains[1],
+            "type": "log",
+            "dtick": 1,
+            "tickformat": "~g",
+            "title": {"text": "latency (ms)"},
+            "zeroline": False,
+        },
+        "yaxis3": {"domain": domains[2], "title": {"text": "ms"}, "rangemode": "tozero"},
+        "yaxis4": {"domain": domains[3], "title": {"text": "requests"}, "fixedrange": True},
+    }
+    return {"data": traces, "layout": layout, "dropped_ok": dropped, "lanes": lanes}
+
+
+# -- the document ------------------------------------------------------------------------------
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt_s(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def _summary(run: Run, a: Analysis, proxy: ProxyAnalysis | None) -> str:
+    lat = a.latency_ms
+    latency = " · ".join(f"{k} {lat[k]:.1f} ms" for k in ("p50", "p99", "max") if k in lat) or "-"
+    by_class = ", ".join(f"{k} {v}" for k, v in a.failures_by_class.items())
+    verdict = "ok" if a.failures == 0 else "failures"
+    s = run.settings
+    cards = [
+        ("requests", f"{a.requests}", f"{a.rate_sent:g} req/s over {a.duration_s:.1f} s"),
+        ("failures", f"{a.failures}", by_class or "none"),
+        ("success", f"{a.success_ratio * 100:.3f} %", "of the service's answers"),
+        ("latency", latency, "complete responses < 500"),
+        ("artefacts", f"{a.artefacts}", "generator's own (not the service)"),
+    ]
+    if proxy is not None:
+        cards.append(
+            (
+                "hidden by proxy retries",
+                f"{proxy.hidden}",
+                "requests that succeeded only after a retry"
+                + (
+                    f" (p99 {proxy.hidden_latency_ms['p99']:.0f} ms)"
+                    if "p99" in proxy.hidden_latency_ms
+                    else ""
+                ),
+            )
+        )
+    out = [f'<div class="cards verdict-{verdict}">']
+    for title, value, note in cards:
+        out.append(
+            f'<div class="card"><div class="k">{_e(title)}</div><div class="v">{_e(value)}</div>'
+            f'<div class="n">{_e(note)}</div></div>'
+        )
+    out.append("</div>")
+    keys = (
+        "strategy",
+        "traffic",
+        "replicas",
+        "rate",
+        "clients",
+        "propagation_delay",
+        "grace_period",
+        "prestop",
+        "max_surge",
+        "max_unavailable",
+        "new_conn_ratio",
+        "command",
+        "new_command",
+        "ingress",
+    )
+    rows = [
+        f"<tr><th>{_e(k)}</th><td><code>{_e(_setting(s[k]))}</code></td></tr>"
+        for k in keys
+        if s.get(k) not in (None, "", [])
+    ]
+    if rows:
+        out.append(
+            '<details class="settings"><summary>settings</summary><table>'
+            + "".join(rows)
+            + "</table></details>"
+        )
+    return "\n".join(out)
+
+
+def _setting(value: object) -> str:
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_setting(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _causes_table(a: Analysis) -> str:
+    if not a.causes:
+        return '<p class="none">No request failed.</p>'
+    rows = [
+        f'<tr class="cause-row" id="cause-{_e(c.kind)}"><td class="num">{c.count}</td>'
+        f"<td><code>{_e(c.kind)}</code></td><td>{_e(c.cause)}</td><td>{_e(c.fix)}</td></tr>"
+        for c in a.causes
+    ]
+    return (
+        '<table class="causes"><thead><tr><th>count</th><th>kind</th><th>cause</th>'
+        "<th>fix</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
+
+
+def _failure_row(c: FailureContext, kind: str, proxy_text: str, records: dict[int, Record]) -> str:
+    r = records.get(c.seq)
+    saw = c.error or str(c.status)
+    if r is not None and r.status and str(r.status) != saw:
+        saw += f" (HTTP {r.status})"
+    if r is not None and r.end is not None:
+        saw += f" after {(r.end - r.sent) * 1000:.0f} ms"
+    if c.in_view is None:
+        view = ""
+    elif c.in_view:
+        view = "yes" + (
+            f", {c.view_removed_in:.2f} s more" if c.view_removed_in is not None else ""
+        )
+    else:
+        view = "no"
+    return (
+        f'<tr class="failure-row" id="failure-{c.seq}"><td class="num">{c.seq}</td>'
+        f'<td class="num">{c.sent:.3f}</td><td>{_e(saw)}</td>'
+        f"<td>{_e(c.replica or '-')}</td><td>{_e(c.phase)}</td>"
+        f'<td class="num">{_fmt_s(c.since_sigterm)}</td><td>{_e(view)}</td>'
+        f"<td>{c.client} / #{c.conn_id}{' reused' if c.reused else ''}</td>"
+        f"<td>{_e(proxy_text)}</td>"
+        f'<td><a href="#cause-{_e(kind)}"><code>{_e(kind)}</code></a></td></tr>'
+    )
+
+
+def _failures_table(
+    run: Run, a: Analysis, kinds: dict[int, str], proxy: ProxyAnalysis | None
+) -> str:
+    if not a.contexts:
+        return ""
+    records = {r.seq: r for r in run.records}
+    proxy_views = proxy.by_seq() if proxy is not None else {}
+    rows: list[str] = []
+    for c in a.contexts[:MAX_TABLE_ROWS]:
+        pf = proxy_views.get(c.seq)
+        proxy_text = ""
+        if proxy is not None:
+            proxy_text = "no log line" if pf is None or pf.proxy is None else pf.proxy.describe()
+        rows.append(_failure_row(c, kinds.get(c.seq, ""), proxy_text, records))
+    more = len(a.contexts) - MAX_TABLE_ROWS
+    note = (
+        f'<p class="more">{more} more failed requests are not listed (lossless report '
+        f"--json {_e(run.dir)} has them all).</p>"
+        if more > 0
+        else ""
+    )
+    return (
+        '<table class="failures"><thead><tr><th>seq</th><th>sent (s)</th><th>client saw</th>'
+        "<th>replica</th><th>phase at send</th><th>since SIGTERM (s)</th>"
+        "<th>still in the client's view</th><th>client / conn</th><th>proxy saw</th>"
+        "<th>cause</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>" + note
+    )
+
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#111827}
+h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:28px 0 8px}
+.sub{color:#6b7280;margin-bottom:16px}
+.cards{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0}
+.card{border:1px solid #e5e7eb;border-radius:8px;padding:8px 12px;min-width:150px}
+.card .k{color:#6b7280;font-size:12px}.card .v{font-size:20px;font-weight:600}
+.card .n{color:#6b7280;font-size:12px}
+.verdict-failures .card:nth-child(2) .v{color:#dc2626}
+.verdict-ok .card:nth-child(2) .v{color:#16a34a}
+table{border-collapse:collapse;width:100%;font-size:13px}
+th,td{border-bottom:1px solid #e5e7eb;padding:4px 6px;text-align:left;vertical-align:top}
+th{background:#f9fafb;position:sticky;top:0}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.failure-row:target{background:#fef3c7}
+details.settings{margin:8px 0} details.settings table{width:auto}
+.none{color:#16a34a} .more,.note{color:#6b7280}
+code{font-size:12px}
+"""
+
+_JS = """
+(function(){
+  var spec = JSON.parse(document.getElementById('lossless-figure').textContent);
+  var el = document.getElementById('timeline');
+  Plotly.newPlot(el, spec.data, spec.layout, {responsive: true, displaylogo: false,
+    scrollZoom: false, toImageButtonOptions: {format: 'png', filename: 'lossless-run'}});
+  el.on('plotly_click', function(ev){
+    if (!ev || !ev.points || !ev.points.length) return;
+    var seq = ev.points[0].customdata;
+    var row = seq === undefined ? null : document.getElementById('failure-' + seq);
+    if (row) { location.hash = 'failure-' + seq; row.scrollIntoView({block: 'center'}); }
+  });
+  document.body.setAttribute('data-rendered', 'yes');
+})();
+"""
+
+
+def _plotly_js() -> str:
+    try:
+        offline = importlib.import_module("plotly.offline")  # untyped: no stubs needed
+    except ImportError:
+        raise LosslessError(
+            "the HTML report needs plotly: pip install 'lossless[verify]' (or pip install plotly)"
+        ) from None
+    return str(offline.get_plotlyjs())
+
+
+def _json_for_script(obj: object) -> str:
+    text = json.dumps(obj, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    return text.replace("</", "<\\/")
+
+
+def render_html(
+    run: Run, analysis: Analysis, *, proxy: ProxyAnalysis | None = None, title: str | None = None
+) -> str:
+    """The report of ``run`` as one self-contained HTML document (see the module docstring).
+
+    When the run went through a proxy (its directory holds ``proxy.jsonl``) and ``proxy`` is not
+    given, :func:`~lossless.verify.analyze_proxy.analyze_proxy` is run and its analysis (causes
+    with the proxy's view) is shown in place of ``analysis``. Raises LosslessError when plotly is
+    not installed or the proxy log is corrupt.
+    """
+    if proxy is None:
+        proxy = analyze_proxy(run)
+    if proxy is not None:
+        analysis = proxy.analysis
+        kinds = {f.context.seq: f.kind for f in proxy.failures}
+        replicas = {f.context.seq: f.context.replica for f in proxy.failures}
+    else:
+        kinds = failure_kinds(run.events, run.settings, run.records, analysis.causes)
+        replicas = {}
+    fig = figure(run, analysis, replicas=replicas)
+    dropped = int(fig.pop("dropped_ok"))
+    lanes = fig.pop("lanes")
+    heading = title or f"lossless verify: {run.dir.name}"
+    note = (
+        f'<p class="note">{dropped} of the successful requests are not drawn (the slowest of '
+        f"each time bin is); every failure is.</p>"
+        if dropped
+        else ""
+    )
+    warnings = "".join(f'<p class="note">warning: {_e(w)}</p>' for w in analysis.warnings)
+    return "".join(
+        [
+            "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>",
+            f"<title>{_e(heading)}</title>",
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+            f"<style>{_CSS}</style>",
+            "<script>",
+            _plotly_js(),
+            "</script></head><body>",
+            f"<h1>{_e(heading)}</h1>",
+            f'<div class="sub">{_e(run.dir)} · {len(lanes)} replicas · '
+            f"{len(run.events)} timeline events</div>",
+            _summary(run, analysis, proxy),
+            warnings,
+            "<h2>Timeline</h2>",
+            "<p class=\"note\">Lanes: a replica's phases; ▲/▼ a client's view added/dropped it; "
+            "✕ a failed request sent to it. Drag to zoom, double-click to reset; click a failed "
+            "request to find it in the table.</p>",
+            note,
+            '<div id="timeline"></div>',
+            "<h2>Causes</h2>",
+            _causes_table(analysis),
+            f"<h2>Failed requests ({len(analysis.contexts)})</h2>" if analysis.contexts else "",
+            _failures_table(run, analysis, kinds, proxy),
+            '<script type="application/json" id="lossless-figure">',
+            _json_for_script(fig),
+            "</script>",
+            f"<script>{_JS}</script>",
+            "</body></html>\n",
+        ]
+    )
+
+
+def write_html(
+    run: Run,
+    analysis: Analysis,
+    path: str | os.PathLike[str],
+    *,
+    proxy: ProxyAnalysis | None = None,
+) -> int:
+    """Write :func:`render_html` to ``path``; return its size in bytes. LosslessError when the
+    file cannot be written."""
+    text = render_html(run, analysis, proxy=proxy)
+    data = text.encode("utf-8")
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as exc:
+        raise LosslessError(f"{path}: cannot write: {exc}") from None
+    return len(data)

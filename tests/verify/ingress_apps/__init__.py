@@ -1,0 +1,1 @@
+"""Helpers for the ingress, HTML-report and third-party tests (see harness.py)."""

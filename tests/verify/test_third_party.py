@@ -1,0 +1,102 @@
+"""A real application this project did not write: httpbin (Flask, from PyPI), served by gunicorn.
+
+1. ``lossless verify`` (the ``service`` model) rolls out httpbin under plain gunicorn: gunicorn
+   closes its listener at SIGTERM while clients still route to it → refused connections,
+   explained as "listener closed before clients stopped routing to it", exit 1.
+2. The same rollout with httpbin under ``lossless serve --wsgi --drain-delay 2`` → no failure.
+3. and 4. The same two apps behind the ``ingress`` model (a real HAProxy): 503 SC-- from the
+   proxy for the naive one, attributed to the old replicas; nothing for the lossless one.
+
+The numbers of these runs are in docs/third-party.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from lossless.verify.analyze_proxy import analyze_proxy
+from lossless.verify.results import read_run
+from tests.verify.conftest import assert_nothing_left, load_json, run_cli
+from tests.verify.ingress_apps.harness import Scenario, run_scenario
+
+pytest.importorskip("httpbin", reason="httpbin is not installed (pip install httpbin)")
+pytest.importorskip("gunicorn", reason="gunicorn is not installed (lossless[gunicorn])")
+
+PY = sys.executable
+NAIVE = f"{PY} -m gunicorn -b 127.0.0.1:{{port}} httpbin:app"
+LOSSLESS = (
+    f"{PY} -m lossless serve --wsgi httpbin:app --host 127.0.0.1 --port {{port}} "
+    "--drain-delay 2 --shutdown-timeout 10"
+)
+COMMON = ("--replicas", "2", "--rate", "100", "--before", "1", "--after", "1", "--path", "/get",
+          "--max-surge", "1", "--max-unavailable", "0", "--propagation-delay", "1±0.2",
+          "--readiness-period", "0.5", "--json", "-q")  # fmt: skip
+
+HAPROXY = shutil.which("haproxy", path=os.environ.get("PATH", "") + ":/usr/sbin")
+
+
+@pytest.mark.slow
+def test_httpbin_under_gunicorn_drops_requests(tmp_path: Path) -> None:
+    """1."""
+    out = tmp_path / "naive"
+    result = run_cli(
+        "verify", "--cmd", NAIVE, "--readiness-path", "/status/200", "--out", str(out), *COMMON
+    )
+    assert result.returncode == 1, result.stderr
+    doc = load_json(result.stdout)
+    assert doc["failures"] > 0
+    assert doc["failures_by_class"].get("refused", 0) > 0
+    # the main cause (causes come largest first); a loaded machine may add a stray timeout
+    assert doc["causes"][0]["kind"] == "listener_closed", doc["causes"]
+    assert_nothing_left(out)
+
+
+@pytest.mark.slow
+def test_httpbin_under_lossless_serve_drops_nothing(tmp_path: Path) -> None:
+    """2."""
+    out = tmp_path / "lossless"
+    result = run_cli(
+        "verify", "--cmd", LOSSLESS, "--readiness-path", "/readyz", "--out", str(out), *COMMON
+    )
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    doc = load_json(result.stdout)
+    assert doc["failures"] == 0
+    assert doc["requests"] > 300
+    assert_nothing_left(out)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (.ci/debian-packages)")
+def test_httpbin_behind_the_ingress(tmp_path: Path) -> None:
+    """3. and 4."""
+    naive = tmp_path / "naive"
+    asyncio.run(
+        run_scenario(
+            Scenario(NAIVE.split(), readiness_path="/status/200", path="/get", cwd=tmp_path),
+            naive,
+        )
+    )
+    proxy = analyze_proxy(read_run(naive))
+    assert proxy is not None
+    assert proxy.analysis.failures > 0
+    assert proxy.analysis.causes[0].kind == "ingress_connect_failed", proxy.analysis.causes
+    connect_failed = [f for f in proxy.failures if f.kind == "ingress_connect_failed"]
+    assert {f.context.replica for f in connect_failed} <= {"v1-0", "v1-1"}
+
+    lossless = tmp_path / "lossless"
+    asyncio.run(
+        run_scenario(
+            Scenario(LOSSLESS.split(), readiness_path="/readyz", path="/get", cwd=tmp_path),
+            lossless,
+        )
+    )
+    proxy = analyze_proxy(read_run(lossless))
+    assert proxy is not None
+    assert proxy.analysis.failures == 0, proxy.analysis.to_json()
+    assert set(proxy.terminations) == {"----"}
