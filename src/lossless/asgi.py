@@ -6,8 +6,9 @@
 2. counts every other HTTP request as in flight from its first byte read until the app returns,
    that is after the last body chunk was sent, so streaming responses and long requests are
    tracked to their end;
-3. from t0 on, adds ``Connection: close`` to every response, so keep-alive clients move to other
-   replicas while this one still serves;
+3. adds ``Connection: close`` to the response of every request received from t0 on, so
+   keep-alive clients move to other replicas while this one still serves (a connection whose
+   request arrived before t0 is idle after its response and is closed at t0 + D);
 4. runs the lifecycle's startup hooks when the server sends ``lifespan.startup`` (or, with servers
    that have no lifespan, on the first request) and its shutdown hooks on ``lifespan.shutdown``;
 5. registers the default liveness check ``event_loop``: it fails when the loop has not run a
@@ -29,6 +30,20 @@ from lossless.admin import ADMIN_PATH
 from lossless.lifecycle import Lifecycle, get_lifecycle
 
 _PROBE_KINDS = ("livez", "readyz", "startupz")
+_monotonic = time.monotonic
+
+
+def _closing(send: Send) -> Send:
+    """``send`` that adds ``Connection: close`` to the response start (used from t0 on)."""
+
+    async def send_wrapper(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"]
+            headers.append((b"connection", b"close"))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_wrapper
 
 
 class LosslessMiddleware:
@@ -89,22 +104,25 @@ class LosslessMiddleware:
         if scope["path"] == ADMIN_PATH:
             await self._answer_admin(lc, scope, send)
             return
-        token = lc.request_started(scope)
+        # In-flight bookkeeping inlined (Lifecycle.request_started/finished, minus two calls):
+        # the key is the scope's id, unique while the request runs; public tokens are negative.
+        inflight = lc._inflight
+        key = id(scope)
+        inflight[key] = (scope, _monotonic())
         flag = lc.drain_flag
-
-        async def send_wrapper(message: Message) -> None:
-            if flag[0] and message["type"] == "http.response.start":
-                headers = [
-                    (k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"
-                ]
-                headers.append((b"connection", b"close"))
-                message = {**message, "headers": headers}
-            await send(message)
-
         try:
-            await self.app(scope, receive, send_wrapper)
+            if flag[0]:
+                await self.app(scope, receive, _closing(send))
+            else:
+                # Not draining when the request arrived: no wrapper (the hot path). If t0 comes
+                # before its response, the connection is idle afterwards and is closed at t0 + D
+                # like every idle keep-alive connection; a next request on it during D is
+                # answered with Connection: close.
+                await self.app(scope, receive, send)
         finally:
-            lc.request_finished(token)
+            del inflight[key]
+            if flag[0] or lc._idle_waiters:
+                lc._finished_slow_path()
 
     async def _answer_admin(self, lc: Lifecycle, scope: Scope, send: Send) -> None:
         """``/lossless/drain`` (see :mod:`lossless.admin`): loopback callers with the token."""

@@ -383,12 +383,21 @@ class Lifecycle:
 
         This is on every request's path, so it takes no lock: ``next`` on a counter and dict
         assignment are atomic under the GIL."""
-        token = next(self._ids)
+        token = -next(self._ids)  # negative: never equal to a hot-path key (see track_scope)
         self._inflight[token] = (what, time.monotonic())
         return token
 
     def request_finished(self, token: int) -> None:
         if self._inflight.pop(token, None) is not None and self.drain_flag[0]:
+            with self._lock:
+                self.served_during_drain += 1
+        if self._idle_waiters and not self._inflight:
+            with self._idle:
+                self._idle.notify_all()
+
+    def _finished_slow_path(self) -> None:
+        """After a hot-path request ended while draining or while someone waits for idle."""
+        if self.drain_flag[0]:
             with self._lock:
                 self.served_during_drain += 1
         if self._idle_waiters and not self._inflight:
