@@ -1,9 +1,9 @@
-"""Run every benchmark in turn: ``python -m bench`` (``make bench``)."""
+"""Run every benchmark in turn, each in its own process with its defaults: ``python -m bench``
+(``make bench``). Exit 1 if any of them failed."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,15 +11,10 @@ from pathlib import Path
 def main() -> int:
     here = Path(__file__).parent
     failed = 0
-    for info in sorted(pkgutil.iter_modules([str(here)]), key=lambda m: m.name):
-        if not info.name.startswith("bench_"):
-            continue
-        print(f"== {info.name}", flush=True)
-        module = importlib.import_module(f"bench.{info.name}")
-        try:
-            module.main([])
-        except SystemExit as exc:
-            failed += bool(exc.code)
+    for path in sorted(here.glob("bench_*.py")):
+        print(f"== {path.stem}", flush=True)
+        code = subprocess.call([sys.executable, "-m", f"bench.{path.stem}"], cwd=here.parent)
+        failed += code != 0
     return 1 if failed else 0
 
 
