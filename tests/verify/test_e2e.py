@@ -11,14 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.verify.conftest import (
     LOSSLESS_APP,
     NAIVE_APP,
     assert_nothing_left,
     load_json,
-    lossless_serve_available,
     run_cli,
 )
 
@@ -44,7 +41,6 @@ def test_rolling_update_of_a_naive_app_drops_requests(tmp_path: Path) -> None:
     assert_nothing_left(out)
 
 
-@pytest.mark.skipif(not lossless_serve_available(), reason="lossless serve not importable yet")
 def test_rolling_update_of_a_lossless_app_drops_nothing(tmp_path: Path) -> None:
     out = tmp_path / "lossless"
     result = run_cli("verify", "--cmd", LOSSLESS_APP, "--out", str(out), *COMMON)
