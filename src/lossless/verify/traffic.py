@@ -92,6 +92,79 @@ class PropagationDelay:
         return f"{self.mean:g}±{self.jitter:g}s"
 
 
+class DelayedChanges:
+    """Propagation of control-plane endpoint changes to ``clients`` observers, each after its own
+    seeded delay: the part every delayed traffic model shares.
+
+    :meth:`schedule` draws ``delay.draw(seed, client, endpoint, change)`` per client (0 when
+    ``immediate``) and calls ``apply(client, endpoint, added)`` when it is due, on the running
+    event loop. Changes of one endpoint apply in the order they were made for each client (a
+    removal drawn shorter than a pending add waits for it), as a watch delivers events in order.
+    :meth:`settled` returns once nothing is pending; :meth:`close` cancels what is pending and
+    ignores later changes (idempotent).
+    """
+
+    def __init__(
+        self,
+        *,
+        clients: int,
+        delay: PropagationDelay,
+        seed: int,
+        clock: Clock,
+        apply: Callable[[int, Endpoint, bool], None],
+    ) -> None:
+        self.clients = clients
+        self.delay = delay
+        self.seed = seed
+        self.clock = clock
+        self._apply = apply
+        self._pending: set[asyncio.TimerHandle] = set()
+        # per (client, endpoint name): time the last scheduled change for it takes effect
+        self._last_due: dict[tuple[int, str], float] = {}
+        self._changes: dict[str, int] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.closed = False
+
+    def schedule(self, endpoint: Endpoint, added: bool, immediate: bool) -> None:
+        if self.closed:
+            return
+        n = self._changes[endpoint.name] = self._changes.get(endpoint.name, 0) + 1
+        change = f"{'add' if added else 'remove'}{n}"
+        loop = asyncio.get_running_loop()
+        now = self.clock.now()
+        for client in range(self.clients):
+            lag = 0.0 if immediate else self.delay.draw(self.seed, client, endpoint.name, change)
+            due = max(now + lag, self._last_due.get((client, endpoint.name), 0.0))
+            self._last_due[(client, endpoint.name)] = due
+            if due <= now:
+                self._apply(client, endpoint, added)
+                continue
+            holder: list[asyncio.TimerHandle] = []
+            handle = loop.call_later(due - now, self._fire, client, endpoint, added, holder)
+            holder.append(handle)
+            self._pending.add(handle)
+            self._idle.clear()
+
+    def _fire(
+        self, client: int, endpoint: Endpoint, added: bool, holder: list[asyncio.TimerHandle]
+    ) -> None:
+        self._pending.discard(holder[0])
+        if not self._pending:
+            self._idle.set()
+        self._apply(client, endpoint, added)
+
+    async def settled(self) -> None:
+        await self._idle.wait()
+
+    def close(self) -> None:
+        self.closed = True
+        for handle in self._pending:
+            handle.cancel()
+        self._pending.clear()
+        self._idle.set()
+
+
 class ServiceTraffic:
     """The ``service`` model: ``clients`` kube-proxy nodes, each with its own lagged copy of the
     ready endpoint set.
@@ -126,13 +199,9 @@ class ServiceTraffic:
         self._ready: dict[str, Endpoint] = {}
         self._views: list[dict[str, Endpoint]] = [{} for _ in range(clients)]
         self._rngs = [random.Random(f"{seed}/pick/{c}") for c in range(clients)]
-        self._pending: set[asyncio.TimerHandle] = set()
-        # per (client, endpoint name): time the last scheduled change for it takes effect
-        self._last_due: dict[tuple[int, str], float] = {}
-        self._changes: dict[str, int] = {}
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._closed = False
+        self._changes = DelayedChanges(
+            clients=clients, delay=self.delay, seed=seed, clock=clock, apply=self._apply
+        )
 
     # -- EndpointView -------------------------------------------------------------------------
 
@@ -162,36 +231,9 @@ class ServiceTraffic:
         self._schedule(endpoint, False, immediate)
 
     def _schedule(self, endpoint: Endpoint, added: bool, immediate: bool) -> None:
-        if self._closed:
-            return
-        n = self._changes[endpoint.name] = self._changes.get(endpoint.name, 0) + 1
-        change = f"{'add' if added else 'remove'}{n}"
-        loop = asyncio.get_running_loop()
-        now = self.clock.now()
-        for client in range(self.clients):
-            lag = 0.0 if immediate else self.delay.draw(self.seed, client, endpoint.name, change)
-            due = max(now + lag, self._last_due.get((client, endpoint.name), 0.0))
-            self._last_due[(client, endpoint.name)] = due
-            if due <= now:
-                self._apply(client, endpoint, added, None)
-                continue
-            holder: list[asyncio.TimerHandle] = []
-            handle = loop.call_later(due - now, self._apply, client, endpoint, added, holder)
-            holder.append(handle)
-            self._pending.add(handle)
-            self._idle.clear()
+        self._changes.schedule(endpoint, added, immediate)
 
-    def _apply(
-        self,
-        client: int,
-        endpoint: Endpoint,
-        added: bool,
-        holder: list[asyncio.TimerHandle] | None,
-    ) -> None:
-        if holder:
-            self._pending.discard(holder[0])
-            if not self._pending:
-                self._idle.set()
+    def _apply(self, client: int, endpoint: Endpoint, added: bool) -> None:
         view = self._views[client]
         if added:
             view[endpoint.name] = endpoint
@@ -203,12 +245,8 @@ class ServiceTraffic:
 
     async def settled(self) -> None:
         """Return once every scheduled change has reached every client."""
-        await self._idle.wait()
+        await self._changes.settled()
 
     def close(self) -> None:
         """Cancel the changes still pending. Idempotent."""
-        self._closed = True
-        for handle in self._pending:
-            handle.cancel()
-        self._pending.clear()
-        self._idle.set()
+        self._changes.close()

@@ -29,7 +29,6 @@ verifier itself is killed.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Callable
@@ -39,7 +38,7 @@ from typing import TextIO
 from lossless.errors import LosslessError
 from lossless.verify.haproxy import BACKEND, HAProxy, HAProxySettings, ProxyLogEntry
 from lossless.verify.model import Clock, Endpoint, Event, EventKind
-from lossless.verify.traffic import PropagationDelay
+from lossless.verify.traffic import DelayedChanges, PropagationDelay
 
 __all__ = ["INGRESS", "PROXY_LOG", "IngressTraffic"]
 
@@ -91,13 +90,11 @@ class IngressTraffic:
         self._log: TextIO | None = None
         self._ready: dict[str, Endpoint] = {}
         self._servers: dict[str, Endpoint] = {}  # every server HAProxy knows (in maint or not)
-        self._changes: dict[str, int] = {}
-        self._last_due: dict[str, float] = {}
-        self._pending: set[asyncio.TimerHandle] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # one observer: the ingress controller that reconfigures HAProxy
+        self._changes = DelayedChanges(
+            clients=1, delay=self.delay, seed=seed, clock=clock, apply=self._apply
+        )
         self._errors: list[LosslessError] = []
-        self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -131,11 +128,7 @@ class IngressTraffic:
     def close(self) -> None:
         """Cancel the changes still pending and send HAProxy SIGTERM (``aclose()`` waits for it
         and reads the rest of its log). Idempotent; called by the lab's ``close()``."""
-        self._closed = True
-        for handle in self._pending:
-            handle.cancel()
-        self._pending.clear()
-        self._idle.set()
+        self._changes.close()
         self.haproxy.terminate()
 
     def kill(self) -> None:
@@ -171,32 +164,9 @@ class IngressTraffic:
         self._schedule(endpoint, False, immediate)
 
     def _schedule(self, endpoint: Endpoint, added: bool, immediate: bool) -> None:
-        if self._closed:
-            return
-        n = self._changes[endpoint.name] = self._changes.get(endpoint.name, 0) + 1
-        change = f"{'add' if added else 'remove'}{n}"
-        now = self.clock.now()
-        lag = 0.0 if immediate else self.delay.draw(self.seed, 0, endpoint.name, change)
-        # changes of one endpoint apply in order, as a watch delivers them
-        due = max(now + lag, self._last_due.get(endpoint.name, 0.0))
-        self._last_due[endpoint.name] = due
-        if due <= now:
-            self._apply(endpoint, added, None)
-            return
-        holder: list[asyncio.TimerHandle] = []
-        loop = asyncio.get_running_loop()
-        handle = loop.call_later(due - now, self._apply, endpoint, added, holder)
-        holder.append(handle)
-        self._pending.add(handle)
-        self._idle.clear()
+        self._changes.schedule(endpoint, added, immediate)
 
-    def _apply(
-        self, endpoint: Endpoint, added: bool, holder: list[asyncio.TimerHandle] | None
-    ) -> None:
-        if holder:
-            self._pending.discard(holder[0])
-            if not self._pending:
-                self._idle.set()
+    def _apply(self, _client: int, endpoint: Endpoint, added: bool) -> None:
         try:
             detail = self._add_server(endpoint) if added else self._drop_server(endpoint)
         except LosslessError as exc:
@@ -243,7 +213,7 @@ class IngressTraffic:
     async def settled(self) -> None:
         """Return once every scheduled change has reached HAProxy; raise the first runtime API
         failure (LosslessError) if one happened."""
-        await self._idle.wait()
+        await self._changes.settled()
         if self._errors:
             raise self._errors[0]
 
