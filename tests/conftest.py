@@ -15,6 +15,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def parse_events(lines: list[str]) -> list[dict[str, object]]:
+    """The structured lifecycle events (JSON objects with an ``event`` key) among log lines."""
+    import json
+
+    found = []
+    for line in list(lines):
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, dict) and "event" in item:
+            found.append(item)
+    return found
+
+
 def _children(pid: int) -> set[int]:
     found: set[int] = set()
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import json
 import os
 import signal
 import socket
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, parse_events
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
@@ -64,15 +63,7 @@ class Server:
         self.exited_at = time.monotonic()
 
     def events(self) -> list[dict[str, object]]:
-        out = []
-        for line in list(self.lines):
-            try:
-                item = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(item, dict) and "event" in item:
-                out.append(item)
-        return out
+        return parse_events(self.lines)
 
     def event(self, name: str) -> dict[str, object] | None:
         return next((e for e in self.events() if e["event"] == name), None)

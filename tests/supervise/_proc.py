@@ -4,7 +4,6 @@ its JSON log events parsed from stderr; always stopped at teardown, its child gr
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -13,6 +12,8 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from tests.conftest import parse_events
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -63,15 +64,7 @@ class Proc:
         return self.proc.pid
 
     def events(self) -> list[dict[str, object]]:
-        found = []
-        for line in list(self.lines):
-            try:
-                item = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(item, dict) and "event" in item:
-                found.append(item)
-        return found
+        return parse_events(self.lines)
 
     def event(self, name: str) -> dict[str, object] | None:
         return next((e for e in self.events() if e["event"] == name), None)
