@@ -23,6 +23,14 @@ def _request(server: Server, path: str, out: dict[str, object]) -> None:
         out.update(error=exc, end=time.monotonic())
 
 
+def _wait_draining(server: Server, sent: float) -> None:
+    """t0 is when the server handles the signal: on a loaded machine a moment after kill().
+    Wait for readiness to flip (bounded)."""
+    while server.get("/readyz")[0] != 503:
+        assert time.monotonic() - sent < 1.0, "readiness did not flip within 1 s of SIGTERM"
+        time.sleep(0.01)
+
+
 def _start_slow(server: Server, seconds: float) -> tuple[threading.Thread, dict[str, object]]:
     out: dict[str, object] = {}
     thread = threading.Thread(target=_request, args=(server, f"/slow?s={seconds}", out))
@@ -58,8 +66,7 @@ def test_2_during_the_delay_new_connections_are_served_with_connection_close(
     Connection: close; /readyz answers 503 and /livez 200 from t0 on."""
     server = serve(kind, "--drain-delay", "1.5", "--shutdown-timeout", "5")
     server.wait_ready()
-    server.signal()
-    time.sleep(0.15)
+    _wait_draining(server, server.signal())
     for _ in range(3):
         status, headers, body = server.get("/")
         assert (status, body) == (200, b"hello")
@@ -102,7 +109,8 @@ def test_4_keep_alive_connections(serve, kind: str) -> None:
     assert a_sock is not None and b_sock is not None
     thread, out = _start_slow(server, 2.0)  # keeps the process alive past D
     t0 = server.signal()
-    time.sleep(0.3)
+    _wait_draining(server, t0)
+    time.sleep(0.1)
     a.request("GET", "/")
     resp = a.getresponse()
     assert resp.status == 200 and resp.read() == b"hello"
