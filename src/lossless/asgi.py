@@ -83,6 +83,7 @@ class LosslessMiddleware:
         }
         if s.metrics_path:
             routes[s.metrics_path] = "metrics"
+        routes[ADMIN_PATH] = "admin"
         self._route_table = routes
         return routes
 
@@ -98,12 +99,13 @@ class LosslessMiddleware:
         if self._starting is None:
             self._ensure_started()
         route = (self._route_table or self._routes()).get(scope["path"])
-        if route is not None and scope["method"] in ("GET", "HEAD"):
-            await self._answer_probe(route, scope, send)
-            return
-        if scope["path"] == ADMIN_PATH:
-            await self._answer_admin(lc, scope, send)
-            return
+        if route is not None:  # one dict lookup for every path the middleware answers itself
+            if route == "admin":
+                await self._answer_admin(lc, scope, send)
+                return
+            if scope["method"] in ("GET", "HEAD"):
+                await self._answer_probe(route, scope, send)
+                return
         # In-flight bookkeeping inlined (Lifecycle.request_started/finished, minus two calls):
         # the key is the scope's id, unique while the request runs; public tokens are negative.
         inflight = lc._inflight
