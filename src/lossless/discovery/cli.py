@@ -23,16 +23,15 @@ flag                                         variable                         de
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from collections.abc import Mapping
 
+from lossless import argtypes
 from lossless.discovery.attach import Attachment, attach
 from lossless.discovery.instance import Instance
 from lossless.discovery.urls import registry_from_url
 from lossless.errors import LosslessError
 from lossless.lifecycle import Lifecycle
-from lossless.settings import parse_duration
 
 DEFAULT_TIMEOUT = 2.0
 
@@ -63,20 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--registry-timeout",
-        type=_duration,
+        type=argtypes.positive_duration,
         metavar="SECONDS",
         help="bound for each registry call, deregistration at SIGTERM included (default 2)",
     )
-
-
-def _duration(text: str) -> float:
-    try:
-        value = parse_duration(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive duration: {text!r}")
-    return value
 
 
 def _env_bool(env: Mapping[str, str], var: str) -> bool | None:
@@ -125,7 +114,7 @@ def attach_from_args(
     timeout = getattr(args, "registry_timeout", None)
     if timeout is None and env.get("LOSSLESS_REGISTRY_TIMEOUT"):
         try:
-            timeout = _duration(env["LOSSLESS_REGISTRY_TIMEOUT"])
+            timeout = argtypes.positive_duration(env["LOSSLESS_REGISTRY_TIMEOUT"])
         except argparse.ArgumentTypeError as exc:
             raise LosslessError(f"LOSSLESS_REGISTRY_TIMEOUT: {exc}") from None
     bind = host if host is not None else getattr(args, "host", None)

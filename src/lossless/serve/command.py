@@ -14,18 +14,11 @@ import os
 import sys
 from typing import Any, NoReturn
 
-from lossless import events
+from lossless import argtypes, events
 from lossless.discovery import cli as discovery_cli
 from lossless.errors import LosslessError
 from lossless.lifecycle import Lifecycle, set_lifecycle
-from lossless.settings import Settings, parse_duration
-
-
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r}") from None
+from lossless.settings import Settings
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,19 +26,19 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("drain sequence (each also from a LOSSLESS_* variable)")
     g.add_argument(
         "--drain-delay",
-        type=_duration,
+        type=argtypes.duration,
         metavar="SECONDS",
         help="D: keep serving this long after SIGTERM (default 5 in Kubernetes, else 0)",
     )
     g.add_argument(
         "--shutdown-timeout",
-        type=_duration,
+        type=argtypes.duration,
         metavar="SECONDS",
         help="deadline for the whole drain, from SIGTERM (default 25)",
     )
     g.add_argument(
         "--grace-period",
-        type=_duration,
+        type=argtypes.duration,
         metavar="SECONDS",
         help="the pod's terminationGracePeriodSeconds, to validate the timeout against",
     )

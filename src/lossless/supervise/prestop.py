@@ -24,24 +24,13 @@ import os
 import time
 import urllib.parse
 
-from lossless import events
+from lossless import argtypes, events
 from lossless.admin import ADMIN_PATH, TOKEN_FILE_ENV
 from lossless.errors import LosslessError
-from lossless.settings import parse_duration
 
 #: Seconds between two polls of the drain state.
 POLL_INTERVAL = 0.1
 DEFAULT_TIMEOUT = 30.0
-
-
-def _duration(text: str) -> float:
-    try:
-        value = parse_duration(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite duration >= 0: {text!r}")
-    return value
 
 
 def add_prestop_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,7 +41,11 @@ def add_prestop_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         description="For a Kubernetes preStop exec hook. Bounded by --timeout.",
     )
     parser.add_argument(
-        "--sleep", type=_duration, default=0.0, metavar="SECONDS", help="sleep this long"
+        "--sleep",
+        type=argtypes.nonnegative_duration,
+        default=0.0,
+        metavar="SECONDS",
+        help="sleep this long",
     )
     parser.add_argument(
         "--drain-url",
@@ -66,7 +59,7 @@ def add_prestop_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     )
     parser.add_argument(
         "--timeout",
-        type=_duration,
+        type=argtypes.nonnegative_duration,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help=f"upper bound for the whole command (default {DEFAULT_TIMEOUT:g})",

@@ -23,31 +23,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from lossless import argtypes
 from lossless.errors import LosslessError
 
 __all__ = ["ProgressDisplay", "add_parser", "analyse_run", "build_config", "run", "summary_table"]
 
 EXIT_INTERRUPTED = 130
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0 or value != value or value in (float("inf"),):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return value
 
 
 def add_parser(subparsers: Any) -> None:
@@ -73,7 +54,7 @@ def add_parser(subparsers: Any) -> None:
     )
     g.add_argument("-f", "--file", metavar="YAML", help="read settings from a Deployment manifest")
     g.add_argument("--container", metavar="NAME", help="the manifest's container (default: first)")
-    g.add_argument("--replicas", type=_count, help="spec.replicas (default 3)")
+    g.add_argument("--replicas", type=argtypes.count, help="spec.replicas (default 3)")
     g.add_argument(
         "--env",
         action="append",
@@ -90,7 +71,7 @@ def add_parser(subparsers: Any) -> None:
     )
     g.add_argument(
         "--ready-timeout",
-        type=_positive_float,
+        type=argtypes.nonnegative_duration,
         default=30.0,
         metavar="SECONDS",
         help="how long the first replicas may take to become available (default 30)",
@@ -109,13 +90,13 @@ def add_parser(subparsers: Any) -> None:
     )
     g.add_argument(
         "--min-ready-seconds",
-        type=_positive_float,
+        type=argtypes.nonnegative_duration,
         metavar="SECONDS",
         help="minReadySeconds (default 0)",
     )
     g.add_argument(
         "--progress-deadline",
-        type=_positive_float,
+        type=argtypes.nonnegative_duration,
         default=120.0,
         metavar="SECONDS",
         help="fail when the rollout makes no progress this long (default 120)",
@@ -129,31 +110,31 @@ def add_parser(subparsers: Any) -> None:
     )
     g.add_argument(
         "--readiness-initial-delay",
-        type=_positive_float,
+        type=argtypes.nonnegative_duration,
         metavar="SECONDS",
         help="initialDelaySeconds (default 0)",
     )
     g.add_argument(
         "--readiness-period",
-        type=_positive_float,
+        type=argtypes.nonnegative_duration,
         metavar="SECONDS",
         help="periodSeconds (default 1 here; Kubernetes and manifests default to 10)",
     )
     g.add_argument(
         "--readiness-timeout",
-        type=_positive_float,
+        type=argtypes.nonnegative_duration,
         metavar="SECONDS",
         help="timeoutSeconds (default 1)",
     )
     g.add_argument(
         "--readiness-success-threshold",
-        type=_count,
+        type=argtypes.count,
         metavar="N",
         help="successThreshold (default 1)",
     )
     g.add_argument(
         "--readiness-failure-threshold",
-        type=_count,
+        type=argtypes.count,
         metavar="N",
         help="failureThreshold (default 3)",
     )
@@ -161,13 +142,16 @@ def add_parser(subparsers: Any) -> None:
     g = p.add_argument_group("termination")
     pre = g.add_mutually_exclusive_group()
     pre.add_argument(
-        "--prestop-sleep", type=_positive_float, metavar="SECONDS", help="preStop sleep action"
+        "--prestop-sleep",
+        type=argtypes.nonnegative_duration,
+        metavar="SECONDS",
+        help="preStop sleep action",
     )
     pre.add_argument("--prestop-exec", metavar="CMD", help="preStop exec command")
     pre.add_argument("--prestop-http", metavar="PATH", help="preStop httpGet PATH")
     g.add_argument(
         "--grace-period",
-        type=_positive_float,
+        type=argtypes.nonnegative_duration,
         metavar="SECONDS",
         help="terminationGracePeriodSeconds (default 30)",
     )
@@ -202,7 +186,7 @@ def add_parser(subparsers: Any) -> None:
     )
     g.add_argument(
         "--registry-cache-ttl",
-        type=_positive_float,
+        type=argtypes.nonnegative_duration,
         default=1.0,
         metavar="SECONDS",
         help="--traffic registry: each client re-reads the registry every SECONDS, at its own "
@@ -210,7 +194,7 @@ def add_parser(subparsers: Any) -> None:
     )
     g.add_argument(
         "--clients",
-        type=_count,
+        type=argtypes.count,
         default=3,
         metavar="N",
         help="simulated clients (kube-proxy nodes), each with its own lagged view",
@@ -224,7 +208,7 @@ def add_parser(subparsers: Any) -> None:
     )
     g.add_argument(
         "--rate",
-        type=_positive_float,
+        type=argtypes.nonnegative_duration,
         default=50.0,
         metavar="RPS",
         help="requests per second, open loop (default 50)",
@@ -233,7 +217,7 @@ def add_parser(subparsers: Any) -> None:
         "--before",
         "--duration-before",
         dest="before",
-        type=_positive_float,
+        type=argtypes.nonnegative_duration,
         default=3.0,
         metavar="SECONDS",
         help="load before the rollout (default 3)",
@@ -242,7 +226,7 @@ def add_parser(subparsers: Any) -> None:
         "--after",
         "--duration-after",
         dest="after",
-        type=_positive_float,
+        type=argtypes.nonnegative_duration,
         default=3.0,
         metavar="SECONDS",
         help="load after the last old replica exited (default 3)",
@@ -250,14 +234,14 @@ def add_parser(subparsers: Any) -> None:
     g.add_argument("--path", default="/", help="request path (default /)")
     g.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=argtypes.nonnegative_duration,
         default=5.0,
         metavar="SECONDS",
         help="client timeout per request (default 5)",
     )
     g.add_argument(
         "--new-conn-ratio",
-        type=_positive_float,
+        type=argtypes.nonnegative_duration,
         default=0.1,
         metavar="R",
         help="share of requests on a fresh connection (default 0.1)",
@@ -275,7 +259,7 @@ def add_parser(subparsers: Any) -> None:
     )
     g.add_argument(
         "--max-failures",
-        type=_count,
+        type=argtypes.count,
         default=0,
         metavar="N",
         help="exit 1 when more than N requests failed (default 0)",

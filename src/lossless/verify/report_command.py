@@ -11,15 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of requests, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+from lossless import argtypes
 
 
 def add_parser(subparsers: Any) -> None:
@@ -44,7 +36,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--max-failures",
-        type=_count,
+        type=argtypes.count,
         default=0,
         metavar="N",
         help="exit 1 when more than N requests failed (default 0)",
