@@ -29,7 +29,6 @@ from lossless._asgi_types import ASGIApp, Message, Receive, Scope, Send
 from lossless.admin import ADMIN_PATH
 from lossless.lifecycle import Lifecycle, get_lifecycle
 
-_PROBE_KINDS = ("livez", "readyz", "startupz")
 _monotonic = time.monotonic
 
 

@@ -70,7 +70,6 @@ class Health:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._listeners: list[Callable[[], None]] = []
-        self._evaluated = threading.Event()
 
     # -- registration ---------------------------------------------------------------------------
     def add(
@@ -120,10 +119,6 @@ class Health:
     def liveness_ok(self) -> bool:
         return all(r.ok for r in self.results(liveness=True) if r.critical)
 
-    @property
-    def has_checks(self) -> bool:
-        return bool(self._checks)
-
     # -- evaluation -----------------------------------------------------------------------------
     def start(self) -> None:
         """Start the background checker thread in this process (no-op when already running)."""
@@ -139,10 +134,6 @@ class Health:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-
-    def wait_evaluated(self, timeout: float) -> bool:
-        """Block until the first round has completed (or ``timeout``)."""
-        return self._evaluated.wait(timeout)
 
     def evaluate(self) -> None:
         """Run one round now, in the calling thread (with a private event loop)."""
@@ -163,7 +154,6 @@ class Health:
             checks = list(self._checks.values())
         if checks:
             await asyncio.gather(*(self._evaluate(c) for c in checks))
-        self._evaluated.set()
         for callback in self._listeners:
             callback()
 

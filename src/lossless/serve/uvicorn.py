@@ -46,9 +46,6 @@ class LosslessServer(uvicorn.Server):
         self._exit = asyncio.Event()
         self._drain_task: asyncio.Task[None] | None = None
 
-    def run(self, sockets: list[Any] | None = None) -> None:  # type: ignore[override]
-        super().run(sockets=sockets)
-
     def exit_code(self) -> int:
         return self.lifecycle.stopped()
 
