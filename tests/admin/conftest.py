@@ -1,22 +1,5 @@
-from __future__ import annotations
+"""Fixtures: ``spawn`` (processes stopped at teardown), from tests/supervise/_proc.py."""
 
-from collections.abc import Callable, Iterator, Sequence
+from tests.supervise._proc import spawn
 
-import pytest
-
-from tests.supervise._proc import Proc
-
-
-@pytest.fixture
-def spawn() -> Iterator[Callable[..., Proc]]:
-    """Start processes that are always stopped (with their child groups) at teardown."""
-    started: list[Proc] = []
-
-    def start(argv: Sequence[str], env: dict[str, str] | None = None) -> Proc:
-        proc = Proc(argv, env)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        proc.kill()
+__all__ = ["spawn"]

@@ -10,8 +10,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import parse_events
 
@@ -161,3 +163,19 @@ def zombies_of(pid: int) -> list[int]:
         if int(fields[1]) == pid and fields[0] == "Z":
             found.append(int(entry))
     return found
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., Proc]]:
+    """Start processes that are always stopped (with their child groups) at teardown. Shared by
+    the supervise, admin and grpc tests (their conftests import it)."""
+    started: list[Proc] = []
+
+    def start(argv: Sequence[str], env: dict[str, str] | None = None) -> Proc:
+        proc = Proc(argv, env)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()

@@ -34,7 +34,6 @@ after a refused connect costs HAProxy's turn-around (up to 1 s).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from collections import Counter, defaultdict
@@ -42,11 +41,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lossless.errors import LosslessError
 from lossless.verify.analyze import Analysis, Analyzer, Cause, FailureContext, percentiles
 from lossless.verify.haproxy import ProxyLogEntry
 from lossless.verify.model import ErrorClass, Event, EventKind, Record
-from lossless.verify.results import Run
+from lossless.verify.results import Run, read_jsonl
 
 __all__ = [
     "PROXY_CAUSES",
@@ -81,30 +79,17 @@ def _plural(n: int, noun: str) -> str:
 def read_proxy_log(path: str | os.PathLike[str]) -> tuple[list[ProxyLogEntry], list[str]]:
     """The access log entries and HAProxy's messages of a ``proxy.jsonl`` file. Raises
     LosslessError naming the file and line when it is unreadable or corrupt."""
-    p = Path(path)
-    try:
-        lines = p.read_text("utf-8").splitlines()
-    except FileNotFoundError:
-        raise LosslessError(f"{p}: missing") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LosslessError(f"{p}: cannot read: {exc}") from None
-    entries: list[ProxyLogEntry] = []
-    messages: list[str] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-            if not isinstance(obj, dict):
-                raise ValueError("not a JSON object")
-            if obj.get("kind") == "message":
-                messages.append(f"t={obj.get('t')}: {obj.get('text', '')}")
-            else:
-                entries.append(ProxyLogEntry.from_json(obj))
-        except (ValueError, TypeError) as exc:
-            if number == len(lines) and not line.endswith("}"):
-                break  # a last line cut short by a crash
-            raise LosslessError(f"{p}:{number}: corrupt proxy log line: {exc}") from None
+
+    def parse(obj: dict[str, Any]) -> ProxyLogEntry | str:
+        if obj.get("kind") == "message":
+            return f"t={obj.get('t')}: {obj.get('text', '')}"
+        return ProxyLogEntry.from_json(obj)
+
+    items = read_jsonl(
+        Path(path), parse, what="proxy log line", missing="missing", truncated_tail_ok=True
+    )
+    entries = [item for item in items if isinstance(item, ProxyLogEntry)]
+    messages = [item for item in items if isinstance(item, str)]
     return entries, messages
 
 

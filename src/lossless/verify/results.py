@@ -29,11 +29,14 @@ import io
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from lossless.errors import LosslessError
 from lossless.verify.model import Clock, ErrorClass, Event, EventKind, Record
+
+T = TypeVar("T")
 
 __all__ = [
     "RECORD_COLUMNS",
@@ -241,14 +244,25 @@ def _read_records(path: Path, warnings: list[str]) -> list[Record]:
     return records
 
 
-def _read_events(path: Path) -> list[Event]:
+def read_jsonl(
+    path: Path,
+    parse: Callable[[dict[str, Any]], T],
+    *,
+    what: str,
+    missing: str = "missing (not a run directory?)",
+    truncated_tail_ok: bool = False,
+) -> list[T]:
+    """``parse(obj)`` for every JSON object line of ``path`` (blank lines skipped). Raises
+    LosslessError ``FILE:LINE: corrupt WHAT: reason`` for a line that is not an object or that
+    ``parse`` rejects (ValueError, KeyError, TypeError), and ``FILE: MISSING`` / ``FILE: cannot
+    read`` for the file. With ``truncated_tail_ok`` a last line cut short by a crash is dropped."""
     try:
         lines = path.read_text("utf-8").splitlines()
     except FileNotFoundError:
-        raise LosslessError(f"{path}: missing (not a run directory?)") from None
+        raise LosslessError(f"{path}: {missing}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise LosslessError(f"{path}: cannot read: {exc}") from None
-    events: list[Event] = []
+    out: list[T] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -256,21 +270,30 @@ def _read_events(path: Path) -> list[Event]:
             obj = json.loads(line)
             if not isinstance(obj, dict):
                 raise ValueError("not a JSON object")
-            client = obj.get("client")
-            if client is not None and not isinstance(client, int):
-                raise ValueError(f"client must be an integer or null, got {client!r}")
-            events.append(
-                Event(
-                    t=float(obj["t"]),
-                    kind=EventKind(obj["kind"]),
-                    replica=str(obj.get("replica", "")),
-                    client=client,
-                    detail=str(obj.get("detail", "")),
-                )
-            )
+            out.append(parse(obj))
         except (ValueError, KeyError, TypeError) as exc:
+            if truncated_tail_ok and number == len(lines) and not line.endswith("}"):
+                break
             reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
-            raise LosslessError(f"{path}:{number}: corrupt event: {reason}") from None
+            raise LosslessError(f"{path}:{number}: corrupt {what}: {reason}") from None
+    return out
+
+
+def _parse_event(obj: dict[str, Any]) -> Event:
+    client = obj.get("client")
+    if client is not None and not isinstance(client, int):
+        raise ValueError(f"client must be an integer or null, got {client!r}")
+    return Event(
+        t=float(obj["t"]),
+        kind=EventKind(obj["kind"]),
+        replica=str(obj.get("replica", "")),
+        client=client,
+        detail=str(obj.get("detail", "")),
+    )
+
+
+def _read_events(path: Path) -> list[Event]:
+    events = read_jsonl(path, _parse_event, what="event")
     events.sort(key=lambda e: e.t)
     return events
 
