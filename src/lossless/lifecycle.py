@@ -150,6 +150,16 @@ class Lifecycle:
         self._ready_callbacks.append(fn)
         return fn
 
+    @property
+    def wants_ready(self) -> bool:
+        """True when ``on_ready`` callbacks are registered (someone needs to learn of READY)."""
+        return bool(self._ready_callbacks)
+
+    def forget_ready_callbacks(self) -> None:
+        """Drop the ``on_ready`` callbacks: a forked gunicorn worker must not run the
+        instance-level ones (discovery registration) it inherited; its master runs them."""
+        self._ready_callbacks.clear()
+
     def on_state(self, fn: Callable[[State], Any]) -> None:
         """Call ``fn(state)`` on every transition (metrics, tests)."""
         self._state_callbacks.append(fn)

@@ -104,7 +104,7 @@ def _pre_request(worker: Any, req: Any) -> None:
 def _post_fork(server: Any, worker: Any) -> None:
     """In a new worker: instance-level callbacks (discovery registration) belong to the master,
     which runs them once for the whole pod; a worker must not run its inherited copies."""
-    get_lifecycle()._ready_callbacks.clear()
+    get_lifecycle().forget_ready_callbacks()
 
 
 def _post_worker_init(worker: Any) -> None:
@@ -161,7 +161,7 @@ class LosslessArbiter(Arbiter):  # type: ignore[misc]
         """The master is READY (its ``on_ready`` callbacks, e.g. discovery registration, run)
         once a worker answers the readiness probe on the bound address."""
         lc = self.lifecycle
-        if lc.started or lc.draining or not self.LISTENERS or not lc._ready_callbacks:
+        if lc.started or lc.draining or not self.LISTENERS or not lc.wants_ready:
             return
         import http.client
 
