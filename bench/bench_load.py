@@ -102,7 +102,7 @@ async def _child(
     port: int, rate: float, duration: float, conns: int, fresh: float
 ) -> dict[str, float]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from lossless.verify.load import run_load
+    from lossless.verify.load.generator import run_load
     from lossless.verify.model import Clock, Endpoint
 
     class View:

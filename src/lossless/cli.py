@@ -27,7 +27,7 @@ COMMAND_MODULES = (
     "lossless.check.command",
     "lossless.verify.command",
     "lossless.verify.report_command",
-    "lossless.demo",
+    "lossless.verify.demo",
 )
 
 

@@ -10,7 +10,7 @@ from tests.discovery.conftest import Etcd
 
 from lossless.discovery import Instance
 from lossless.verify.model import Clock, Endpoint, Event, EventKind
-from lossless.verify.traffic_registry import RegistryTraffic
+from lossless.verify.traffic.registry import RegistryTraffic
 
 
 def _put(etcd: Etcd, service: str, name: str, port: int) -> None:

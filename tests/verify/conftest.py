@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 
-from lossless.verify.lab import Lab
+from lossless.verify.lab.pod import Lab
 from lossless.verify.model import Clock, Event, EventKind
-from lossless.verify.traffic import PropagationDelay, ServiceTraffic
+from lossless.verify.traffic.base import PropagationDelay
+from lossless.verify.traffic.service import ServiceTraffic
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable

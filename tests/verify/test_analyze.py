@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lossless.verify.analyze import METRICS, PHASES, Analyzer, analyze, percentiles
+from lossless.verify.analysis.core import METRICS, PHASES, Analyzer, analyze, percentiles
 from lossless.verify.model import ErrorClass, Event, EventKind, Record
 from lossless.verify.results import Run
 

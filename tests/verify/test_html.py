@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from lossless.verify.analyze import analyze
-from lossless.verify.html import MAX_OK_POINTS, figure, render_html, write_html
+from lossless.verify.analysis.core import analyze
 from lossless.verify.model import ErrorClass, Event, EventKind, Record
+from lossless.verify.render.html_figure import MAX_OK_POINTS, figure
+from lossless.verify.render.html_page import render_html, write_html
 from lossless.verify.results import Run, read_run
-from lossless.verify.traffic import PropagationDelay
+from lossless.verify.traffic.base import PropagationDelay
 from tests.verify.conftest import SERVER, run_cli
 from tests.verify.ingress_apps.browser import Browser, chromium
 from tests.verify.ingress_apps.harness import Scenario, run_scenario

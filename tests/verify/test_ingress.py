@@ -31,19 +31,15 @@ from pathlib import Path
 import pytest
 
 from lossless.errors import LosslessError
-from lossless.verify.analyze_proxy import analyze_proxy, read_proxy_log
-from lossless.verify.haproxy import (
-    HAProxySettings,
-    ProxyLogEntry,
-    parse_log_line,
-    render_config,
-)
-from lossless.verify.html import render_html
-from lossless.verify.load import run_load
+from lossless.verify.analysis.proxy import analyze_proxy, read_proxy_log
+from lossless.verify.haproxy.config import HAProxySettings, render_config
+from lossless.verify.haproxy.log import ProxyLogEntry, parse_log_line
+from lossless.verify.load.generator import run_load
 from lossless.verify.model import Clock, Endpoint, ErrorClass, Event, EventKind, Record
+from lossless.verify.render.html_page import render_html
 from lossless.verify.results import RunWriter, read_run
-from lossless.verify.traffic import PropagationDelay
-from lossless.verify.traffic_ingress import PROXY_LOG, IngressTraffic
+from lossless.verify.traffic.base import PropagationDelay
+from lossless.verify.traffic.ingress import PROXY_LOG, IngressTraffic
 from tests.conftest import free_port
 from tests.verify.conftest import SERVER, group_alive, pid_alive, port_free
 from tests.verify.ingress_apps.harness import LOSSLESS_APP, NAIVE_APP, REPO, Scenario, run_scenario
@@ -186,7 +182,7 @@ _SIGINT_CHILD = textwrap.dedent(
     """
     import asyncio, sys
     from lossless.verify.model import Clock
-    from lossless.verify.traffic_ingress import IngressTraffic
+    from lossless.verify.traffic.ingress import IngressTraffic
 
     async def main():
         async with IngressTraffic(clock=Clock()) as traffic:

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from lossless.errors import LosslessError
-from lossless.verify.lab import PodTemplate
+from lossless.verify.lab.pod import PodTemplate
+from lossless.verify.lab.prober import HTTPGetAction, ProbeSpec, SleepAction
 from lossless.verify.model import EventKind
-from lossless.verify.probe import HTTPGetAction, ProbeSpec, SleepAction
-from lossless.verify.traffic import PropagationDelay
+from lossless.verify.traffic.base import PropagationDelay
 from tests.verify.conftest import PYTHON, group_alive, lab_session, pid_alive, port_free
 
 # Scheduling slack on two busy cores.
@@ -27,7 +27,7 @@ def template(script: Path, **env: str) -> PodTemplate:
 
 
 async def _wait_ready(run: object, pod: object, timeout: float = 10.0) -> None:
-    from lossless.verify.lab import Lab, Pod
+    from lossless.verify.lab.pod import Lab, Pod
 
     assert isinstance(pod, Pod)
     lab: Lab = run.lab  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from lossless.verify.load import run, run_load
+from lossless.verify.load.generator import run, run_load
 from lossless.verify.model import Clock, Endpoint, ErrorClass, Record
 
 from .misbehaving import StaticView, free_port, full_backlog, serve

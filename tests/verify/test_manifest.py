@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from lossless.errors import LosslessError
-from lossless.verify.manifest import load_deployment
-from lossless.verify.probe import ExecAction, HTTPGetAction, SleepAction, TCPSocketAction
+from lossless.verify.lab.manifest import load_deployment
+from lossless.verify.lab.prober import ExecAction, HTTPGetAction, SleepAction, TCPSocketAction
 from tests.verify.conftest import REPO
 
 

@@ -10,8 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from lossless.errors import LosslessError
-from lossless.verify.model import Clock
-from lossless.verify.probe import (
+from lossless.verify.lab.prober import (
     ExecAction,
     HTTPGetAction,
     ProbeSpec,
@@ -20,6 +19,7 @@ from lossless.verify.probe import (
     TCPSocketAction,
     run_handler,
 )
+from lossless.verify.model import Clock
 
 
 @contextlib.asynccontextmanager

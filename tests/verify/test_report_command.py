@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lossless.verify.analyze import analyze
+from lossless.verify.analysis.core import analyze
 from lossless.verify.model import ErrorClass, Event, EventKind, Record
-from lossless.verify.report import render_json, render_text
+from lossless.verify.render.text import render_json, render_text
 from lossless.verify.results import RunWriter, read_run
 
 

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from lossless.errors import LosslessError
-from lossless.verify.rollout import (
+from lossless.verify.lab.rollout import (
     RolloutStrategy,
     max_unavailable,
     new_rs_new_replicas,

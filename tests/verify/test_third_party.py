@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from lossless.verify.analyze_proxy import analyze_proxy
+from lossless.verify.analysis.proxy import analyze_proxy
 from lossless.verify.results import read_run
 from tests.verify.conftest import assert_nothing_left, load_json, run_cli
 from tests.verify.ingress_apps.harness import Scenario, run_scenario

@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from lossless.errors import LosslessError
-from lossless.verify.load import run_load
+from lossless.verify.load.generator import run_load
 from lossless.verify.model import Clock, Endpoint, Event, EventKind
-from lossless.verify.traffic import PropagationDelay, ServiceTraffic
+from lossless.verify.traffic.base import PropagationDelay
+from lossless.verify.traffic.service import ServiceTraffic
 
 A = Endpoint("a", "127.0.0.1", 1)
 B = Endpoint("b", "127.0.0.1", 2)

@@ -278,18 +278,18 @@ def _pick(flag: Any, manifest: Any, default: Any) -> Any:
 
 def build_config(args: argparse.Namespace) -> Any:
     """Merge the manifest (if any), the flags and the defaults into a ``VerifyConfig``."""
-    from lossless.verify.manifest import DeploymentSpec, load_deployment
-    from lossless.verify.probe import (
+    from lossless.verify.config import VerifyConfig
+    from lossless.verify.lab.manifest import DeploymentSpec, load_deployment
+    from lossless.verify.lab.prober import (
         ExecAction,
         Handler,
         HTTPGetAction,
         ProbeSpec,
         SleepAction,
     )
-    from lossless.verify.process import split_command
-    from lossless.verify.rollout import RolloutStrategy
-    from lossless.verify.runner import VerifyConfig
-    from lossless.verify.traffic import PropagationDelay
+    from lossless.verify.lab.process import split_command
+    from lossless.verify.lab.rollout import RolloutStrategy
+    from lossless.verify.traffic.base import PropagationDelay
 
     if not args.cmd:
         raise LosslessError("--cmd is required (the command that starts one replica)")
@@ -446,7 +446,7 @@ def summary_table(analysis: Any, settings: dict[str, Any], out: Path) -> Any:
 
 
 def _ingress_settings(args: argparse.Namespace) -> Any:
-    from lossless.verify.haproxy import HAProxySettings
+    from lossless.verify.haproxy.config import HAProxySettings
 
     settings = HAProxySettings()
     for text in args.ingress_option:
@@ -457,8 +457,8 @@ def _ingress_settings(args: argparse.Namespace) -> Any:
 
 
 def analyse_run(out: Path) -> Any:
-    from lossless.verify.analyze import analyze
-    from lossless.verify.analyze_proxy import analyze_proxy
+    from lossless.verify.analysis.core import analyze
+    from lossless.verify.analysis.proxy import analyze_proxy
     from lossless.verify.results import read_run
 
     recorded = read_run(out)
@@ -481,7 +481,7 @@ def run(args: argparse.Namespace) -> int:
             display.stop()
     analysis = analyse_run(cfg.out)
     if args.html:
-        from lossless.verify.html import write_html
+        from lossless.verify.render.html_page import write_html
         from lossless.verify.results import read_run
 
         size = write_html(read_run(cfg.out), analysis, args.html)

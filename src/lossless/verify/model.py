@@ -84,7 +84,7 @@ class Record:
     never reached. ``replica`` is the endpoint name the connection was opened to (or the replica a
     proxy reported in an ``x-lossless-replica`` response header), ``""`` when unknown.
 
-    As the load generator fills them (lossless.verify.load): ``sent`` is when it started the
+    As the load generator fills them (lossless.verify.load.generator): ``sent`` is when it started the
     request (connect initiated, or the write on a pooled connection); ``end`` is when the outcome
     was known, failures included (response complete, or the error observed), so it is set on
     every record it returns; ``bytes`` counts response body bytes; ``conn_id`` numbers

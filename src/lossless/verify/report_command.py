@@ -47,9 +47,9 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Analyse ``args.dir``; return 0 (failures <= --max-failures) or 1; raise LosslessError (2)."""
     from lossless.errors import LosslessError
-    from lossless.verify.analyze import analyze
-    from lossless.verify.analyze_proxy import analyze_proxy
-    from lossless.verify.report import render_json, render_text
+    from lossless.verify.analysis.core import analyze
+    from lossless.verify.analysis.proxy import analyze_proxy
+    from lossless.verify.render.text import render_json, render_text
     from lossless.verify.results import export_vegeta_csv, read_run
 
     if args.export and not args.output:
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     proxy = analyze_proxy(recorded)  # a run through --traffic ingress: join the proxy's log
     analysis = analyze(recorded) if proxy is None else proxy.analysis
     if args.html:
-        from lossless.verify.html import write_html
+        from lossless.verify.render.html_page import write_html
 
         size = write_html(recorded, analysis, args.html)
         print(f"wrote the HTML report to {args.html} ({size / 1e6:.1f} MB)", file=sys.stderr)

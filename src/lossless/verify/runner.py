@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import math
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator
@@ -25,186 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from lossless.errors import LosslessError
-from lossless.verify.haproxy import HAProxySettings
-from lossless.verify.lab import Lab, Pod, PodTemplate
+from lossless.verify.config import VerifyConfig
+from lossless.verify.lab.pod import Lab, Pod, PodTemplate
+from lossless.verify.lab.process import PortAllocator
+from lossless.verify.lab.rollout import Deployment, ReplicaSet
 from lossless.verify.model import Clock, Event, EventKind, Record
-from lossless.verify.probe import Handler, ProbeSpec
-from lossless.verify.process import PortAllocator
-from lossless.verify.rollout import Deployment, ReplicaSet, RolloutStrategy
-from lossless.verify.traffic import TRAFFIC_MODELS, PropagationDelay, ServiceTraffic, TrafficModel
+from lossless.verify.traffic.base import TrafficModel
+from lossless.verify.traffic.service import ServiceTraffic
 
-__all__ = ["Outcome", "Status", "VerifyConfig", "execute"]
+__all__ = ["Outcome", "Status", "execute"]
 
 # Duration handed to the load generator: the run stops it with an event long before.
 _UNBOUNDED = 1e7
-
-
-@dataclasses.dataclass(frozen=True)
-class VerifyConfig:
-    """Everything one run needs. ``command``/``new_command`` are argv templates; without
-    ``new_command`` the new version is ``command`` with ``LOSSLESS_VERSION`` set to
-    ``new_version`` instead of ``old_version``."""
-
-    command: tuple[str, ...]
-    out: Path | None  # None: the caller picks one before execute()
-    new_command: tuple[str, ...] | None = None
-    replicas: int = 3
-    rate: float = 50.0
-    before: float = 3.0
-    after: float = 3.0
-    strategy: RolloutStrategy = dataclasses.field(default_factory=RolloutStrategy)
-    min_ready_seconds: float = 0.0
-    readiness: ProbeSpec | None = None
-    prestop: Handler | None = None
-    grace: float = 30.0
-    propagation: PropagationDelay = dataclasses.field(default_factory=PropagationDelay)
-    clients: int = 3
-    new_conn_ratio: float = 0.1
-    seed: int = 0
-    path: str = "/"
-    timeout: float = 5.0
-    lag_budget: float = 0.1
-    traffic: str = "service"
-    cwd: Path | None = None
-    base_port: int | None = None
-    ready_timeout: float = 30.0
-    progress_deadline: float = 120.0
-    env: tuple[tuple[str, str], ...] = ()
-    old_version: str = "v1"
-    new_version: str = "v2"
-    host: str = "127.0.0.1"
-    # --traffic registry: the etcd:// URL replicas register in and clients watch, the service's
-    # name there, and how long each client caches what it read
-    registry: str | None = None
-    service_name: str = "verify"
-    registry_cache_ttl: float = 1.0
-    # --traffic ingress: the HAProxy settings that decide outcomes (retries, redispatch...)
-    ingress: HAProxySettings = dataclasses.field(default_factory=HAProxySettings)
-
-    def __post_init__(self) -> None:
-        if self.replicas < 1:
-            raise LosslessError(f"--replicas must be >= 1 (got {self.replicas})")
-        if not self.rate > 0:
-            raise LosslessError(f"--rate must be > 0 requests/s (got {self.rate})")
-        for name in ("before", "after", "min_ready_seconds", "grace"):
-            if not getattr(self, name) >= 0:
-                raise LosslessError(f"{name.replace('_', '-')} must be >= 0")
-        if not 0 <= self.new_conn_ratio <= 1:
-            raise LosslessError(f"--new-conn-ratio must be within 0..1 (got {self.new_conn_ratio})")
-        if self.traffic not in TRAFFIC_MODELS:
-            raise LosslessError(
-                f"--traffic {self.traffic}: not available (models: {', '.join(TRAFFIC_MODELS)})"
-            )
-        if self.old_version == self.new_version:
-            raise LosslessError("the old and new versions must differ")
-        if not self.path.startswith("/"):
-            raise LosslessError(f"--path must start with / (got {self.path!r})")
-        self._check_registry()
-
-    def _check_registry(self) -> None:
-        if self.traffic != "registry":
-            if self.registry is not None:
-                raise LosslessError(
-                    f"--registry is used by --traffic registry only (not --traffic {self.traffic})"
-                )
-            return
-        if not self.registry:
-            raise LosslessError("--traffic registry needs --registry etcd://HOST:PORT/PREFIX")
-        from lossless.discovery.urls import etcd_from_url
-
-        etcd_from_url(self.registry)  # a bad URL fails here, before anything starts
-        name = self.service_name
-        if not name or "/" in name or name.strip() != name:
-            raise LosslessError(f"--service-name {name!r}: expected a name without '/' or spaces")
-        if not (math.isfinite(self.registry_cache_ttl) and self.registry_cache_ttl >= 0):
-            raise LosslessError(
-                f"--registry-cache-ttl must be >= 0 seconds (got {self.registry_cache_ttl})"
-            )
-
-    @property
-    def out_dir(self) -> Path:
-        if self.out is None:
-            raise ValueError("VerifyConfig.out must be set before the run")
-        return self.out
-
-    def template(self, new: bool) -> PodTemplate:
-        version = self.new_version if new else self.old_version
-        command = self.new_command if new and self.new_command else self.command
-        return PodTemplate(
-            command=command,
-            version=version,
-            env={**dict(self.env), **self.registry_env(), "LOSSLESS_VERSION": version},
-            readiness=self.readiness,
-            prestop=self.prestop,
-            grace=self.grace,
-        )
-
-    def registry_env(self) -> dict[str, str]:
-        """What every replica gets with ``--traffic registry`` (``lossless serve`` reads it and
-        registers itself; the lab adds ``LOSSLESS_INSTANCE_ID=<pod name>`` per replica)."""
-        if self.traffic != "registry" or not self.registry:
-            return {}
-        return {
-            "LOSSLESS_REGISTRY": self.registry,
-            "LOSSLESS_SERVICE_NAME": self.service_name,
-            "LOSSLESS_ADVERTISE_ADDRESS": self.host,
-        }
-
-    def settings(self) -> dict[str, Any]:
-        """The run's settings as JSON (settings.json)."""
-
-        def handler(h: Handler | None) -> str | None:
-            return None if h is None else h.describe()
-
-        probe = self.readiness
-        registry: dict[str, Any] = {}
-        if self.traffic == "registry":
-            registry = {
-                "registry": self.registry,
-                "service_name": self.service_name,
-                "registry_cache_ttl": self.registry_cache_ttl,
-            }
-        if self.traffic == "ingress":
-            registry = {"ingress": self.ingress.to_json()}
-        return {
-            "command": list(self.command),
-            "new_command": list(self.new_command) if self.new_command else None,
-            "replicas": self.replicas,
-            "rate": self.rate,
-            "duration_before": self.before,
-            "duration_after": self.after,
-            "strategy": self.strategy.kind,
-            "max_surge": self.strategy.max_surge,
-            "max_unavailable": self.strategy.max_unavailable,
-            "min_ready_seconds": self.min_ready_seconds,
-            "readiness_probe": None
-            if probe is None
-            else {
-                "action": probe.action.describe(),
-                "initial_delay": probe.initial_delay,
-                "period": probe.period,
-                "timeout": probe.timeout,
-                "success_threshold": probe.success_threshold,
-                "failure_threshold": probe.failure_threshold,
-            },
-            "prestop": handler(self.prestop),
-            "grace_period": self.grace,
-            "traffic": self.traffic,
-            "clients": self.clients,
-            "propagation_delay": {
-                "mean": self.propagation.mean,
-                "jitter": self.propagation.jitter,
-            },
-            "propagation_delay_max": self.propagation.max,
-            "new_conn_ratio": self.new_conn_ratio,
-            "seed": self.seed,
-            "path": self.path,
-            "url": f"http://{self.host}{self.path}",
-            "timeout": self.timeout,
-            "lag_budget": self.lag_budget,
-            "versions": [self.old_version, self.new_version],
-            **registry,
-        }
 
 
 @dataclasses.dataclass
@@ -298,10 +129,7 @@ async def _all_gone(rs: ReplicaSet, traffic: TrafficModel) -> None:
 async def _first_settled(traffic: TrafficModel) -> None:
     """Every client sees the first replicas (with the registry model: they registered)."""
     await traffic.settled()
-    from lossless.verify.traffic_registry import RegistryTraffic
-
-    if isinstance(traffic, RegistryTraffic):
-        traffic.check_registered()
+    traffic.check_ready()
 
 
 def _make_traffic(
@@ -309,7 +137,7 @@ def _make_traffic(
 ) -> TrafficModel:
     """The traffic model ``cfg.traffic`` names (call it inside the run's event loop)."""
     if cfg.traffic == "registry":
-        from lossless.verify.traffic_registry import registry_traffic
+        from lossless.verify.traffic.registry import registry_traffic
 
         assert cfg.registry is not None  # VerifyConfig checked it
         return registry_traffic(
@@ -322,7 +150,7 @@ def _make_traffic(
             on_event=on_event,
         )
     if cfg.traffic == "ingress":
-        from lossless.verify.traffic_ingress import PROXY_LOG, IngressTraffic
+        from lossless.verify.traffic.ingress import PROXY_LOG, IngressTraffic
 
         return IngressTraffic(
             clock=clock,
@@ -365,15 +193,11 @@ async def run_once(
     traffic = _make_traffic(cfg, clock, on_event)
     # the ingress model runs a real HAProxy: started before the lab, always stopped after it
     # (also when the run is cancelled by a second Ctrl-C)
-    start = getattr(traffic, "start", None)
-    if start is not None:
-        await start()
+    await traffic.start()
     try:
         await _run_lab(cfg, traffic, on_event, on_record, stop, status, clock, settings)
     finally:
-        aclose = getattr(traffic, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await traffic.aclose()
 
 
 async def _run_lab(
@@ -386,7 +210,7 @@ async def _run_lab(
     clock: Clock,
     settings: Callable[[dict[str, Any]], None] | None,
 ) -> None:
-    from lossless.verify.load import run_load
+    from lossless.verify.load.generator import run_load
 
     def emit(kind: EventKind, detail: str = "") -> None:
         on_event(Event(clock.now(), kind, "", None, detail))
@@ -569,7 +393,7 @@ def execute(
 ) -> Outcome:
     """Run ``cfg`` to the end (or to the first SIGINT/SIGTERM) and return how it ended. The
     results are in ``cfg.out`` whatever happens; no replica process outlives this call."""
-    from lossless.verify.load import run
+    from lossless.verify.load.generator import run
 
     cfg.out_dir  # noqa: B018 - fail early without an output directory
     status = Status()

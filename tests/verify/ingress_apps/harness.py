@@ -15,15 +15,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lossless.verify.haproxy import HAProxySettings
-from lossless.verify.lab import Lab, PodTemplate
-from lossless.verify.load import run_load
+from lossless.verify.haproxy.config import HAProxySettings
+from lossless.verify.lab.pod import Lab, PodTemplate
+from lossless.verify.lab.prober import Handler, HTTPGetAction, ProbeSpec
+from lossless.verify.lab.rollout import Deployment, ReplicaSet, RolloutStrategy
+from lossless.verify.load.generator import run_load
 from lossless.verify.model import Clock, Event, EventKind
-from lossless.verify.probe import Handler, HTTPGetAction, ProbeSpec
 from lossless.verify.results import RunWriter
-from lossless.verify.rollout import Deployment, ReplicaSet, RolloutStrategy
-from lossless.verify.traffic import PropagationDelay, ServiceTraffic
-from lossless.verify.traffic_ingress import PROXY_LOG, IngressTraffic
+from lossless.verify.traffic.base import PropagationDelay
+from lossless.verify.traffic.ingress import PROXY_LOG, IngressTraffic
+from lossless.verify.traffic.service import ServiceTraffic
 
 REPO = Path(__file__).resolve().parents[3]
 PYTHON = sys.executable

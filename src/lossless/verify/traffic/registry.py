@@ -33,6 +33,7 @@ from lossless.discovery.etcd import EtcdClient, Watch
 from lossless.discovery.registrar import RegistryError
 from lossless.errors import LosslessError
 from lossless.verify.model import Clock, Endpoint, Event, EventKind
+from lossless.verify.traffic.base import TrafficModel
 
 __all__ = ["RegistryTraffic", "registry_traffic", "watch_prefix"]
 
@@ -90,7 +91,7 @@ def registry_traffic(
     )
 
 
-class RegistryTraffic:
+class RegistryTraffic(TrafficModel):
     """The ``registry`` model (see the module docstring). Create it inside the lab's event loop
     (the watch thread hands changes to that loop); :meth:`close` stops the watch."""
 
@@ -178,7 +179,7 @@ class RegistryTraffic:
             f"{registered}, ready ports {ready}"
         )
 
-    def check_registered(self) -> None:
+    def check_ready(self) -> None:
         """Raise :class:`LosslessError` unless the registry lists exactly the lab's ready
         endpoints (after :meth:`settled` at the start of a run: the replicas did register)."""
         if self._converged():

@@ -3,7 +3,7 @@
 An accumulator in vegeta's style: :class:`Analyzer` takes the timeline and settings, then
 ``add(record)`` for each record, then ``close()`` computes the derived figures into an immutable
 :class:`Analysis`; :func:`analyze` does all three for a :class:`~lossless.verify.results.Run`.
-Rendering lives in :mod:`lossless.verify.report`.
+Rendering lives in :mod:`lossless.verify.render.text`.
 
 Every failure is joined with the timeline of the replica it was sent to (:class:`FailureContext`):
 the replica's phase at ``sent`` (:data:`PHASES`), the time since its deletion, endpoint removal,
@@ -92,7 +92,7 @@ _HTTP_5XX = frozenset(
 _TERMINATING = frozenset({"terminating-before-sigterm", "after-sigterm", "after-exit"})
 _BEFORE_READY = frozenset({"not-started", "starting", "never-ready", "not-ready"})
 _MAX_EXAMPLES = 5
-# NOTE events of the registry traffic model (lossless.verify.traffic_registry)
+# NOTE events of the registry traffic model (lossless.verify.traffic.registry)
 _REGISTRY_PUT = "registry PUT "
 _REGISTRY_DELETE = "registry DELETE "
 # a registry DELETE this long after SIGTERM (or later) was not a deregistration at t0 (measured:

@@ -6,45 +6,72 @@ A traffic model is an :class:`~lossless.verify.model.EndpointView` (the load gen
 it. Each model decides when each client sees the change, and records that moment as a
 ``VIEW_ADDED``/``VIEW_REMOVED`` event.
 
-Models: ``service`` (here), ``registry`` (:mod:`lossless.verify.traffic_registry`: clients
-watch etcd); ``ingress`` plugs in behind the same :class:`TrafficModel` protocol.
+Models: ``service`` (:mod:`lossless.verify.traffic.service`: kube-proxy), ``registry``
+(:mod:`lossless.verify.traffic.registry`: clients watch etcd) and ``ingress``
+(:mod:`lossless.verify.traffic.ingress`: a real HAProxy), all subclasses of :class:`TrafficModel`.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import dataclasses
 import math
 import random
 from collections.abc import Callable
-from typing import Protocol
 
 from lossless.errors import LosslessError
-from lossless.verify.model import Clock, Endpoint, Event, EventKind
+from lossless.verify.model import Clock, Endpoint
 
-__all__ = ["TRAFFIC_MODELS", "PropagationDelay", "ServiceTraffic", "TrafficModel"]
+__all__ = ["TRAFFIC_MODELS", "DelayedChanges", "PropagationDelay", "TrafficModel"]
 
 TRAFFIC_MODELS = ("service", "registry", "ingress")
 
 
-class TrafficModel(Protocol):
-    """An :class:`EndpointView` the lab drives. ``add``/``remove`` are called at control-plane
-    time; ``immediate=True`` makes every client see the change at once (the naive baseline's
-    "route to it at once"). ``settled()`` waits until every scheduled change has been applied;
-    ``close()`` drops the ones still pending."""
+class TrafficModel(abc.ABC):
+    """An :class:`EndpointView` the lab drives: the base of every traffic model.
+
+    ``add``/``remove`` are called at control-plane time; ``immediate=True`` makes every client see
+    the change at once (the naive baseline's "route to it at once"). ``pick(client)`` is called by
+    the load generator for every new connection. ``settled()`` waits until every scheduled change
+    has been applied; ``close()`` drops the ones still pending (idempotent, synchronous, safe from
+    a signal path). The runner calls ``await start()`` before the first replica starts and
+    ``await aclose()`` once the load has stopped, whatever happened; both default to no-ops for
+    models that own no process or thread (``aclose`` calls ``close``).
+    """
 
     clients: int
 
+    async def start(self) -> None:
+        """Start what the model owns (a proxy, a watch). Default: nothing."""
+        return None
+
+    async def aclose(self) -> None:
+        """Stop what the model owns and drop pending changes. Default: :meth:`close`."""
+        self.close()
+
+    def check_ready(self) -> None:
+        """Raise ``LosslessError`` if the first replicas are not visible to clients although
+        the control plane made them ready (the registry model: they never registered).
+        Called once, after :meth:`settled`, before the load starts. Default: nothing to check."""
+        return None
+
+    @abc.abstractmethod
     def pick(self, client: int) -> Endpoint | None: ...
 
+    @abc.abstractmethod
     def add(self, endpoint: Endpoint, *, immediate: bool = False) -> None: ...
 
+    @abc.abstractmethod
     def remove(self, endpoint: Endpoint, *, immediate: bool = False) -> None: ...
 
+    @abc.abstractmethod
     def ready_endpoints(self) -> list[Endpoint]: ...
 
+    @abc.abstractmethod
     async def settled(self) -> None: ...
 
+    @abc.abstractmethod
     def close(self) -> None: ...
 
 
@@ -163,90 +190,3 @@ class DelayedChanges:
             handle.cancel()
         self._pending.clear()
         self._idle.set()
-
-
-class ServiceTraffic:
-    """The ``service`` model: ``clients`` kube-proxy nodes, each with its own lagged copy of the
-    ready endpoint set.
-
-    A control-plane change reaches client ``c`` after ``delay.draw(seed, c, ...)`` seconds; until
-    then ``pick(c)`` keeps choosing from the old set. ``pick`` chooses uniformly at random (a
-    per-client generator seeded from ``seed``) among the client's view, like kube-proxy's
-    iptables/nftables random probability rules. Existing connections are not this model's
-    business: the load generator keeps them pinned to the endpoint they were opened to, as
-    conntrack does.
-
-    Changes for the same endpoint apply in the order they were made for each client (a removal
-    drawn shorter than a pending add waits for it), as a watch delivers events in order.
-    """
-
-    def __init__(
-        self,
-        *,
-        clock: Clock,
-        clients: int = 3,
-        delay: PropagationDelay | None = None,
-        seed: int = 0,
-        on_event: Callable[[Event], None] | None = None,
-    ) -> None:
-        if clients < 1:
-            raise LosslessError(f"--clients must be >= 1 (got {clients})")
-        self.clients = clients
-        self.clock = clock
-        self.delay = delay or PropagationDelay()
-        self.seed = seed
-        self.on_event = on_event or (lambda event: None)
-        self._ready: dict[str, Endpoint] = {}
-        self._views: list[dict[str, Endpoint]] = [{} for _ in range(clients)]
-        self._rngs = [random.Random(f"{seed}/pick/{c}") for c in range(clients)]
-        self._changes = DelayedChanges(
-            clients=clients, delay=self.delay, seed=seed, clock=clock, apply=self._apply
-        )
-
-    # -- EndpointView -------------------------------------------------------------------------
-
-    def pick(self, client: int) -> Endpoint | None:
-        view = self._views[client]
-        if not view:
-            return None
-        names = sorted(view)
-        return view[names[self._rngs[client].randrange(len(names))]]
-
-    def view(self, client: int) -> list[Endpoint]:
-        """The endpoints client ``client`` routes new connections to now (sorted by name)."""
-        return [self._views[client][name] for name in sorted(self._views[client])]
-
-    def ready_endpoints(self) -> list[Endpoint]:
-        """The control plane's ready set (what every client will eventually see)."""
-        return [self._ready[name] for name in sorted(self._ready)]
-
-    # -- control plane ------------------------------------------------------------------------
-
-    def add(self, endpoint: Endpoint, *, immediate: bool = False) -> None:
-        self._ready[endpoint.name] = endpoint
-        self._schedule(endpoint, True, immediate)
-
-    def remove(self, endpoint: Endpoint, *, immediate: bool = False) -> None:
-        self._ready.pop(endpoint.name, None)
-        self._schedule(endpoint, False, immediate)
-
-    def _schedule(self, endpoint: Endpoint, added: bool, immediate: bool) -> None:
-        self._changes.schedule(endpoint, added, immediate)
-
-    def _apply(self, client: int, endpoint: Endpoint, added: bool) -> None:
-        view = self._views[client]
-        if added:
-            view[endpoint.name] = endpoint
-            kind = EventKind.VIEW_ADDED
-        else:
-            view.pop(endpoint.name, None)
-            kind = EventKind.VIEW_REMOVED
-        self.on_event(Event(self.clock.now(), kind, endpoint.name, client))
-
-    async def settled(self) -> None:
-        """Return once every scheduled change has reached every client."""
-        await self._changes.settled()
-
-    def close(self) -> None:
-        """Cancel the changes still pending. Idempotent."""
-        self._changes.close()

@@ -27,7 +27,7 @@ import re
 from collections.abc import Callable
 
 from lossless.errors import LosslessError
-from lossless.verify.lab import Lab, Pod, PodTemplate
+from lossless.verify.lab.pod import Lab, Pod, PodTemplate
 from lossless.verify.model import EventKind
 
 __all__ = [

@@ -3,12 +3,12 @@
 Most traffic reaches pods through an ingress controller, which adds its own failure modes:
 backend keep-alive pools, retries that hide some errors and not others, and silent closes of
 client connections that never reach a log. :class:`IngressTraffic` puts a real HAProxy
-(:mod:`lossless.verify.haproxy`) between the load generator and the replicas:
+(:mod:`lossless.verify.haproxy.process`) between the load generator and the replicas:
 
 - ``pick(client)`` returns the one frontend endpoint (name ``"ingress"``) for every client: the
   load generator's clients are callers of the ingress, each with its own keep-alive pool to it;
 - a control-plane change (``add``/``remove`` from the lab) reaches HAProxy through its runtime
-  API after one propagation delay per change (:class:`~lossless.verify.traffic.PropagationDelay`,
+  API after one propagation delay per change (:class:`~lossless.verify.traffic.base.PropagationDelay`,
   drawn for client 0), as an ingress controller applies Endpoints changes: ``add server`` +
   ``enable server`` for a new replica (``set server ... addr``/``state ready`` for a known
   name), ``set server ... state maint`` for a removed one (HAProxy sends it no new request;
@@ -17,7 +17,7 @@ client connections that never reach a log. :class:`IngressTraffic` puts a real H
 - HAProxy adds ``x-lossless-replica: <server>`` to every response it forwards, so records name
   the replica that answered; its access log (with the request's ``x-lossless-seq``) is written
   to ``proxy.jsonl`` next to the run's files (:data:`PROXY_LOG`) for
-  :mod:`lossless.verify.analyze_proxy`.
+  :mod:`lossless.verify.analysis.proxy`.
 
 Lifecycle: ``await start()`` (or ``async with``) before the lab adds endpoints; ``close()`` (the
 protocol's, called by the lab) drops pending changes and sends HAProxy SIGTERM; ``await
@@ -36,9 +36,11 @@ from pathlib import Path
 from typing import TextIO
 
 from lossless.errors import LosslessError
-from lossless.verify.haproxy import BACKEND, HAProxy, HAProxySettings, ProxyLogEntry
+from lossless.verify.haproxy.config import BACKEND, HAProxySettings
+from lossless.verify.haproxy.log import ProxyLogEntry
+from lossless.verify.haproxy.process import HAProxy
 from lossless.verify.model import Clock, Endpoint, Event, EventKind
-from lossless.verify.traffic import DelayedChanges, PropagationDelay
+from lossless.verify.traffic.base import DelayedChanges, PropagationDelay, TrafficModel
 
 __all__ = ["INGRESS", "PROXY_LOG", "IngressTraffic"]
 
@@ -49,12 +51,12 @@ PROXY_LOG = "proxy.jsonl"
 _CHECK_MESSAGE = re.compile(rf"^(?:\[\w+\]\s+)?(?:Health check for )?[Ss]erver {BACKEND}/(\S+)")
 
 
-class IngressTraffic:
+class IngressTraffic(TrafficModel):
     """A TrafficModel backed by HAProxy (see the module docstring).
 
     ``clients`` is the number of client pools the load generator keeps to the ingress;
     ``delay``/``seed`` decide when each change reaches HAProxy; ``settings`` are HAProxy's
-    (defaults: ingress-nginx-like, :class:`~lossless.verify.haproxy.HAProxySettings`);
+    (defaults: ingress-nginx-like, :class:`~lossless.verify.haproxy.process.HAProxySettings`);
     ``proxy_log`` is where the access log is written as JSON lines (None: kept in memory only,
     in :attr:`entries`). A runtime API command that fails is a NOTE event and is raised from
     the next ``settled()``.

@@ -1,6 +1,6 @@
 """Explain a run that went through an L7 proxy: join the client's records with the proxy's log.
 
-The ``ingress`` traffic model (:mod:`lossless.verify.traffic_ingress`) writes HAProxy's access
+The ``ingress`` traffic model (:mod:`lossless.verify.traffic.ingress`) writes HAProxy's access
 log as ``proxy.jsonl`` next to the run's files, one line per request with the request's
 ``x-lossless-seq``. :func:`analyze_proxy` joins the two sides by seq, so a failure shows what the
 client saw (error class, status, time) *and* what the proxy saw (its status, the termination
@@ -19,7 +19,7 @@ view alone cannot:
 5. ``ingress_timeout``: the replica did not answer within the proxy's ``timeout server``
    (``sH``, 504);
 6. other failures (the application's own 5xx, client timeouts, failures without a log line on a
-   fresh connection) are explained by :mod:`lossless.verify.analyze`'s rules, applied to the
+   fresh connection) are explained by :mod:`lossless.verify.analysis.core`'s rules, applied to the
    records with the replica the proxy named.
 
 Before joining, every record the proxy served gets ``replica`` = the server the proxy chose (the
@@ -41,8 +41,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lossless.verify.analyze import Analysis, Analyzer, Cause, FailureContext, percentiles
-from lossless.verify.haproxy import ProxyLogEntry
+from lossless.verify.analysis.core import Analysis, Analyzer, Cause, FailureContext, percentiles
+from lossless.verify.haproxy.log import ProxyLogEntry
 from lossless.verify.model import ErrorClass, Event, EventKind, Record
 from lossless.verify.results import Run, read_jsonl
 
@@ -144,7 +144,7 @@ class ProxyFailure:
 class ProxyAnalysis:
     """The proxy side of a run.
 
-    ``analysis`` is the run's :class:`~lossless.verify.analyze.Analysis` recomputed with the
+    ``analysis`` is the run's :class:`~lossless.verify.analysis.core.Analysis` recomputed with the
     replicas the proxy named and with the causes of this module (use it in place of
     ``analyze(run)``); ``failures`` holds every failure with both views; ``entries`` is the number
     of proxy log lines, ``joined`` how many records have one; ``terminations`` counts termination
@@ -502,7 +502,7 @@ def failure_kinds(
     causes: Sequence[Cause],
 ) -> dict[int, str]:
     """The cause kind of every failed record of ``records`` (seq → kind), for ``causes`` that
-    :class:`~lossless.verify.analyze.Analyzer` computed from ``events``, ``settings`` and
+    :class:`~lossless.verify.analysis.core.Analyzer` computed from ``events``, ``settings`` and
     ``records``.
 
     A Cause lists up to five examples, not all its failures; when it carries a ``seqs`` list it

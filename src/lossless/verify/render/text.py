@@ -1,4 +1,4 @@
-"""Rendering of an :class:`~lossless.verify.analyze.Analysis`: text (rich on a terminal, plain
+"""Rendering of an :class:`~lossless.verify.analysis.core.Analysis`: text (rich on a terminal, plain
 aligned text otherwise) and JSON. Rendering only: every figure comes from the analysis."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import io
 import json
 import sys
 
-from lossless.verify.analyze import Analysis, FailureContext
+from lossless.verify.analysis.core import Analysis, FailureContext
 
 __all__ = ["render_json", "render_text"]
 

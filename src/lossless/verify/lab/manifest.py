@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lossless.errors import LosslessError
-from lossless.verify.probe import (
+from lossless.verify.lab.prober import (
     ExecAction,
     Handler,
     HTTPGetAction,
@@ -28,7 +28,7 @@ from lossless.verify.probe import (
     SleepAction,
     TCPSocketAction,
 )
-from lossless.verify.rollout import IntOrPercent, parse_int_or_percent
+from lossless.verify.lab.rollout import IntOrPercent, parse_int_or_percent
 
 __all__ = ["MAX_MANIFEST_BYTES", "DeploymentSpec", "load_deployment"]
 

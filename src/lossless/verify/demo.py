@@ -83,10 +83,10 @@ def _command(app: str) -> tuple[str, ...]:
 
 
 def _config(scenario: Scenario, out: Path, root: Path, args: argparse.Namespace) -> Any:
-    from lossless.verify.probe import HTTPGetAction, ProbeSpec
-    from lossless.verify.rollout import RolloutStrategy
-    from lossless.verify.runner import VerifyConfig
-    from lossless.verify.traffic import PropagationDelay
+    from lossless.verify.config import VerifyConfig
+    from lossless.verify.lab.prober import HTTPGetAction, ProbeSpec
+    from lossless.verify.lab.rollout import RolloutStrategy
+    from lossless.verify.traffic.base import PropagationDelay
 
     return VerifyConfig(
         command=_command(scenario.app),

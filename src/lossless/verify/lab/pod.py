@@ -2,7 +2,7 @@
 
 A :class:`Lab` creates pods from a :class:`PodTemplate` (a command template, an environment, a
 readiness probe, a preStop handler, a grace period), probes them with the kubelet's semantics
-(:mod:`lossless.verify.probe`), keeps the control plane's ready endpoint set and tells the traffic
+(:mod:`lossless.verify.lab.prober`), keeps the control plane's ready endpoint set and tells the traffic
 model about each change, and deletes pods the way the kubelet and the endpoints controller do:
 two tracks in parallel from the same t0 (see :meth:`Lab.delete`). Every transition is an
 :class:`~lossless.verify.model.Event` passed to ``on_event``.
@@ -25,15 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from lossless.errors import LosslessError
-from lossless.verify.model import Clock, Endpoint, Event, EventKind
-from lossless.verify.probe import Handler, ProbeSpec, ReadinessProber, run_handler
-from lossless.verify.process import (
+from lossless.verify.lab.prober import Handler, ProbeSpec, ReadinessProber, run_handler
+from lossless.verify.lab.process import (
     PortAllocator,
     ReplicaProcess,
     describe_returncode,
     render_command,
 )
-from lossless.verify.traffic import TrafficModel
+from lossless.verify.model import Clock, Endpoint, Event, EventKind
+from lossless.verify.traffic.base import TrafficModel
 
 __all__ = ["MINIMUM_GRACE_PERIOD", "Lab", "Pod", "PodPhase", "PodTemplate"]
 

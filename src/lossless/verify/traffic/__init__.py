@@ -1,0 +1,1 @@
+"""Traffic models: how clients see the ready endpoint set (service, ingress, registry)."""
