@@ -19,3 +19,8 @@ class LosslessError(Exception):
 
 class SettingsError(LosslessError):
     """A setting is invalid (negative, inconsistent, or cannot fit the pod's grace period)."""
+
+
+class RegistryError(Exception):
+    """A service registry (etcd, ZooKeeper, Consul) could not be reached, timed out, or refused
+    a call. The message is one line naming the registry and what failed."""

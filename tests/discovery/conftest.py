@@ -22,7 +22,7 @@ import pytest
 from tests.conftest import free_port
 from tests.runtime.conftest import Server
 
-from lossless.discovery.etcd import EtcdClient
+from lossless.etcdv3 import EtcdClient
 from lossless.discovery.registrar import RegistryError
 
 HERE = Path(__file__).parent

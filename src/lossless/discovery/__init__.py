@@ -12,9 +12,34 @@ still serves everything it receives. See docs/discovery.md.
 
 from __future__ import annotations
 
-from lossless.discovery.attach import Attachment, attach
-from lossless.discovery.instance import Instance
-from lossless.discovery.registrar import Registrar, RegistryError
-from lossless.discovery.urls import registry_from_url
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Lazy (PEP 562): importing one registrar module (or lossless.etcdv3 through it) does not load
+# attach() and with it the lifecycle.
+_EXPORTS: dict[str, str] = {
+    "Attachment": "lossless.discovery.attach",
+    "attach": "lossless.discovery.attach",
+    "Instance": "lossless.discovery.instance",
+    "Registrar": "lossless.discovery.registrar",
+    "RegistryError": "lossless.errors",
+    "registry_from_url": "lossless.discovery.urls",
+}
 
 __all__ = ["Attachment", "Instance", "Registrar", "RegistryError", "attach", "registry_from_url"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lossless.discovery.attach import Attachment, attach
+    from lossless.discovery.instance import Instance
+    from lossless.discovery.registrar import Registrar
+    from lossless.discovery.urls import registry_from_url
+    from lossless.errors import RegistryError
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lossless.discovery' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

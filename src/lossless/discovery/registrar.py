@@ -11,11 +11,9 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from lossless.discovery.instance import Instance
+from lossless.errors import RegistryError
 
-
-class RegistryError(Exception):
-    """The registry could not be reached, timed out, or refused a call. The message is one line
-    naming the registry and what failed."""
+__all__ = ["Registrar", "RegistryError"]
 
 
 @runtime_checkable

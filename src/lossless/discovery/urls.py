@@ -22,7 +22,8 @@ import os
 import re
 import urllib.parse
 
-from lossless.discovery.etcd import EtcdClient, EtcdRegistrar
+from lossless.discovery.etcd import EtcdRegistrar
+from lossless.etcdv3 import EtcdClient
 from lossless.discovery.instance import Instance
 from lossless.discovery.registrar import Registrar
 from lossless.errors import LosslessError
