@@ -22,8 +22,8 @@ import pytest
 from tests.conftest import free_port
 from tests.runtime.conftest import Server
 
-from lossless.etcdv3 import EtcdClient
 from lossless.discovery.registrar import RegistryError
+from lossless.etcdv3 import EtcdClient
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent

@@ -15,10 +15,10 @@ from lossless.discovery import Instance, registry_from_url
 from lossless.discovery.cli import add_arguments, attach_from_args
 from lossless.discovery.consul import ConsulRegistrar
 from lossless.discovery.etcd import EtcdRegistrar
-from lossless.etcdv3 import prefix_end
 from lossless.discovery.urls import etcd_from_url
 from lossless.discovery.zookeeper import ZooKeeperRegistrar
 from lossless.errors import LosslessError
+from lossless.etcdv3 import prefix_end
 from lossless.lifecycle import Lifecycle
 from lossless.settings import Settings
 

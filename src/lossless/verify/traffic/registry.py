@@ -29,9 +29,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from lossless.errors import LosslessError, RegistryError
 from lossless.etcdv3 import EtcdClient, Watch
-from lossless.errors import RegistryError
-from lossless.errors import LosslessError
 from lossless.verify.model import Clock, Endpoint, Event, EventKind
 from lossless.verify.traffic.base import TrafficModel
 
