@@ -291,6 +291,8 @@ class EtcdWatcher:
 
     def __init__(self, client: EtcdClient, prefix: str) -> None:
         self.events: list[tuple[float, str, str, bytes]] = []
+        self._client = client
+        self._prefix = prefix
         self._watch = client.watch(prefix)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -311,8 +313,19 @@ class EtcdWatcher:
         _wait(seen, timeout, f"no etcd {kind} event (seen: {self.events})")
         return found[0]
 
-    def kinds_after(self, t: float) -> list[str]:
-        return [k for when, k, _key, _v in list(self.events) if when > t]
+    def kinds_after(self, t: float, key: str | None = None) -> list[str]:
+        return [k for when, k, k_key, _v in list(self.events) if when > t and key in (None, k_key)]
+
+    def sync(self, timeout: float = 10.0) -> None:
+        """Return once every event written before this call has been received: a watch
+        delivers events in revision order, so seeing a sentinel PUT written now proves it."""
+        sentinel = f"{self._prefix}~sync"
+        self._client.put(sentinel, b"", 2.0)
+        _wait(
+            lambda: any(k_key == sentinel for _t, _k, k_key, _v in list(self.events)),
+            timeout,
+            "the watch did not deliver the sync sentinel",
+        )
 
     def close(self) -> None:
         self._watch.close()

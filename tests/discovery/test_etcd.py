@@ -90,10 +90,10 @@ def test_lease_loss_reregisters_while_ready_never_while_draining(
     assert etcd.client.revoke(lease, 1.0)
     server.signal()
     t0 = float(server.wait_event("draining")["ts"])  # type: ignore[arg-type]
-    time.sleep(2.2)  # the whole drain delay
-    assert "PUT" not in watcher.kinds_after(t0), watcher.events
+    assert server.wait_exit(10) == 0, server.stderr()  # the whole drain delay has passed
+    watcher.sync()  # every write until now has reached the watcher
+    assert "PUT" not in watcher.kinds_after(t0, key="/services/lossy/lossy-1"), watcher.events
     assert etcd.client.get("/services/lossy/lossy-1", 1.0) is None
-    assert server.wait_exit(10) == 0, server.stderr()
 
 
 def test_unreachable_at_start_then_restarted_without_data(serve_registry, own_etcd: Etcd) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 from kazoo.client import KazooClient  # type: ignore[import-untyped]
+from kazoo.protocol.states import Callback  # type: ignore[import-untyped]
 from tests.discovery.conftest import RegistryServer, ZooKeeper
 
 
@@ -44,6 +45,16 @@ class NodeWatcher:
                 if left <= 0:
                     raise AssertionError(f"node exists={exists} not seen: {self.events}")
                 self._changed.wait(left)
+
+    def sync(self, timeout: float = 10.0) -> None:
+        """Return once every watch event the server sent before now has been processed: a
+        read answers after the watch events that precede it (ZooKeeper's ordering guarantee),
+        and kazoo runs watch callbacks in order on one thread, so a callback queued after the
+        read runs after them."""
+        self.client.sync("/")
+        done = threading.Event()
+        self.client.handler.dispatch_callback(Callback("watch", done.set, ()))
+        assert done.wait(timeout), "kazoo's callback thread did not catch up"
 
     def created_after(self, t: float) -> list[float]:
         return [when for when, present, _o in list(self.events) if present and when > t]
@@ -157,7 +168,7 @@ def test_session_expiry_recreates_the_node_while_ready_never_while_draining(
     finally:
         os.kill(server.proc.pid, signal.SIGCONT)
     t0 = float(server.wait_event("draining")["ts"])  # type: ignore[arg-type]
-    time.sleep(2.2)
-    assert watcher.created_after(t0) == [], watcher.events
+    assert server.wait_exit(10) == 0, server.stderr()  # the whole drain delay has passed
+    watcher.sync()  # every creation during the drain has reached the watcher
     assert watcher.client.exists(path) is None
-    assert server.wait_exit(10) == 0, server.stderr()
+    assert watcher.created_after(t0) == [], watcher.events
