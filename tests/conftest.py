@@ -4,6 +4,7 @@ a process of its own behind."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 
 import pytest
@@ -13,6 +14,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """``preexec_fn`` for servers a fixture starts: the kernel SIGKILLs the child when the test
+    runner dies (killed, or an xdist worker torn down), so no session-scoped server (etcd,
+    ZooKeeper) outlives a run whose teardown never ran."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def parse_events(lines: list[str]) -> list[dict[str, object]]:

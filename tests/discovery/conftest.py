@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import free_port
+from tests.conftest import die_with_parent, free_port
 from tests.runtime.conftest import Server
 
 from lossless.discovery.registrar import RegistryError
@@ -86,6 +86,7 @@ class Etcd:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         _wait(self._healthy, 15, "etcd did not start")
 
@@ -159,6 +160,7 @@ class ZooKeeper:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         _wait(self._ok, 30, "ZooKeeper did not start")
 

@@ -9,15 +9,13 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-grpc = pytest.importorskip("grpc")
-health_pb2 = pytest.importorskip("grpc_health.v1.health_pb2")
-health_pb2_grpc = pytest.importorskip("grpc_health.v1.health_pb2_grpc")
-
-from lossless.grpc import CUT_DETAILS  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
-from tests.supervise._proc import Proc  # noqa: E402
+from lossless.grpc import CUT_DETAILS
+from tests.conftest import free_port
+from tests.supervise._proc import Proc
 
 Spawn = Callable[..., Proc]
 APP = str(Path(__file__).with_name("grpc_app.py"))

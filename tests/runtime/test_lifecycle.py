@@ -137,7 +137,6 @@ def test_duplicate_check_name_is_rejected() -> None:
 
 
 def test_metrics_render() -> None:
-    pytest.importorskip("prometheus_client")
     from lossless import metrics
 
     lc = _lc()

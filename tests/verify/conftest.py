@@ -235,14 +235,6 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: st
         assert needle in lines[0], lines[0]
 
 
-def lossless_serve_available() -> bool:
-    try:
-        import lossless.serve.command  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def load_json(text: str) -> dict[str, Any]:
     doc = json.loads(text)
     assert isinstance(doc, dict)

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.verify.conftest import assert_nothing_left, lossless_serve_available, run_cli
+from tests.verify.conftest import assert_nothing_left, run_cli
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not lossless_serve_available(), reason="lossless serve not importable yet")
 def test_demo_compares_three_upgrades(tmp_path: Path) -> None:
-    start = time.monotonic()
     result = run_cli("demo", "--out", str(tmp_path), timeout=120)
-    took = time.monotonic() - start
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     table = result.stdout
     assert "naive stop/start" in table and "lossless serve" in table
     assert table.count("yes") == 3, table  # each run ended as expected
     assert "listener closed" in table
-    assert took < 90
     runs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
     assert len(runs) == 3
     for run in runs:

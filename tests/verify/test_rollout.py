@@ -191,6 +191,8 @@ def _simulate(replicas: int, surge: int | str, unavail: int | str) -> list[tuple
 def test_rollout_respects_both_bounds(replicas: int, surge: int | str, unavail: int | str) -> None:
     s, u = resolve_fenceposts(surge, unavail, replicas)
     u = min(u, replicas)
-    for total, available, _new in _simulate(replicas, surge, unavail):
+    history = _simulate(replicas, surge, unavail)
+    assert history, "the simulated rollout made no step"
+    for total, available, _new in history:
         assert total <= replicas + s
         assert available >= replicas - u

@@ -13,8 +13,6 @@ The numbers of these runs are in docs/third-party.md.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -25,9 +23,6 @@ from lossless.verify.results import read_run
 from tests.verify.conftest import assert_nothing_left, load_json, run_cli
 from tests.verify.ingress_apps.harness import Scenario, run_scenario
 
-pytest.importorskip("httpbin", reason="httpbin is not installed (pip install httpbin)")
-pytest.importorskip("gunicorn", reason="gunicorn is not installed (lossless[gunicorn])")
-
 PY = sys.executable
 NAIVE = f"{PY} -m gunicorn -b 127.0.0.1:{{port}} httpbin:app"
 LOSSLESS = (
@@ -37,8 +32,6 @@ LOSSLESS = (
 COMMON = ("--replicas", "2", "--rate", "100", "--before", "1", "--after", "1", "--path", "/get",
           "--max-surge", "1", "--max-unavailable", "0", "--propagation-delay", "1±0.2",
           "--readiness-period", "0.5", "--json", "-q")  # fmt: skip
-
-HAPROXY = shutil.which("haproxy", path=os.environ.get("PATH", "") + ":/usr/sbin")
 
 
 @pytest.mark.slow
@@ -72,7 +65,6 @@ def test_httpbin_under_lossless_serve_drops_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (.ci/debian-packages)")
 def test_httpbin_behind_the_ingress(tmp_path: Path) -> None:
     """3. and 4."""
     naive = tmp_path / "naive"
