@@ -167,8 +167,11 @@ def test_lost_registration_is_recreated_while_ready_never_after_t0(lifecycle: Li
     t0 = time.monotonic()
     time.sleep(0.5)
     assert [t for t in reg.times("register") if t > t0] == []
-    assert [t for t in reg.times("keepalive") if t > t0 + 0.06] == []
-    assert reg.times("deregister") and reg.times("deregister")[0] - t0 < 0.05
+    # a keepalive already running at t0 may finish; none starts later. Deregistration is the
+    # drain's first act: long before the 0.5 s this test waits (bounds loose enough for a
+    # loaded machine; the ordering, not the milliseconds, is the contract)
+    assert [t for t in reg.times("keepalive") if t > t0 + 0.2] == []
+    assert reg.times("deregister") and reg.times("deregister")[0] - t0 < 0.25
 
 
 def test_deregistration_is_bounded_and_recorded(lifecycle: Lifecycle) -> None:
