@@ -26,7 +26,7 @@ import os
 from collections.abc import Iterable, Mapping
 
 from lossless.lifecycle import Lifecycle
-from lossless.probes import is_loopback
+from lossless.probe_render import is_loopback
 
 __all__ = ["ADMIN_PATH", "TOKEN_FILE_ENV", "handle_admin"]
 

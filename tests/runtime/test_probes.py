@@ -108,7 +108,7 @@ def test_hanging_check_is_cut_and_probes_stay_fast(serve, kind: str) -> None:
 
 
 def test_check_output_is_withheld_from_remote_callers() -> None:
-    from lossless import probes
+    from lossless import probe_render as probes
     from lossless.lifecycle import Lifecycle
     from lossless.settings import Settings
 
