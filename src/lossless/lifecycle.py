@@ -76,6 +76,8 @@ class _SharedCell:
     SIZE = struct.calcsize(_FORMAT)
 
     def __init__(self, path: str | None = None) -> None:
+        #: The file behind the cell, or ``None`` for anonymous memory.
+        self.path = path
         if path is None:
             self._mem = mmap.mmap(-1, self.SIZE)
             return
@@ -422,10 +424,12 @@ class Lifecycle:
         the environment of a child: every lifecycle created in a descendant then reads (and,
         with :meth:`drain`, writes) the same t0. The file is under ``/dev/shm`` (else the temp
         directory), mode 0600; :meth:`unshare_drain_state` removes it. Call before the child
-        starts; idempotent."""
-        if self._shared_path is None:
-            with self._lock:
-                self._shared, self._shared_path = _SharedCell.create_file(self._shared)
+        starts; idempotent. When the state already comes from ``LOSSLESS_DRAIN_STATE`` (a
+        ``lossless run`` under another), that file is passed on as it is."""
+        if self._shared.path is not None:
+            return self._shared.path
+        with self._lock:
+            self._shared, self._shared_path = _SharedCell.create_file(self._shared)
         return self._shared_path
 
     def unshare_drain_state(self) -> None:

@@ -6,6 +6,7 @@ Each has ``/`` (hello), ``/slow`` (sleeps 1 s) and ``/drain`` (calls ``drain()``
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from lossless.asgi import LosslessMiddleware
@@ -103,3 +104,35 @@ def django_app():  # type: ignore[no-untyped-def]
     from django.core.wsgi import get_wsgi_application
 
     return LosslessWSGIMiddleware(get_wsgi_application())
+
+
+async def _pid_app(scope, receive, send):  # type: ignore[no-untyped-def]
+    """``/`` answers ``hello`` with the worker's pid in ``x-pid``; ``/slow`` after 0.5 s."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/slow":
+        await asyncio.sleep(0.5)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"text/plain"),
+                (b"content-length", b"5"),
+                (b"x-pid", str(os.getpid()).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+#: A plain ASGI app in the middleware, for servers that are not ``lossless serve``.
+server_app = LosslessMiddleware(_pid_app)

@@ -1,0 +1,137 @@
+"""Servers other than ``lossless serve`` under ``lossless run`` + the middleware: hypercorn,
+granian, daphne and gunicorn with UvicornWorker. ``lossless run`` shares its drain state with
+every descendant (``LOSSLESS_DRAIN_STATE``), so each worker of the child server sees t0 at once.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.conftest import free_port
+from tests.runtime.conftest import HERE, ROOT
+from tests.supervise._proc import Proc, lossless, spawn
+
+__all__ = ["spawn"]
+
+Spawn = Callable[..., Proc]
+BIN = os.path.dirname(sys.executable)
+APP = "framework_apps:server_app"
+
+#: name -> (command for a port, worker processes)
+SERVERS: dict[str, tuple[Callable[[int], list[str]], int]] = {
+    "hypercorn": (
+        lambda port: [f"{BIN}/hypercorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", APP],
+        2,
+    ),
+    "granian": (
+        lambda port: [
+            f"{BIN}/granian",
+            "--interface",
+            "asgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+            APP,
+        ],
+        2,
+    ),
+    "daphne": (lambda port: [f"{BIN}/daphne", "-b", "127.0.0.1", "-p", str(port), APP], 1),
+    "gunicorn-uvicornworker": (
+        lambda port: [
+            f"{BIN}/gunicorn",
+            "-k",
+            "uvicorn.workers.UvicornWorker",
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            APP,
+        ],
+        2,
+    ),
+}
+
+
+def _env() -> dict[str, str]:
+    return {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), str(HERE)])}
+
+
+def _get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def _wait_status(proc: Proc, port: int, path: str, status: int, timeout: float = 30) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.proc.poll() is not None:
+            raise AssertionError(f"exited early:\n{proc.stderr()}")
+        try:
+            if _get(port, path)[0] == status:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never answered {status}:\n{proc.stderr()}")
+
+
+def _pids_until(port: int, workers: int, check: Callable[[int, dict[str, str]], None]) -> set[str]:
+    """GET ``/`` on fresh connections until ``workers`` distinct pids answered (bounded), calling
+    ``check(status, headers)`` on each answer."""
+    pids: set[str] = set()
+    for _ in range(400):
+        status, headers, _body = _get(port, "/")
+        check(status, headers)
+        pids.add(headers["x-pid"])
+        if len(pids) >= workers:
+            break
+    return pids
+
+
+@pytest.mark.parametrize("name", list(SERVERS))
+def test_every_worker_drains_under_lossless_run(spawn: Spawn, name: str) -> None:
+    """1. ``lossless run --drain-delay 3 -- SERVER`` serving the middleware-wrapped app, with
+    several workers where the server has them 2. SIGTERM to ``lossless run``. Result: during D,
+    every worker answers ``/readyz`` 503 and every response carries ``Connection: close``, the
+    server keeps serving, and it gets its stop signal only at t0 + D; exit 0."""
+    command, workers = SERVERS[name]
+    port = free_port()
+    run = spawn(
+        lossless("run", "--drain-delay", "3", "--shutdown-timeout", "10", "--", *command(port)),
+        env=_env(),
+    )
+    _wait_status(run, port, "/readyz", 200)
+
+    def open_connection(status: int, headers: dict[str, str]) -> None:
+        assert status == 200 and headers.get("connection") != "close"
+
+    assert len(_pids_until(port, workers, open_connection)) == workers
+    run.signal()
+    run.wait_event("draining")
+
+    def closing(status: int, headers: dict[str, str]) -> None:
+        assert status == 200 and headers.get("connection") == "close", headers
+
+    seen = _pids_until(port, workers, closing)
+    assert len(seen) == workers, f"only {seen} answered during D"
+    for _ in range(4 * workers):
+        assert _get(port, "/readyz")[0] == 503
+    sent = run.wait_event("stop_signal_sent")
+    assert float(str(sent["t_plus"])) >= 3.0
+    assert run.wait_exit(20) == 0, run.stderr()
