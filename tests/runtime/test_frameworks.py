@@ -99,3 +99,30 @@ def test_wsgi_frameworks_under_lossless_serve(serve, factory: str) -> None:
     thread.join(5)
     assert out["resp"][0] == 200  # type: ignore[index]
     assert server.wait_exit(10) == 0
+
+
+@pytest.mark.parametrize("preload", [False, True])
+def test_wsgi_app_is_imported_in_each_worker_unless_preloaded(serve, preload: bool) -> None:
+    """Like gunicorn: without ``--preload`` each worker imports the app after the fork, so a
+    thread started at import runs in the worker that serves; ``--preload`` imports it once in
+    the master (its threads do not survive the fork). Both drain the same way."""
+    extra = ["--preload"] if preload else []
+    server: Server = serve("gunicorn", *extra, target="import_time_app:app")
+    server.wait_ready()
+    imported_in, serving, alive = server.get("/import")[2].decode().split()
+    if preload:
+        assert imported_in != serving and alive == "False"
+    else:
+        assert imported_in == serving and alive == "True"
+    server.signal()
+    assert server.wait_exit(10) == 0
+
+
+def test_wsgi_app_that_fails_to_import_in_the_worker_is_a_one_line_error(serve) -> None:
+    server: Server = serve("gunicorn", target="import_time_app:missing")
+    assert server.wait_exit(30) != 0
+    assert "Traceback" not in "\n".join(server.lines)
+    assert any(
+        "lossless serve: module 'import_time_app' has no attribute 'missing'" in line
+        for line in server.lines
+    ), server.stderr()
