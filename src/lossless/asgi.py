@@ -94,9 +94,12 @@ class LosslessMiddleware:
         self._router = Router(lifecycle)
         self._fast = lifecycle.fast_path()
         self._starting = None
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            self._heartbeat = None
+        task, self._heartbeat = self._heartbeat, None
+        if task is not None and not task.done():
+            try:  # the heartbeat's loop may run in another thread, or be closed already
+                task.get_loop().call_soon_threadsafe(task.cancel)
+            except RuntimeError:
+                pass
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

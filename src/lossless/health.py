@@ -151,6 +151,11 @@ class Health:
             self._checks[name] = Check(name, fn, critical, t, liveness)
         self._wake.set()
 
+    def checks(self) -> list[Check]:
+        """The registered checks, in registration order."""
+        with self._lock:
+            return list(self._checks.values())
+
     def on_evaluated(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (from the checker thread) after every round of evaluation."""
         self._listeners.append(callback)

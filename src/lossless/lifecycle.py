@@ -254,6 +254,27 @@ class Lifecycle:
 
         return register
 
+    def renewed(self, settings: Settings | None = None) -> Lifecycle:
+        """A new lifecycle in STARTING, with this one's settings (or ``settings``) and every
+        check, hook and callback registered on this one so far: the app's lifecycle as it was
+        after import, for a test that runs it again (:mod:`lossless.testing`). Its drain state
+        is private, never shared with this one."""
+        fresh = Lifecycle(settings or self.settings)
+        fresh._shared = _SharedCell()
+        for check in self.health.checks():
+            fresh.add_check(
+                check.name,
+                check.fn,
+                critical=check.critical,
+                timeout=check.timeout,
+                liveness=check.liveness,
+            )
+        fresh._startup_hooks = list(self._startup_hooks)
+        fresh._shutdown_hooks = list(self._shutdown_hooks)
+        fresh._drain_hooks = [(n, h, t, os.getpid()) for n, h, t, _pid in self._drain_hooks]
+        fresh._ready_callbacks = list(self._ready_callbacks)
+        return fresh
+
     # -- state ------------------------------------------------------------------------------
     @property
     def state(self) -> State:

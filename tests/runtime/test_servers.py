@@ -135,3 +135,33 @@ def test_every_worker_drains_under_lossless_run(spawn: Spawn, name: str) -> None
     sent = run.wait_event("stop_signal_sent")
     assert float(str(sent["t_plus"])) >= 3.0
     assert run.wait_exit(20) == 0, run.stderr()
+
+
+def test_middleware_alone_logs_its_transitions(spawn: Spawn) -> None:
+    """Plain uvicorn (no ``lossless serve``, no logging set up by the app): the middleware logs
+    the start of the lifespan startup, ``starting``, ``ready`` and, on a drain, ``draining`` as
+    JSON lines on stderr."""
+    port = free_port()
+    proc = spawn(
+        [sys.executable, "-m", "uvicorn", "--port", str(port), "--log-level", "warning", APP],
+        env=_env(),
+    )
+    _wait_status(proc, port, "/readyz", 200)
+    names = [e["event"] for e in proc.events()]
+    assert names[:3] == ["lifespan_startup", "starting", "ready"], proc.stderr()
+    assert all(line.startswith("{") for line in proc.lines if '"event"' in line)
+
+
+def test_liveness_does_not_fail_on_a_check_not_run_yet() -> None:
+    """A liveness check registered but not evaluated yet (the event loop check just after a
+    worker starts) passes: liveness failures restart the container."""
+    from lossless import probe_render
+    from lossless.lifecycle import Lifecycle
+    from lossless.settings import Settings
+
+    lc = Lifecycle(Settings(drain_delay=0))
+    lc.add_check("event_loop", lambda: "ok", liveness=True)
+    answer = probe_render.answer(lc, "livez", query="verbose", client="127.0.0.1")
+    assert answer.status == 200 and b"[+]event_loop ok: pending" in answer.body
+    readiness = probe_render.answer(lc, "readyz", query="verbose", client="127.0.0.1")
+    assert readiness.status == 503

@@ -31,6 +31,8 @@ from lossless.errors import LosslessError
 
 #: Seconds between two polls of the drain state.
 POLL_INTERVAL = 0.1
+#: Consecutive answers from draining workers needed, once the delay is over, to be done.
+SETTLED = 3
 DEFAULT_TIMEOUT = 30.0
 
 
@@ -121,8 +123,10 @@ def drain(url: str, token: str, end: float) -> dict[str, object]:
     (``pid`` in the state). So: a worker that answers "not draining" gets a POST of its own
     (a poll reached it: so may a POST) and its ``delay_remaining`` is never taken for the end of
     the drain; the wait ends when the latest delay end among the draining workers seen has
-    passed and the last answer came from a draining worker. Under ``lossless run`` or
-    ``lossless serve`` every worker shares t0, and the first answer already says so.
+    passed and the last :data:`SETTLED` answers all came from draining workers. prestop reaches
+    only the workers the server's accept distribution hands its connections to: with one shared
+    listener an idle worker may never get one (gunicorn without ``--reuse-port``). Under
+    ``lossless run`` or ``lossless serve`` every worker shares t0, so one POST drains them all.
     """
     host, port, path = _target(url)
     try:
