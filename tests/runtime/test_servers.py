@@ -165,3 +165,42 @@ def test_liveness_does_not_fail_on_a_check_not_run_yet() -> None:
     assert answer.status == 200 and b"[+]event_loop ok: pending" in answer.body
     readiness = probe_render.answer(lc, "readyz", query="verbose", client="127.0.0.1")
     assert readiness.status == 503
+
+
+def _rollout(spawn: Spawn, cmd: str, out: str) -> dict[str, object]:
+    import json
+
+    proc = spawn(
+        lossless(
+            "verify", "--cmd", cmd, "--replicas", "2", "--propagation-delay", "1",
+            "--rate", "50", "--before", "0.5", "--after", "0.5", "--readiness-path", "/readyz",
+            "--out", out, "--json", "-q",
+        ),
+        env=_env(),
+    )  # fmt: skip
+    code = proc.wait_exit(120)
+    try:
+        summary: dict[str, object] = json.loads("\n".join(proc.out))
+    except ValueError:
+        pytest.fail(f"lossless verify printed no JSON (exit {code}):\n{proc.stderr()}")
+    summary["exit"] = code
+    return summary
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["hypercorn", "granian", "gunicorn-uvicornworker"])
+def test_rolling_update_under_lossless_run_drops_nothing(
+    spawn: Spawn, name: str, tmp_path: object
+) -> None:
+    """1. a rolling update of 2 replicas, each ``lossless run --drain-delay 2 -- SERVER`` with
+    2 workers and the middleware, 50 rps mostly on keep-alive connections (``lossless verify``'s
+    default: 10 % fresh), endpoint removal propagating in 1 s. Result: 0 failures, exit 0."""
+    import shlex
+
+    command, _workers = SERVERS[name]
+    server = " ".join(shlex.quote(a) for a in command(0)).replace("127.0.0.1:0", "127.0.0.1:{port}")
+    server = server.replace("--port 0", "--port {port}")
+    run = " ".join(shlex.quote(a) for a in lossless("run", "--drain-delay", "2", "--"))
+    summary = _rollout(spawn, f"{run} {server}", str(tmp_path))
+    assert summary["failures"] == 0 and summary["exit"] == 0, summary
+    assert int(str(summary["requests"])) > 100
