@@ -107,7 +107,8 @@ def django_app():  # type: ignore[no-untyped-def]
 
 
 async def _pid_app(scope, receive, send):  # type: ignore[no-untyped-def]
-    """``/`` answers ``hello`` with the worker's pid in ``x-pid``; ``/slow`` after 0.5 s."""
+    """``/`` answers ``hello`` with the worker's pid in ``x-pid``; ``/slow`` after 0.5 s;
+    ``/drain`` calls ``drain()`` from the app."""
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
@@ -120,6 +121,8 @@ async def _pid_app(scope, receive, send):  # type: ignore[no-untyped-def]
         return
     if scope["path"] == "/slow":
         await asyncio.sleep(0.5)
+    if scope["path"] == "/drain":
+        get_lifecycle().drain(reason="app")
     await send(
         {
             "type": "http.response.start",
@@ -134,8 +137,16 @@ async def _pid_app(scope, receive, send):  # type: ignore[no-untyped-def]
     await send({"type": "http.response.body", "body": b"hello"})
 
 
-#: A plain ASGI app in the middleware, for servers that are not ``lossless serve``.
+#: A plain ASGI app in the middleware, for servers that are not ``lossless serve``. With
+#: ``APP_DRAIN_MARKER`` set, each worker registers a drain hook that appends its pid to that file.
 server_app = LosslessMiddleware(_pid_app)
+
+if os.environ.get("APP_DRAIN_MARKER"):
+
+    @get_lifecycle().on_drain
+    def _mark_drain() -> None:
+        with open(os.environ["APP_DRAIN_MARKER"], "a") as f:
+            f.write(f"{os.getpid()}\n")
 
 
 # -- more frameworks: each adds the middleware itself (so under lossless serve it is there twice)

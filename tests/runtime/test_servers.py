@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -204,3 +205,57 @@ def test_rolling_update_under_lossless_run_drops_nothing(
     summary = _rollout(spawn, f"{run} {server}", str(tmp_path))
     assert summary["failures"] == 0 and summary["exit"] == 0, summary
     assert int(str(summary["requests"])) > 100
+
+
+def test_workers_run_their_own_drain_hooks(spawn: Spawn, tmp_path: Path) -> None:
+    """1. hypercorn with 2 workers under ``lossless run``, each worker's app registering an
+    ``on_drain`` hook 2. SIGTERM to ``lossless run``. Result: each worker runs its hook once
+    (the drain started in the supervisor, not in the worker)."""
+    marker = tmp_path / "drained"
+    command, workers = SERVERS["hypercorn"]
+    port = free_port()
+    run = spawn(
+        lossless("run", "--drain-delay", "2", "--", *command(port)),
+        env={**_env(), "APP_DRAIN_MARKER": str(marker)},
+    )
+    _wait_status(run, port, "/readyz", 200)
+    assert len(_pids_until(port, workers, lambda status, headers: None)) == workers
+    run.signal()
+    end = time.monotonic() + 10
+    while time.monotonic() < end and len(_lines(marker)) < workers:
+        time.sleep(0.02)
+    assert len(set(_lines(marker))) == workers == len(_lines(marker))
+    assert run.wait_exit(20) == 0, run.stderr()
+
+
+def test_a_drain_started_by_the_app_drains_the_server_and_the_supervisor(spawn: Spawn) -> None:
+    """1. granian with 2 workers under ``lossless run --drain-delay 1`` 2. the app calls
+    ``drain()`` in one worker (``GET /drain``). Result: every worker turns ``/readyz`` 503,
+    ``lossless run`` notices (``draining``, reason "drain started by another process"), sends the
+    stop signal at t0 + D and exits 0."""
+    command, workers = SERVERS["granian"]
+    port = free_port()
+    run = spawn(lossless("run", "--drain-delay", "1", "--", *command(port)), env=_env())
+    _wait_status(run, port, "/readyz", 200)
+    assert _get(port, "/drain")[0] == 200
+    seen: set[str] = set()
+    for _ in range(400):
+        status, headers, _b = _get(port, "/")
+        assert headers.get("connection") == "close"
+        seen.add(headers["x-pid"])
+        if len(seen) == workers:
+            break
+    assert len(seen) == workers
+    end = time.monotonic() + 10
+    mine: list[dict[str, object]] = []
+    while not mine and time.monotonic() < end:  # the supervisor's event (workers log theirs)
+        mine = [e for e in run.events() if e["event"] == "draining" and e["pid"] == run.pid]
+        time.sleep(0.02)
+    assert mine and mine[0]["reason"] == "drain started by another process", run.stderr()
+    sent = run.wait_event("stop_signal_sent")
+    assert float(str(sent["t_plus"])) >= 1.0
+    assert run.wait_exit(20) == 0, run.stderr()
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
