@@ -241,6 +241,7 @@ def test_a_drain_started_by_the_app_drains_the_server_and_the_supervisor(spawn: 
     seen: set[str] = set()
     for _ in range(400):
         status, headers, _b = _get(port, "/")
+        assert status == 200
         assert headers.get("connection") == "close"
         seen.add(headers["x-pid"])
         if len(seen) == workers:
