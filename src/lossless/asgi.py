@@ -190,7 +190,11 @@ class LosslessMiddleware:
             try:
                 lc.add_check("event_loop", self._loop_responsive, liveness=True)
             except ValueError:
-                pass  # registered by another instance of the middleware on this lifecycle
+                # Registered already: by this middleware (a renewed lifecycle copies it), keep
+                # beating; by another one on this lifecycle (an outer one), it beats for the loop.
+                mine = self._loop_responsive
+                if not any(c.name == "event_loop" and c.fn == mine for c in lc.health.checks()):
+                    self._heartbeat.cancel()
         if not lc.started:
             await lc.startup()
 
