@@ -22,7 +22,7 @@ middleware reads it. The drain state lives in a small shared-memory block, so pr
 after the lifecycle was created (gunicorn workers) see the master's t0 at once. ``lossless run``
 shares it with every descendant of its child, whatever the server, through a file named in
 ``LOSSLESS_DRAIN_STATE`` (:meth:`Lifecycle.share_drain_state`): a lifecycle created in a process
-that has this variable maps that file, so every worker of any server sees t0 at once.
+that has this variable maps it, so every worker of any server sees t0 at once.
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ class _SharedCell:
     """Drain state shared with other processes: draining flag, skip-delay flag, t0.
 
     Anonymous shared memory by default (inherited by forked children). With ``path``, a mapping
-    of that file (``MAP_SHARED``), so unrelated descendants that open it share the state too.
+    of that file or memfd (``MAP_SHARED``), so descendants that open it share the state too,
+    however they were started.
     """
 
     _FORMAT = "<BBxxxxxxd"
@@ -108,16 +109,31 @@ class _SharedCell:
         return cls()
 
     @classmethod
-    def create_file(cls, source: _SharedCell) -> tuple[_SharedCell, str]:
-        """A file-backed copy of ``source`` in ``/dev/shm`` (else the temp directory), readable
-        and writable by its owner only, and its path."""
+    def create_named(cls, source: _SharedCell) -> tuple[_SharedCell, str, int | None]:
+        """A copy of ``source`` that other processes can open by name: a memfd named through
+        ``/proc/<pid>/fd/<fd>`` (nothing on any filesystem, gone with this process even after a
+        SIGKILL), else a file in the temp directory. Returns the cell, the name, and the memfd
+        to keep open (``None`` for a file, which the caller removes)."""
+        content = bytes(source._mem[: cls.SIZE])
+        if hasattr(os, "memfd_create"):
+            fd = os.memfd_create("lossless-drain", os.MFD_CLOEXEC)
+            os.write(fd, content)
+            path = f"/proc/{os.getpid()}/fd/{fd}"
+            if _same_file(path, fd):
+                return cls(f"/proc/self/fd/{fd}")._named(path), path, fd
+            # /proc is not this PID namespace's (unshare without --mount-proc): a file instead.
+            os.close(fd)
         directory = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
         fd, path = tempfile.mkstemp(prefix="lossless-drain-", dir=directory)
         try:
-            os.write(fd, bytes(source._mem[: cls.SIZE]))
+            os.write(fd, content)
         finally:
             os.close(fd)
-        return cls(path), path
+        return cls(path), path, None
+
+    def _named(self, path: str) -> _SharedCell:
+        self.path = path
+        return self
 
     def draining(self) -> bool:
         return self._mem[0] != 0
@@ -128,6 +144,16 @@ class _SharedCell:
 
     def write(self, draining: bool, skip: bool, t0: float) -> None:
         struct.pack_into(self._FORMAT, self._mem, 0, int(draining), int(skip), t0)
+
+
+def _same_file(path: str, fd: int) -> bool:
+    """Whether ``path`` names the open file ``fd`` (``/proc`` may belong to another PID
+    namespace than ours)."""
+    try:
+        named, held = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 @dataclasses.dataclass(slots=True)
@@ -178,7 +204,8 @@ class Lifecycle:
         self.health.on_evaluated(self._maybe_ready)
         self.health.on_evaluated(self._join_drain_started_elsewhere)
         self._shared = _SharedCell.from_env()
-        self._shared_path: str | None = None
+        self._shared_fd: int | None = None
+        self._owned_path: str | None = None
         self._lock = threading.RLock()
         self._local = State.STARTING
         self._startup_done = False
@@ -441,22 +468,28 @@ class Lifecycle:
             self._drain_hook_threads.append(thread)
 
     def share_drain_state(self) -> str:
-        """Move the drain state to a file and return its path, for ``LOSSLESS_DRAIN_STATE`` in
-        the environment of a child: every lifecycle created in a descendant then reads (and,
-        with :meth:`drain`, writes) the same t0. The file is under ``/dev/shm`` (else the temp
-        directory), mode 0600; :meth:`unshare_drain_state` removes it. Call before the child
-        starts; idempotent. When the state already comes from ``LOSSLESS_DRAIN_STATE`` (a
-        ``lossless run`` under another), that file is passed on as it is."""
+        """Move the drain state to shared memory that other processes can open by name, and
+        return the name, for ``LOSSLESS_DRAIN_STATE`` in the environment of a child: every
+        lifecycle created in a descendant then reads (and, with :meth:`drain`, writes) the same
+        t0. The name is ``/proc/<pid>/fd/<fd>`` of a memfd held by this process (Linux; a file
+        in the temp directory elsewhere): it needs no cleanup and exists as long as this
+        process does. When the state already comes from ``LOSSLESS_DRAIN_STATE`` (a ``lossless
+        run`` under another), that name is passed on. Call before the child starts; idempotent;
+        :meth:`unshare_drain_state` releases it."""
         if self._shared.path is not None:
             return self._shared.path
         with self._lock:
-            self._shared, self._shared_path = _SharedCell.create_file(self._shared)
-        return self._shared_path
+            self._shared, path, self._shared_fd = _SharedCell.create_named(self._shared)
+            self._owned_path = None if self._shared_fd is not None else path
+        return path
 
     def unshare_drain_state(self) -> None:
-        """Remove the file of :meth:`share_drain_state` (processes that mapped it keep their
-        mapping). No-op when the state was never shared."""
-        path, self._shared_path = self._shared_path, None
+        """Release what :meth:`share_drain_state` created (processes that mapped it keep their
+        mapping). No-op when this lifecycle did not create one."""
+        fd, self._shared_fd = self._shared_fd, None
+        path, self._owned_path = self._owned_path, None
+        if fd is not None:
+            os.close(fd)
         if path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
