@@ -260,3 +260,27 @@ def test_a_drain_started_by_the_app_drains_the_server_and_the_supervisor(spawn: 
 
 def _lines(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
+
+
+def test_aiohttp_recipe_under_lossless_run(spawn: Spawn) -> None:
+    """1. an aiohttp app with the recipe's middleware, under ``lossless run --drain-delay 2
+    --probe-port`` 2. SIGTERM. Result: ``lossless run``'s ``/readyz`` turns 503, the app keeps
+    serving with ``Connection: close`` through D, gets SIGTERM at t0 + D and exits 0."""
+    port, probe = free_port(), free_port()
+    run = spawn(
+        lossless(
+            "run", "--drain-delay", "2", "--probe-port", str(probe), "--port", str(port),
+            "--health-url", "/", "--", sys.executable, str(HERE / "aiohttp_app.py"), str(port),
+        ),
+        env=_env(),
+    )  # fmt: skip
+    _wait_status(run, probe, "/readyz", 200)
+    status, headers, _b = _get(port, "/")
+    assert status == 200 and headers.get("connection") != "close"
+    run.signal()
+    run.wait_event("draining")
+    assert _get(probe, "/readyz")[0] == 503
+    status, headers, _b = _get(port, "/")
+    assert status == 200 and headers.get("connection") == "close"
+    assert float(str(run.wait_event("stop_signal_sent")["t_plus"])) >= 2.0
+    assert run.wait_exit(20) == 0, run.stderr()
