@@ -217,6 +217,8 @@ class Lifecycle:
         self._ready_callbacks: list[Callable[[], Any]] = []
         # token -> (what, started): a tuple, not an object, to keep request_started cheap.
         self._inflight: dict[int, tuple[object, float]] = {}
+        #: Byte 0 is non-zero from t0 on: the cheapest "are we draining?" for hot paths.
+        self.drain_flag: mmap.mmap = self._shared._mem
         self._ids = itertools.count(1)
         self._skip = threading.Event()
         self.served_during_drain = 0
@@ -288,6 +290,7 @@ class Lifecycle:
         is private, never shared with this one."""
         fresh = Lifecycle(settings or self.settings)
         fresh._shared = _SharedCell()
+        fresh.drain_flag = fresh._shared._mem
         for check in self.health.checks():
             fresh.add_check(
                 check.name,
@@ -481,6 +484,7 @@ class Lifecycle:
         with self._lock:
             self._shared, path, self._shared_fd = _SharedCell.create_named(self._shared)
             self._owned_path = None if self._shared_fd is not None else path
+            self.drain_flag = self._shared._mem
         return path
 
     def unshare_drain_state(self) -> None:
@@ -559,24 +563,18 @@ class Lifecycle:
         return token
 
     def request_finished(self, token: int) -> None:
-        if self._inflight.pop(token, None) is not None and self._shared._mem[0]:
+        if self._inflight.pop(token, None) is not None and self.drain_flag[0]:
             self._count_served_during_drain()
 
     def _count_served_during_drain(self) -> None:
         with self._lock:
             self.served_during_drain += 1
 
-    @property
-    def drain_flag(self) -> mmap.mmap:
-        """The drain state's memory: byte 0 is non-zero from t0 on (the cheapest "are we
-        draining?"). Read it again after :meth:`share_drain_state`, which moves it."""
-        return self._shared._mem
-
     def fast_path(self) -> FastPath:
         """The in-flight registry and the drain flag, for a middleware's per-request path
         (no call, no lock; see :class:`FastPath`). Take it again after
         :meth:`share_drain_state`."""
-        return FastPath(self._inflight, self._shared._mem, self._count_served_during_drain)
+        return FastPath(self._inflight, self.drain_flag, self._count_served_during_drain)
 
     @contextlib.contextmanager
     def track(self, what: object = "request") -> Iterator[None]:
