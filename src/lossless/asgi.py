@@ -127,14 +127,13 @@ class LosslessMiddleware:
         if kind is not None:
             await self._answer(router, kind, scope, send)
             return
-        inflight = fast.in_flight
+        inflight, flag, finished_while_draining = fast
         key = id(scope)
-        if key in inflight:
+        entry = (scope, _monotonic())
+        if inflight.setdefault(key, entry) is not entry:
             # An outer LosslessMiddleware on the same lifecycle tracks this request already.
             await self.app(scope, receive, send)
             return
-        inflight[key] = (scope, _monotonic())
-        flag = fast.drain_flag
         try:
             if flag[0]:
                 await self.app(scope, receive, _closing(send))
@@ -147,7 +146,7 @@ class LosslessMiddleware:
         finally:
             del inflight[key]
             if flag[0]:
-                fast.finished_while_draining()
+                finished_while_draining()
 
     async def _answer(self, router: Router, kind: str, scope: Scope, send: Send) -> None:
         accept = authorization = ""
