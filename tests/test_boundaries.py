@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_PREFIXES = (
     "lossless.lifecycle",
     "lossless.health",
-    "lossless.probes",
+    "lossless.probe_render",
+    "lossless.routing",
+    "lossless.testing",
     "lossless.settings",
     "lossless.asgi",
     "lossless.wsgi",

@@ -5,7 +5,10 @@
 had already begun. ``GET /lossless/drain`` answers ``200`` with the state::
 
     {"draining": true, "state": "draining", "since_t0": 1.25, "delay_remaining": 3.75,
-     "deadline_remaining": 23.75, "in_flight": 2, "started": true}
+     "deadline_remaining": 23.75, "in_flight": 2, "pid": 12, "started": true}
+
+``pid`` names the process that answered: behind a server with several workers, each answers
+for itself (``lossless prestop`` uses it to wait for every worker it reached).
 
 ``lossless prestop --drain-url`` posts, then polls until ``delay_remaining`` is 0, so the
 kubelet's SIGTERM (which follows the preStop hook) arrives after the drain delay D.
@@ -26,7 +29,7 @@ import os
 from collections.abc import Iterable, Mapping
 
 from lossless.lifecycle import Lifecycle
-from lossless.probes import is_loopback
+from lossless.probe_render import is_loopback
 
 __all__ = ["ADMIN_PATH", "TOKEN_FILE_ENV", "handle_admin"]
 
@@ -69,6 +72,7 @@ def state(lifecycle: Lifecycle, *, started: bool | None = None) -> dict[str, obj
         "delay_remaining": round(lifecycle.delay_remaining(), 6),
         "deadline_remaining": round(lifecycle.remaining(), 6) if since is not None else None,
         "in_flight": lifecycle.in_flight,
+        "pid": os.getpid(),
     }
     if started is not None:
         payload["started"] = started

@@ -2,7 +2,8 @@
 
 ``LosslessMiddleware(app)`` works under any ASGI server. It:
 
-1. answers ``GET``/``HEAD`` on the probe paths (and the metrics path, when enabled) itself;
+1. answers the probe paths, the metrics path (when enabled) and the admin endpoint itself, as
+   :mod:`lossless.routing` says (under the ASGI ``root_path`` too: ``/svc/readyz``);
 2. counts every other HTTP request as in flight from its first byte read until the app returns,
    that is after the last body chunk was sent, so streaming responses and long requests are
    tracked to their end;
@@ -15,8 +16,18 @@
    heartbeat for ``loop_block_threshold`` seconds.
 
 It does *not* delay the closing of listeners: plain servers close them on SIGTERM. Run the app
-under ``lossless serve`` for the full drain sequence, or give the pod a preStop sleep. WebSocket
-connections pass through untracked (like hijacked connections in Go's ``Server.Shutdown``).
+under ``lossless serve``, or its server under ``lossless run`` (which shares t0 with every worker
+and signals the server at t0 + D), for the full drain sequence. WebSocket connections pass
+through untracked (like hijacked connections in Go's ``Server.Shutdown``).
+
+Adding it twice (``app.add_middleware(LosslessMiddleware)`` and ``lossless serve``) is harmless:
+the outer one answers the probes and tracks the request; the inner one sees the request already
+tracked on the same lifecycle and passes it through.
+
+Without ``lifecycle=``, it uses the process-wide :func:`~lossless.lifecycle.get_lifecycle` and
+follows :func:`~lossless.lifecycle.set_lifecycle` (``lossless.testing``). With ``lifecycle=``, that
+one becomes the process-wide lifecycle when there is none yet (see
+:func:`~lossless.lifecycle.adopt_lifecycle`).
 """
 
 from __future__ import annotations
@@ -24,10 +35,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from lossless import metrics, probes
+from lossless import events
 from lossless._asgi_types import ASGIApp, Message, Receive, Scope, Send
-from lossless.admin import ADMIN_PATH
-from lossless.lifecycle import Lifecycle, get_lifecycle
+from lossless.lifecycle import FastPath, Lifecycle, adopt_lifecycle, follow_default
+from lossless.routing import Router
 
 _monotonic = time.monotonic
 
@@ -57,34 +68,38 @@ class LosslessMiddleware:
         if loop_block_threshold <= 0:
             raise ValueError("loop_block_threshold must be positive")
         self.app = app
-        self._lifecycle = lifecycle
         self.loop_check = loop_check
         self.loop_block_threshold = loop_block_threshold
         self._heartbeat: asyncio.Task[None] | None = None
         self._last_beat = time.monotonic()
         self._starting: asyncio.Task[None] | None = None
-        self._route_table: dict[str, str] | None = None
+        self._lifecycle: Lifecycle | None = None
+        self._router: Router | None = None
+        self._fast: FastPath | None = None
+        if lifecycle is not None:
+            adopt_lifecycle(lifecycle, user=f"LosslessMiddleware({_name(app)})")
+            self.use_lifecycle(lifecycle)
 
     @property
     def lifecycle(self) -> Lifecycle:
         if self._lifecycle is None:
-            self._lifecycle = get_lifecycle()
+            self.use_lifecycle(follow_default(self))
+        assert self._lifecycle is not None
         return self._lifecycle
 
-    def _routes(self) -> dict[str, str]:
-        if self._route_table is not None:
-            return self._route_table
-        s = self.lifecycle.settings
-        routes = {
-            s.liveness_path: "livez",
-            s.readiness_path: "readyz",
-            s.startup_path: "startupz",
-        }
-        if s.metrics_path:
-            routes[s.metrics_path] = "metrics"
-        routes[ADMIN_PATH] = "admin"
-        self._route_table = routes
-        return routes
+    def use_lifecycle(self, lifecycle: Lifecycle) -> None:
+        """Serve ``lifecycle`` from now on (a fresh one per test: see ``lossless.testing``).
+        Its startup runs again on the next lifespan startup or request."""
+        self._lifecycle = lifecycle
+        self._router = Router(lifecycle)
+        self._fast = lifecycle.fast_path()
+        self._starting = None
+        task, self._heartbeat = self._heartbeat, None
+        if task is not None and not task.done():
+            try:  # the heartbeat's loop may run in another thread, or be closed already
+                task.get_loop().call_soon_threadsafe(task.cancel)
+            except RuntimeError:
+                pass
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -94,23 +109,31 @@ class LosslessMiddleware:
                 await self.app(scope, receive, send)
             return
         # The hot path: every request of the app runs these lines (see bench/bench_overhead.py).
-        lc = self._lifecycle or self.lifecycle
+        fast = self._fast
+        if fast is None:
+            self.lifecycle  # noqa: B018 - resolves the lifecycle, router and fast path
+            fast = self._fast
+            assert fast is not None
         if self._starting is None:
             self._ensure_started()
-        route = (self._route_table or self._routes()).get(scope["path"])
-        if route is not None:  # one dict lookup for every path the middleware answers itself
-            if route == "admin":
-                await self._answer_admin(lc, scope, send)
-                return
-            if scope["method"] in ("GET", "HEAD"):
-                await self._answer_probe(route, scope, send)
-                return
-        # In-flight bookkeeping inlined (Lifecycle.request_started/finished, minus two calls):
-        # the key is the scope's id, unique while the request runs; public tokens are negative.
-        inflight = lc._inflight
+        router = self._router
+        assert router is not None
+        path = scope["path"]
+        kind = router.routes.get(path)
+        if kind is None:
+            root = scope.get("root_path")
+            if root and path.startswith(root):  # ASGI puts the root path in path
+                kind = router.match(path, root)
+        if kind is not None:
+            await self._answer(router, kind, scope, send)
+            return
+        inflight, flag, finished_while_draining = fast
         key = id(scope)
-        inflight[key] = (scope, _monotonic())
-        flag = lc.drain_flag
+        entry = (scope, _monotonic())
+        if inflight.setdefault(key, entry) is not entry:
+            # An outer LosslessMiddleware on the same lifecycle tracks this request already.
+            await self.app(scope, receive, send)
+            return
         try:
             if flag[0]:
                 await self.app(scope, receive, _closing(send))
@@ -122,62 +145,31 @@ class LosslessMiddleware:
                 await self.app(scope, receive, send)
         finally:
             del inflight[key]
-            if flag[0] or lc._idle_waiters:
-                lc._finished_slow_path()
+            if flag[0]:
+                finished_while_draining()
 
-    async def _answer_admin(self, lc: Lifecycle, scope: Scope, send: Send) -> None:
-        """``/lossless/drain`` (see :mod:`lossless.admin`): loopback callers with the token."""
-        from lossless.admin import CONTENT_TYPE, handle_admin
-
+    async def _answer(self, router: Router, kind: str, scope: Scope, send: Send) -> None:
+        accept = authorization = ""
+        for name, value in scope.get("headers") or ():
+            lowered = name.lower()
+            if lowered == b"accept":
+                accept = value.decode("latin-1")
+            elif lowered == b"authorization":
+                authorization = value.decode("latin-1")
         client = scope.get("client")
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        answer = handle_admin(
-            lc, scope["method"], scope["path"], headers, client[0] if client else None
+        response = router.answer(
+            kind,
+            scope["method"],
+            query=(scope.get("query_string") or b"").decode("latin-1"),
+            accept=accept,
+            authorization=authorization,
+            client=client[0] if client else None,
         )
-        status, body = answer if answer is not None else (404, b"")
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", CONTENT_TYPE.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"cache-control", b"no-store"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-    async def _answer_probe(self, route: str, scope: Scope, send: Send) -> None:
-        lc = self.lifecycle
-        if route == "metrics":
-            try:
-                body, content_type = metrics.render(lc)
-                status = 200
-            except metrics.MetricsUnavailable as exc:
-                body, content_type, status = str(exc).encode(), "text/plain", 501
-        else:
-            headers = dict(scope.get("headers") or ())
-            client = scope.get("client")
-            ans = probes.answer(
-                lc,
-                route,
-                query=(scope.get("query_string") or b"").decode("latin-1"),
-                accept=headers.get(b"accept", b"").decode("latin-1"),
-                client=client[0] if client else None,
-            )
-            status, content_type, body = ans
-        response_headers = [
-            (b"content-type", content_type.encode()),
-            (b"content-length", str(len(body)).encode()),
-            (b"cache-control", b"no-store"),
-        ]
-        if lc.draining:
-            response_headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": status, "headers": response_headers})
-        await send(
-            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
-        )
+        headers = [(k.lower().encode(), v.encode("latin-1")) for k, v in response.headers]
+        if response.close:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body})
 
     # -- startup, heartbeat, shutdown ---------------------------------------------------------
     def _ensure_started(self) -> None:
@@ -189,6 +181,7 @@ class LosslessMiddleware:
 
     async def _startup(self) -> None:
         lc = self.lifecycle
+        events.ensure_visible()
         if self._starting is None:
             self._starting = asyncio.current_task()
         if self.loop_check and self._heartbeat is None:
@@ -196,7 +189,11 @@ class LosslessMiddleware:
             try:
                 lc.add_check("event_loop", self._loop_responsive, liveness=True)
             except ValueError:
-                pass  # registered by another instance of the middleware on this lifecycle
+                # Registered already: by this middleware (a renewed lifecycle copies it), keep
+                # beating; by another one on this lifecycle (an outer one), it beats for the loop.
+                mine = self._loop_responsive
+                if not any(c.name == "event_loop" and c.fn == mine for c in lc.health.checks()):
+                    self._heartbeat.cancel()
         if not lc.started:
             await lc.startup()
 
@@ -219,7 +216,12 @@ class LosslessMiddleware:
         async def receive_wrapper() -> Message:
             message = await receive()
             seen.append(message["type"])
-            if message["type"] == "lifespan.shutdown":
+            if message["type"] == "lifespan.startup":
+                # The app's own startup runs now, before most servers listen: probes are
+                # refused until it is done (docs/runtime.md, "Probes during startup").
+                events.ensure_visible()
+                events.emit("lifespan_startup", app=_name(self.app))
+            elif message["type"] == "lifespan.shutdown":
                 await lc.shutdown()
                 if self._heartbeat is not None:
                     self._heartbeat.cancel()
@@ -264,3 +266,7 @@ class LosslessMiddleware:
                 await lc.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _name(app: object) -> str:
+    return str(getattr(app, "__qualname__", None) or type(app).__qualname__)

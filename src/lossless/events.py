@@ -37,11 +37,26 @@ def emit(event: str, level: int = logging.INFO, **fields: Any) -> dict[str, Any]
     payload.update({k: v for k, v in fields.items() if v is not None})
     if level >= logging.WARNING:
         payload["level"] = logging.getLevelName(level).lower()
-    logger.log(level, event, extra={"lossless": payload})
+    if logger.isEnabledFor(level):
+        # The message is the JSON itself, so handlers the app configured show every field.
+        message = json.dumps(payload, default=str, separators=(",", ":"))
+        logger.log(level, message, extra={"lossless": payload})
     return payload
 
 
 _configured = False
+
+
+def ensure_visible() -> None:
+    """Make INFO events reach a handler when the middleware runs outside the CLI (under plain
+    uvicorn, hypercorn, granian, a test client): set the ``lossless`` logger to INFO when its
+    level was left unset, and install the JSON-lines stderr handler when no handler at all
+    would receive its records (the app configured no logging). An app that configured logging
+    keeps its handlers; the events reach them as JSON messages. Idempotent."""
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+    if not logger.hasHandlers():
+        configure()
 
 
 def configure(stream: Any = None, level: int = logging.INFO) -> None:

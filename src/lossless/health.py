@@ -7,6 +7,13 @@ read the last results. Hence a slow or hanging dependency never piles up probe r
 slows a probe: a check still running when its timeout passes is reported failed (``timeout``) and
 is not started again until the hung call returns.
 
+A sync check runs on a thread of its own that lives as long as the check: every call of that
+check runs on the same thread, so thread-local state (Django's database connection with
+``CONN_MAX_AGE``, a SQLAlchemy ``scoped_session``, a client kept in ``threading.local``) is
+opened once and reused, not once per interval. Calls are never stacked on that thread (a call
+still running is reported ``timeout`` and not started again), and a call is still cut by its
+timeout (the verdict does not wait; the thread is released when the call returns).
+
 ``critical`` readiness checks decide readiness; optional ones are reported and never fail it.
 Liveness checks (``liveness=True``) must not depend on other services (a failing database would
 otherwise restart every replica at once); the runtime's default liveness check is the event loop's
@@ -19,6 +26,7 @@ import asyncio
 import dataclasses
 import inspect
 import os
+import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -37,7 +45,12 @@ class CheckResult:
     output: str
     critical: bool
     duration: float
-    checked_at: float  # time.monotonic()
+    checked_at: float  # time.monotonic(); 0.0 while pending
+
+    @property
+    def pending(self) -> bool:
+        """True while the check has not been evaluated yet."""
+        return self.checked_at == 0.0
 
 
 @dataclasses.dataclass(slots=True)
@@ -49,6 +62,51 @@ class Check:
     liveness: bool = False
     _running: Future[Any] | None = None
     _started: float = 0.0
+    _runner: _CheckThread | None = None
+
+    def call_sync(self) -> Future[Any]:
+        """Run the (sync) check on its own thread; see :class:`_CheckThread`."""
+        runner = self._runner
+        if runner is None or not runner.usable():
+            runner = self._runner = _CheckThread(self.name, self.fn)
+        return runner.submit()
+
+
+class _CheckThread:
+    """The thread of one sync check: started on first use, it runs every call of that check in
+    order, so thread-local state is reused. A forked child gets a new one (threads do not
+    survive a fork). :meth:`stop` ends it after the call it is running, if any."""
+
+    def __init__(self, name: str, fn: Callable[[], Any]) -> None:
+        self._fn = fn
+        self._stopped = False
+        self._pid = os.getpid()
+        self._calls: queue.SimpleQueue[Future[Any] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._run, name=f"lossless-check-{name}", daemon=True
+        )
+        self._thread.start()
+
+    def usable(self) -> bool:
+        return not self._stopped and self._pid == os.getpid() and self._thread.is_alive()
+
+    def submit(self) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._calls.put(future)
+        return future
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._calls.put(None)
+
+    def _run(self) -> None:
+        while (future := self._calls.get()) is not None:
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(self._fn())
+            except BaseException as exc:
+                future.set_exception(exc)
 
 
 class Health:
@@ -93,6 +151,11 @@ class Health:
             self._checks[name] = Check(name, fn, critical, t, liveness)
         self._wake.set()
 
+    def checks(self) -> list[Check]:
+        """The registered checks, in registration order."""
+        with self._lock:
+            return list(self._checks.values())
+
     def on_evaluated(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (from the checker thread) after every round of evaluation."""
         self._listeners.append(callback)
@@ -132,8 +195,14 @@ class Health:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop background evaluation and the threads of the sync checks (each after the call
+        it is running)."""
         self._stop.set()
         self._wake.set()
+        with self._lock:
+            runners = [c._runner for c in self._checks.values() if c._runner is not None]
+        for runner in runners:
+            runner.stop()
 
     def evaluate(self) -> None:
         """Run one round now, in the calling thread (with a private event loop)."""
@@ -169,7 +238,7 @@ class Health:
             if inspect.iscoroutinefunction(check.fn):
                 value = await asyncio.wait_for(check.fn(), check.timeout)
             else:
-                future = _call_in_thread(check.fn)
+                future = check.call_sync()
                 check._running, check._started = future, start
                 value = await asyncio.wait_for(asyncio.wrap_future(future), check.timeout)
                 if inspect.isawaitable(value):

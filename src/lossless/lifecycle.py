@@ -18,8 +18,11 @@ States: ``STARTING → READY → DRAINING → STOPPING → STOPPED``.
 One deadline covers everything: t0 + ``shutdown_timeout``.
 
 The lifecycle is framework-free and thread-safe. Servers drive it (``lossless serve`` does);
-middleware reads it. The drain state lives in a small anonymous shared-memory block, so processes
-forked after the lifecycle was created (gunicorn workers) see the master's t0 at once.
+middleware reads it. The drain state lives in a small shared-memory block, so processes forked
+after the lifecycle was created (gunicorn workers) see the master's t0 at once. ``lossless run``
+shares it with every descendant of its child, whatever the server, through a file named in
+``LOSSLESS_DRAIN_STATE`` (:meth:`Lifecycle.share_drain_state`): a lifecycle created in a process
+that has this variable maps it, so every worker of any server sees t0 at once.
 """
 
 from __future__ import annotations
@@ -32,11 +35,14 @@ import inspect
 import itertools
 import logging
 import mmap
+import os
 import struct
+import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from lossless import events
 from lossless.health import CheckFn, Health, _call_in_thread
@@ -54,13 +60,80 @@ class State(enum.Enum):
     STOPPED = "stopped"
 
 
+#: Names the file that holds the drain state of a ``lossless run`` supervisor; set by it in the
+#: environment of its child, so every descendant's lifecycle shares the supervisor's t0.
+DRAIN_STATE_ENV = "LOSSLESS_DRAIN_STATE"
+
+
 class _SharedCell:
-    """Drain state shared with forked children: draining flag, skip-delay flag, t0."""
+    """Drain state shared with other processes: draining flag, skip-delay flag, t0.
+
+    Anonymous shared memory by default (inherited by forked children). With ``path``, a mapping
+    of that file or memfd (``MAP_SHARED``), so descendants that open it share the state too,
+    however they were started.
+    """
 
     _FORMAT = "<BBxxxxxxd"
+    SIZE = struct.calcsize(_FORMAT)
 
-    def __init__(self) -> None:
-        self._mem = mmap.mmap(-1, struct.calcsize(self._FORMAT))
+    def __init__(self, path: str | None = None) -> None:
+        #: The file behind the cell, or ``None`` for anonymous memory.
+        self.path = path
+        if path is None:
+            self._mem = mmap.mmap(-1, self.SIZE)
+            return
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            if os.fstat(fd).st_size != self.SIZE:
+                raise OSError(f"{path} is not a lossless drain state ({self.SIZE} bytes)")
+            self._mem = mmap.mmap(fd, self.SIZE)
+        finally:
+            os.close(fd)
+
+    @classmethod
+    def from_env(cls) -> _SharedCell:
+        """The cell named by ``LOSSLESS_DRAIN_STATE`` when set and usable, else a private one
+        (a set but unusable variable is logged: the drain would otherwise go unseen)."""
+        path = os.environ.get(DRAIN_STATE_ENV)
+        if path:
+            try:
+                return cls(path)
+            except OSError as exc:
+                events.emit(
+                    "drain_state_unusable",
+                    logging.ERROR,
+                    path=path,
+                    error=exc.strerror or str(exc),
+                    hint="this process will not see the supervisor's t0",
+                )
+        return cls()
+
+    @classmethod
+    def create_named(cls, source: _SharedCell) -> tuple[_SharedCell, str, int | None]:
+        """A copy of ``source`` that other processes can open by name: a memfd named through
+        ``/proc/<pid>/fd/<fd>`` (nothing on any filesystem, gone with this process even after a
+        SIGKILL), else a file in the temp directory. Returns the cell, the name, and the memfd
+        to keep open (``None`` for a file, which the caller removes)."""
+        content = bytes(source._mem[: cls.SIZE])
+        if hasattr(os, "memfd_create"):
+            fd = os.memfd_create("lossless-drain", os.MFD_CLOEXEC)
+            os.write(fd, content)
+            path = f"/proc/{os.getpid()}/fd/{fd}"
+            if _same_file(path, fd):
+                return cls(f"/proc/self/fd/{fd}")._named(path), path, fd
+            # /proc is not this PID namespace's (unshare without --mount-proc): a file instead.
+            os.close(fd)
+        directory = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+        fd, path = tempfile.mkstemp(prefix="lossless-drain-", dir=directory)
+        try:
+            os.write(fd, content)
+        finally:
+            os.close(fd)
+        return cls(path), path, None
+
+    def _named(self, path: str) -> _SharedCell:
+        self.path = path
+        return self
 
     def draining(self) -> bool:
         return self._mem[0] != 0
@@ -71,6 +144,16 @@ class _SharedCell:
 
     def write(self, draining: bool, skip: bool, t0: float) -> None:
         struct.pack_into(self._FORMAT, self._mem, 0, int(draining), int(skip), t0)
+
+
+def _same_file(path: str, fd: int) -> bool:
+    """Whether ``path`` names the open file ``fd`` (``/proc`` may belong to another PID
+    namespace than ours)."""
+    try:
+        named, held = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 @dataclasses.dataclass(slots=True)
@@ -91,6 +174,21 @@ def _describe(what: object) -> str:
     return str(what)
 
 
+class FastPath(NamedTuple):
+    """What a middleware may touch on every request without a call (see
+    :meth:`Lifecycle.fast_path`). Keys of ``in_flight`` that are positive belong to the caller
+    (e.g. ``id(scope)``, unique while the request runs); negative ones are tokens of
+    :meth:`Lifecycle.request_started`. Values are ``(what, started)``: a description (string,
+    ASGI scope or WSGI environ) and its ``time.monotonic()``."""
+
+    in_flight: dict[int, tuple[object, float]]
+    #: Byte 0 is non-zero from t0 on.
+    drain_flag: mmap.mmap
+    #: Call after removing an entry while ``drain_flag[0]`` is set (counts it as served during
+    #: the drain).
+    finished_while_draining: Callable[[], None]
+
+
 class Lifecycle:
     """One instance's states, hooks, in-flight requests and drain deadline.
 
@@ -104,22 +202,24 @@ class Lifecycle:
             interval=self.settings.check_interval, default_timeout=self.settings.check_timeout
         )
         self.health.on_evaluated(self._maybe_ready)
-        self._shared = _SharedCell()
+        self.health.on_evaluated(self._join_drain_started_elsewhere)
+        self._shared = _SharedCell.from_env()
+        self._shared_fd: int | None = None
+        self._owned_path: str | None = None
         self._lock = threading.RLock()
         self._local = State.STARTING
         self._startup_done = False
         self._startup_hooks: list[Hook] = []
         self._shutdown_hooks: list[Hook] = []
-        self._drain_hooks: list[tuple[str, Hook, float | None]] = []
+        # (name, hook, timeout, pid of the registering process)
+        self._drain_hooks: list[tuple[str, Hook, float | None, int]] = []
+        self._drain_hooks_begun = False
         self._ready_callbacks: list[Callable[[], Any]] = []
-        self._state_callbacks: list[Callable[[State], Any]] = []
         # token -> (what, started): a tuple, not an object, to keep request_started cheap.
         self._inflight: dict[int, tuple[object, float]] = {}
         #: Byte 0 is non-zero from t0 on: the cheapest "are we draining?" for hot paths.
         self.drain_flag: mmap.mmap = self._shared._mem
         self._ids = itertools.count(1)
-        self._idle = threading.Condition(self._lock)
-        self._idle_waiters = 0
         self._skip = threading.Event()
         self.served_during_drain = 0
         self.forced: list[str] = []
@@ -142,7 +242,7 @@ class Lifecycle:
         its own thread, bounded by ``timeout`` (default ``drain_hook_timeout``); the drain never
         waits for a hook past that, and never past the deadline."""
         label = name or str(getattr(fn, "__name__", "hook"))
-        self._drain_hooks.append((label, fn, timeout))
+        self._drain_hooks.append((label, fn, timeout, os.getpid()))
         return fn
 
     def on_ready(self, fn: Callable[[], Any]) -> Callable[[], Any]:
@@ -159,10 +259,6 @@ class Lifecycle:
         """Drop the ``on_ready`` callbacks: a forked gunicorn worker must not run the
         instance-level ones (discovery registration) it inherited; its master runs them."""
         self._ready_callbacks.clear()
-
-    def on_state(self, fn: Callable[[State], Any]) -> None:
-        """Call ``fn(state)`` on every transition (metrics, tests)."""
-        self._state_callbacks.append(fn)
 
     def add_check(
         self,
@@ -186,6 +282,28 @@ class Lifecycle:
             return fn
 
         return register
+
+    def renewed(self, settings: Settings | None = None) -> Lifecycle:
+        """A new lifecycle in STARTING, with this one's settings (or ``settings``) and every
+        check, hook and callback registered on this one so far: the app's lifecycle as it was
+        after import, for a test that runs it again (:mod:`lossless.testing`). Its drain state
+        is private, never shared with this one."""
+        fresh = Lifecycle(settings or self.settings)
+        fresh._shared = _SharedCell()
+        fresh.drain_flag = fresh._shared._mem
+        for check in self.health.checks():
+            fresh.add_check(
+                check.name,
+                check.fn,
+                critical=check.critical,
+                timeout=check.timeout,
+                liveness=check.liveness,
+            )
+        fresh._startup_hooks = list(self._startup_hooks)
+        fresh._shutdown_hooks = list(self._shutdown_hooks)
+        fresh._drain_hooks = [(n, h, t, os.getpid()) for n, h, t, _pid in self._drain_hooks]
+        fresh._ready_callbacks = list(self._ready_callbacks)
+        return fresh
 
     # -- state ------------------------------------------------------------------------------
     @property
@@ -244,8 +362,6 @@ class Lifecycle:
         with self._lock:
             self._local = state
         events.emit(state.value, t_plus=self.since_t0(), **fields)
-        for callback in self._state_callbacks:
-            callback(state)
 
     # -- startup ----------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -278,8 +394,6 @@ class Lifecycle:
 
     def _fire_ready(self) -> None:
         events.emit("ready")
-        for state_cb in self._state_callbacks:
-            state_cb(State.READY)
         for callback in self._ready_callbacks:
             try:
                 callback()
@@ -313,25 +427,76 @@ class Lifecycle:
             if self.draining:
                 return False
             self._shared.write(True, False, time.monotonic())
+            self._drain_hooks_begun = True
+        self._begin_drain(reason, t_plus=0.0)
+        return True
+
+    def join_drain(self, reason: str = "drain started by another process") -> bool:
+        """For a process whose t0 was set by another one sharing its drain state (a worker
+        under ``lossless run``, a supervisor whose child's app called :meth:`drain`): log
+        ``draining`` and start the ``on_drain`` hooks registered *in this process* (inherited
+        copies of a forking parent's hooks are the parent's to run). Returns ``True`` when this
+        call did that; ``False`` (no-op) before t0 or when it was already done here. The health
+        checker calls it after every round, so hooks start within one check interval of t0."""
+        with self._lock:
+            if not self.draining or self._drain_hooks_begun:
+                return False
+            self._drain_hooks_begun = True
+        self._begin_drain(reason, t_plus=self.since_t0(), own_only=True)
+        return True
+
+    def _join_drain_started_elsewhere(self) -> None:
+        if not self._drain_hooks_begun and self.draining:
+            self.join_drain()
+
+    def _begin_drain(self, reason: str, *, t_plus: float | None, own_only: bool = False) -> None:
         s = self.settings
         events.emit(
             "draining",
-            t_plus=0.0,
+            t_plus=t_plus,
             reason=reason,
             drain_delay=s.delay,
             shutdown_timeout=s.shutdown_timeout,
             in_flight=self.in_flight,
         )
-        for state_cb in self._state_callbacks:
-            state_cb(State.DRAINING)
-        for name, hook, timeout in self._drain_hooks:
+        pid = os.getpid()
+        for name, hook, timeout, owner in self._drain_hooks:
+            if own_only and owner != pid:
+                continue
             bound = min(s.drain_hook_timeout if timeout is None else timeout, self.remaining())
             thread = threading.Thread(
                 target=self._run_drain_hook, args=(name, hook, bound), daemon=True
             )
             thread.start()
             self._drain_hook_threads.append(thread)
-        return True
+
+    def share_drain_state(self) -> str:
+        """Move the drain state to shared memory that other processes can open by name, and
+        return the name, for ``LOSSLESS_DRAIN_STATE`` in the environment of a child: every
+        lifecycle created in a descendant then reads (and, with :meth:`drain`, writes) the same
+        t0. The name is ``/proc/<pid>/fd/<fd>`` of a memfd held by this process (Linux; a file
+        in the temp directory elsewhere): it needs no cleanup and exists as long as this
+        process does. When the state already comes from ``LOSSLESS_DRAIN_STATE`` (a ``lossless
+        run`` under another), that name is passed on. Call before the child starts; idempotent;
+        :meth:`unshare_drain_state` releases it."""
+        if self._shared.path is not None:
+            return self._shared.path
+        with self._lock:
+            self._shared, path, self._shared_fd = _SharedCell.create_named(self._shared)
+            self._owned_path = None if self._shared_fd is not None else path
+            self.drain_flag = self._shared._mem
+        return path
+
+    def unshare_drain_state(self) -> None:
+        """Release what :meth:`share_drain_state` created (processes that mapped it keep their
+        mapping). No-op when this lifecycle did not create one."""
+        fd, self._shared_fd = self._shared_fd, None
+        path, self._owned_path = self._owned_path, None
+        if fd is not None:
+            os.close(fd)
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     def _run_drain_hook(self, name: str, hook: Hook, bound: float) -> None:
         start = time.monotonic()
@@ -393,26 +558,23 @@ class Lifecycle:
 
         This is on every request's path, so it takes no lock: ``next`` on a counter and dict
         assignment are atomic under the GIL."""
-        token = -next(self._ids)  # negative: never equal to a hot-path key (see track_scope)
+        token = -next(self._ids)  # negative: never equal to a hot-path key (see FastPath)
         self._inflight[token] = (what, time.monotonic())
         return token
 
     def request_finished(self, token: int) -> None:
         if self._inflight.pop(token, None) is not None and self.drain_flag[0]:
-            with self._lock:
-                self.served_during_drain += 1
-        if self._idle_waiters and not self._inflight:
-            with self._idle:
-                self._idle.notify_all()
+            self._count_served_during_drain()
 
-    def _finished_slow_path(self) -> None:
-        """After a hot-path request ended while draining or while someone waits for idle."""
-        if self.drain_flag[0]:
-            with self._lock:
-                self.served_during_drain += 1
-        if self._idle_waiters and not self._inflight:
-            with self._idle:
-                self._idle.notify_all()
+    def _count_served_during_drain(self) -> None:
+        with self._lock:
+            self.served_during_drain += 1
+
+    def fast_path(self) -> FastPath:
+        """The in-flight registry and the drain flag, for a middleware's per-request path
+        (no call, no lock; see :class:`FastPath`). Take it again after
+        :meth:`share_drain_state`."""
+        return FastPath(self._inflight, self.drain_flag, self._count_served_during_drain)
 
     @contextlib.contextmanager
     def track(self, what: object = "request") -> Iterator[None]:
@@ -428,21 +590,6 @@ class Lifecycle:
 
     def in_flight_requests(self) -> list[InFlight]:
         return [InFlight(_describe(w), t) for w, t in self._inflight.copy().values()]
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Block until no request is in flight (``True``) or ``timeout`` passes (``False``)."""
-        end = time.monotonic() + timeout
-        with self._idle:
-            self._idle_waiters += 1
-            try:
-                while self._inflight:
-                    left = end - time.monotonic()
-                    if left <= 0:
-                        return False
-                    self._idle.wait(min(left, 0.05))
-            finally:
-                self._idle_waiters -= 1
-        return True
 
     def record_forced(self, what: str) -> None:
         """Note something the deadline cut (a request, a hook, a worker); it is logged and makes
@@ -520,9 +667,19 @@ _default: Lifecycle | None = None
 _default_lock = threading.Lock()
 
 
+class Follower(Protocol):
+    """Something that uses the process-wide lifecycle and must learn when it is replaced."""
+
+    def use_lifecycle(self, lifecycle: Lifecycle) -> None: ...
+
+
+_followers: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 def get_lifecycle() -> Lifecycle:
-    """The process-wide lifecycle: the one ``lossless serve`` created, or a new one from the
-    ``LOSSLESS_*`` environment on first use."""
+    """The process-wide lifecycle: the one ``lossless serve`` created, the one given to the
+    first middleware constructed with ``lifecycle=`` (see :func:`adopt_lifecycle`), or a new one
+    from the ``LOSSLESS_*`` environment on first use."""
     global _default
     with _default_lock:
         if _default is None:
@@ -531,7 +688,46 @@ def get_lifecycle() -> Lifecycle:
 
 
 def set_lifecycle(lifecycle: Lifecycle | None) -> None:
-    """Make ``lifecycle`` the process-wide one (``None`` forgets it; tests use this)."""
+    """Make ``lifecycle`` the process-wide one (``None`` forgets it). Middleware that found its
+    lifecycle through :func:`get_lifecycle` follows the new one (``lossless.testing`` uses this
+    to give every test a fresh lifecycle)."""
     global _default
     with _default_lock:
         _default = lifecycle
+        followers = list(_followers)
+    if lifecycle is not None:
+        for follower in followers:
+            follower.use_lifecycle(lifecycle)
+
+
+def follow_default(follower: Follower) -> Lifecycle:
+    """Return the process-wide lifecycle and keep ``follower`` (weakly referenced) informed of
+    :func:`set_lifecycle` calls."""
+    lifecycle = get_lifecycle()
+    with _default_lock:
+        _followers.add(follower)
+    return lifecycle
+
+
+def adopt_lifecycle(lifecycle: Lifecycle, user: str) -> None:
+    """Called by a middleware given ``lifecycle=`` explicitly. With no process-wide lifecycle
+    yet, ``lifecycle`` becomes it, so :func:`get_lifecycle` elsewhere in the app returns it
+    instead of silently creating a second one that nothing drives. When another one already
+    exists (``lossless serve`` created it, or code called :func:`get_lifecycle` first), two
+    lifecycles drain independently: that is logged as ``lifecycle_conflict`` (ERROR), naming
+    ``user``."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = lifecycle
+            return
+        existing = _default
+    if existing is not lifecycle:
+        events.emit(
+            "lifecycle_conflict",
+            logging.ERROR,
+            user=user,
+            hint="this middleware was given its own Lifecycle, but the process already has one "
+            "(lossless serve's, or get_lifecycle() ran first): checks, hooks and drains "
+            "registered on one are invisible to the other; pass get_lifecycle() instead",
+        )

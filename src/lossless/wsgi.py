@@ -2,7 +2,8 @@
 
 ``LosslessWSGIMiddleware(app)``:
 
-1. answers ``GET``/``HEAD`` on the probe paths (and the metrics path when enabled) itself;
+1. answers the probe paths, the metrics path (when enabled) and the admin endpoint itself, as
+   :mod:`lossless.routing` says (``PATH_INFO`` is already relative to ``SCRIPT_NAME``);
 2. counts every other request as in flight until the server closes the response iterable, that
    is after the last byte was written, so streaming responses are tracked to their end;
 3. runs the lifecycle's startup hooks in a background thread of the serving process, started by
@@ -11,6 +12,9 @@
    headers (PEP 3333), so the middleware sets ``environ["lossless.close_connection"] = True`` and
    the server integration (``lossless serve --wsgi`` on gunicorn) closes the connection after the
    response. Under other servers use a preStop sleep instead (see docs/runtime.md).
+
+Wrapping an app twice is harmless: the inner middleware sees ``environ["lossless.lifecycle"]``
+set to its own lifecycle by the outer one and passes the request through.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from lossless import metrics, probes
-from lossless.admin import ADMIN_PATH
-from lossless.lifecycle import Lifecycle, get_lifecycle
+from lossless import events
+from lossless.lifecycle import Lifecycle, adopt_lifecycle, follow_default
+from lossless.routing import Router
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -31,15 +35,27 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 class LosslessWSGIMiddleware:
     def __init__(self, app: WSGIApp, *, lifecycle: Lifecycle | None = None) -> None:
         self.app = app
-        self._lifecycle = lifecycle
+        self._lifecycle: Lifecycle | None = None
+        self._router: Router | None = None
         self._started_pid = 0
         self._lock = threading.Lock()
+        if lifecycle is not None:
+            adopt_lifecycle(lifecycle, user=f"LosslessWSGIMiddleware({type(app).__qualname__})")
+            self.use_lifecycle(lifecycle)
 
     @property
     def lifecycle(self) -> Lifecycle:
         if self._lifecycle is None:
-            self._lifecycle = get_lifecycle()
+            self.use_lifecycle(follow_default(self))
+        assert self._lifecycle is not None
         return self._lifecycle
+
+    def use_lifecycle(self, lifecycle: Lifecycle) -> None:
+        """Serve ``lifecycle`` from now on (a fresh one per test: see ``lossless.testing``);
+        its startup runs on the next request."""
+        self._lifecycle = lifecycle
+        self._router = Router(lifecycle)
+        self._started_pid = 0
 
     def ensure_started(self) -> None:
         """Start the lifecycle (startup hooks, then background checks) once in this process, in
@@ -47,28 +63,36 @@ class LosslessWSGIMiddleware:
         pid = os.getpid()
         if self._started_pid == pid:
             return
+        lc = self.lifecycle
         with self._lock:
             if self._started_pid == pid:
                 return
             self._started_pid = pid
-        lc = self.lifecycle
+        events.ensure_visible()
         if not lc.started:
             threading.Thread(target=lc.startup_sync, name="lossless-startup", daemon=True).start()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         lc = self.lifecycle
+        if environ.get("lossless.lifecycle") is lc:
+            return self.app(environ, start_response)  # an outer middleware handles it
         self.ensure_started()
-        path = environ.get("PATH_INFO") or "/"
-        method = environ.get("REQUEST_METHOD", "GET")
-        s = lc.settings
-        routes = {s.liveness_path: "livez", s.readiness_path: "readyz", s.startup_path: "startupz"}
-        if s.metrics_path:
-            routes[s.metrics_path] = "metrics"
-        route = routes.get(path)
-        if route is not None and method in ("GET", "HEAD"):
-            return self._probe(route, environ, start_response, method == "HEAD")
-        if path == ADMIN_PATH:
-            return self._admin(lc, method, environ, start_response)
+        router = self._router
+        assert router is not None
+        kind = router.routes.get(environ.get("PATH_INFO") or "/")
+        if kind is not None:
+            response = router.answer(
+                kind,
+                environ.get("REQUEST_METHOD", "GET"),
+                query=environ.get("QUERY_STRING", ""),
+                accept=environ.get("HTTP_ACCEPT", ""),
+                authorization=environ.get("HTTP_AUTHORIZATION", ""),
+                client=environ.get("REMOTE_ADDR"),
+            )
+            if response.close:
+                environ["lossless.close_connection"] = True
+            start_response(response.status_line, response.headers)
+            return [response.body]
         token = lc.request_started(environ)
         environ["lossless.lifecycle"] = lc
         if lc.draining:
@@ -79,69 +103,6 @@ class LosslessWSGIMiddleware:
             lc.request_finished(token)
             raise
         return _Tracked(result, lc, token)
-
-    def _admin(
-        self, lc: Lifecycle, method: str, environ: dict[str, Any], start_response: StartResponse
-    ) -> list[bytes]:
-        """``/lossless/drain`` (see :mod:`lossless.admin`): loopback callers with the token."""
-        from lossless.admin import CONTENT_TYPE, handle_admin
-
-        headers = [
-            (key[5:].replace("_", "-"), value)
-            for key, value in environ.items()
-            if key.startswith("HTTP_") and isinstance(value, str)
-        ]
-        answer = handle_admin(lc, method, ADMIN_PATH, headers, environ.get("REMOTE_ADDR"))
-        status, body = answer if answer is not None else (404, b"")
-        reason = {
-            200: "OK",
-            202: "Accepted",
-            401: "Unauthorized",
-            403: "Forbidden",
-            404: "Not Found",
-            405: "Method Not Allowed",
-        }.get(status, "Error")
-        start_response(
-            f"{status} {reason}",
-            [
-                ("Content-Type", CONTENT_TYPE),
-                ("Content-Length", str(len(body))),
-                ("Cache-Control", "no-store"),
-            ],
-        )
-        return [body]
-
-    def _probe(
-        self, route: str, environ: dict[str, Any], start_response: StartResponse, head: bool
-    ) -> list[bytes]:
-        lc = self.lifecycle
-        if route == "metrics":
-            try:
-                body, content_type = metrics.render(lc)
-                status = "200 OK"
-            except metrics.MetricsUnavailable as exc:
-                body, content_type, status = str(exc).encode(), "text/plain", "501 Not Implemented"
-        else:
-            ans = probes.answer(
-                lc,
-                route,
-                query=environ.get("QUERY_STRING", ""),
-                accept=environ.get("HTTP_ACCEPT", ""),
-                client=environ.get("REMOTE_ADDR"),
-            )
-            status = "200 OK" if ans.status == 200 else "503 Service Unavailable"
-            body, content_type = ans.body, ans.content_type
-        if lc.draining:
-            environ["lossless.close_connection"] = True
-        start_response(
-            status,
-            [
-                ("Content-Type", content_type),
-                ("Content-Length", str(len(body))),
-                ("Cache-Control", "no-store"),
-            ],
-        )
-        return [b""] if head else [body]
 
 
 class _Tracked:

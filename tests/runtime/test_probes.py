@@ -108,7 +108,7 @@ def test_hanging_check_is_cut_and_probes_stay_fast(serve, kind: str) -> None:
 
 
 def test_check_output_is_withheld_from_remote_callers() -> None:
-    from lossless import probes
+    from lossless import probe_render as probes
     from lossless.lifecycle import Lifecycle
     from lossless.settings import Settings
 
@@ -127,18 +127,34 @@ def test_check_output_is_withheld_from_remote_callers() -> None:
     lc.health.stop()
 
 
-@pytest.mark.parametrize("kind", SERVERS)
-def test_on_ready_runs_once_per_instance(serve, kind: str, tmp_path: Path) -> None:
-    """Instance-level callbacks (discovery registration) run once, in the process that receives
-    SIGTERM: the uvicorn process, or the gunicorn master once a worker answers ready."""
+@pytest.mark.parametrize(("kind", "extra"), [("uvicorn", []), ("gunicorn", ["--preload"])])
+def test_on_ready_runs_once_per_instance(
+    serve, kind: str, extra: list[str], tmp_path: Path
+) -> None:
+    """Instance-level callbacks (discovery registration) registered at import run once, in the
+    process that receives SIGTERM: the uvicorn process, or the gunicorn master (which imported
+    the app: ``--preload``) once a worker answers ready."""
     marker = tmp_path / "ready"
-    server = serve(kind, env={"APP_READY_MARKER": str(marker)})
+    server = serve(kind, *extra, env={"APP_READY_MARKER": str(marker)})
     server.wait_ready()
     end = time.monotonic() + 5
     while not marker.exists() and time.monotonic() < end:
         time.sleep(0.05)
     time.sleep(1.5)  # give a wrongly registered worker the time to write too
     assert marker.read_text().split() == [str(server.proc.pid)]
+
+
+def test_on_ready_runs_in_each_worker_without_preload(serve, tmp_path: Path) -> None:
+    """Without ``--preload`` the master never imports the app: each worker is an app instance
+    of its own and runs the callbacks it registered (docs/runtime.md)."""
+    marker = tmp_path / "ready"
+    server = serve("gunicorn", env={"APP_READY_MARKER": str(marker)})
+    server.wait_ready()
+    end = time.monotonic() + 10
+    while (not marker.exists() or len(marker.read_text().split()) < 2) and time.monotonic() < end:
+        time.sleep(0.05)
+    pids = marker.read_text().split()
+    assert len(set(pids)) == 2 and str(server.proc.pid) not in pids
 
 
 @pytest.mark.parametrize("kind", SERVERS)

@@ -103,6 +103,11 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--limit-concurrency", type=int, default=None, help="(uvicorn)")
     parser.add_argument("--timeout", type=int, default=30, help="worker timeout (gunicorn)")
+    parser.add_argument(
+        "--preload",
+        action="store_true",
+        help="import the app in the gunicorn master before forking (default: in each worker)",
+    )
     add_settings_arguments(parser)
     discovery_cli.add_arguments(parser)
     parser.set_defaults(func=run)
@@ -142,6 +147,24 @@ def load_app(target: str, app_dir: str, factory: bool) -> Any:
     return obj
 
 
+def _find_module(target: str, app_dir: str) -> None:
+    """Check that the top-level module of ``MODULE:APP`` can be found, without importing it (a
+    one-line error for a typo, before any worker starts)."""
+    import importlib.util
+
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise LosslessError(f"app {target!r} must be given as MODULE:APP, e.g. main:app")
+    top = module_name.split(".", 1)[0]
+    sys.path.insert(0, os.path.abspath(app_dir))
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        raise LosslessError(f"cannot import module {module_name!r} (from {target})")
+
+
 def _port_free(host: str, port: int) -> None:
     import socket
 
@@ -162,7 +185,13 @@ def run(args: argparse.Namespace) -> int:
     discovery_cli.attach_from_args(lifecycle, args, args.port)
     if args.port != 0:
         _port_free(args.host, args.port)
-    app = load_app(args.app, args.app_dir, args.factory)
+    if args.wsgi and not args.preload:
+        # gunicorn's default: each worker imports the app after the fork (threads and sockets
+        # opened at import would be dead or shared in forked workers). Only find it here.
+        _find_module(args.app, args.app_dir)
+        app: Any = None
+    else:
+        app = load_app(args.app, args.app_dir, args.factory)
     events.emit(
         "serve",
         app=args.app,
@@ -239,8 +268,12 @@ def _run_gunicorn(app: Any, lifecycle: Lifecycle, args: argparse.Namespace) -> i
         "backlog": args.backlog,
         "timeout": args.timeout,
     }
+
+    def load() -> Any:
+        return app if app is not None else load_app(args.app, args.app_dir, args.factory)
+
     try:
-        LosslessApplication(app, lifecycle, options).run()
+        LosslessApplication(load, lifecycle, options, preload=args.preload).run()
     except SystemExit as exc:  # the arbiter's halt() exits with the lifecycle's code
         return exc.code if isinstance(exc.code, int) else 1
     return 0

@@ -26,6 +26,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -267,12 +268,28 @@ class LosslessArbiter(Arbiter):  # type: ignore[misc]
 
 
 class LosslessApplication(BaseApplication):  # type: ignore[misc]
-    """A gunicorn application serving ``wsgi_app`` wrapped in the WSGI middleware."""
+    """A gunicorn application serving the app that ``load_app()`` returns, wrapped in the WSGI
+    middleware.
 
-    def __init__(self, wsgi_app: Any, lifecycle: Lifecycle, options: dict[str, Any]) -> None:
-        self.wsgi_app = wsgi_app
+    Like gunicorn, the app is imported in each worker after the fork (``preload=False``, the
+    default): threads it starts and connections it opens at import belong to that worker. With
+    ``preload=True`` the master imports it once before forking (gunicorn's ``--preload``). The
+    master itself needs only the lifecycle (settings and drain state in shared memory), created
+    from flags and ``LOSSLESS_*`` variables before the fork, never the app. A worker that cannot
+    import the app prints one line and exits with gunicorn's "app failed to load" code, which
+    stops the master."""
+
+    def __init__(
+        self,
+        load_app: Callable[[], Any],
+        lifecycle: Lifecycle,
+        options: dict[str, Any],
+        *,
+        preload: bool = False,
+    ) -> None:
+        self.load_app = load_app
         self.lifecycle = lifecycle
-        self.options = options
+        self.options = {**options, "preload_app": preload}
         super().__init__()
 
     def load_config(self) -> None:
@@ -285,7 +302,14 @@ class LosslessApplication(BaseApplication):  # type: ignore[misc]
         self.cfg.set("post_fork", _post_fork)
 
     def load(self) -> Any:
-        app = self.wsgi_app
+        from gunicorn.errors import AppImportError
+
+        from lossless.errors import LosslessError
+
+        try:
+            app = self.load_app()
+        except LosslessError as exc:
+            raise AppImportError(f"lossless serve: {exc}") from None
         if not isinstance(app, LosslessWSGIMiddleware):
             app = LosslessWSGIMiddleware(app, lifecycle=self.lifecycle)
         return app

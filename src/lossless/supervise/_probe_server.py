@@ -1,8 +1,9 @@
 """The probe port of ``lossless run``: ``/livez`` ``/readyz`` ``/startupz`` (and the admin drain
 endpoint) answered from the lifecycle on a small threaded HTTP/1.1 server.
 
-Bodies and statuses come from :mod:`lossless.probes`, so they are those of the runtime. A probe
-only reads state, so each answer is O(1); connections are closed after each answer.
+Answers come from :class:`lossless.routing.Router`, so they are those of the middleware; a path
+that is not ours gets 404 (there is no app behind this port). A probe only reads state, so each
+answer is O(1); connections are closed after each answer.
 """
 
 from __future__ import annotations
@@ -12,11 +13,9 @@ import socket
 import threading
 import urllib.parse
 
-from lossless import metrics, probes
-from lossless.admin import CONTENT_TYPE as ADMIN_CONTENT_TYPE
-from lossless.admin import handle_admin
 from lossless.errors import LosslessError
 from lossless.lifecycle import Lifecycle
+from lossless.routing import Response, Router
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -27,45 +26,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass  # probes every second would flood the log
 
-    def _respond(self, status: int, content_type: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
+    def _respond(self, response: Response) -> None:
+        self.send_response(response.status)
+        for name, value in response.headers:
+            self.send_header(name, value)
         self.send_header("Connection", "close")
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        self.wfile.write(response.body)
         self.close_connection = True
 
     def _handle(self) -> None:
-        lc = self.server.lifecycle
         url = urllib.parse.urlsplit(self.path)
-        client = self.client_address[0] if self.client_address else None
-        admin = handle_admin(lc, self.command, url.path, self.headers.items(), client)
-        if admin is not None:
-            self._respond(admin[0], ADMIN_CONTENT_TYPE, admin[1])
-            return
-        s = lc.settings
-        routes = {s.liveness_path: "livez", s.readiness_path: "readyz", s.startup_path: "startupz"}
-        if s.metrics_path:
-            routes[s.metrics_path] = "metrics"
-        kind = routes.get(url.path)
-        if kind is None:
-            self._respond(404, "text/plain; charset=utf-8", b"not found\n")
-        elif self.command not in ("GET", "HEAD"):
-            self._respond(405, "text/plain; charset=utf-8", b"method not allowed\n")
-        elif kind == "metrics":
-            try:
-                body, content_type = metrics.render(lc)
-                self._respond(200, content_type, body)
-            except metrics.MetricsUnavailable as exc:
-                self._respond(501, "text/plain", str(exc).encode())
-        else:
-            ans = probes.answer(
-                lc, kind, query=url.query, accept=self.headers.get("Accept", ""), client=client
-            )
-            self._respond(ans.status, ans.content_type, ans.body)
+        response = self.server.router.respond(
+            self.command,
+            url.path,
+            query=url.query,
+            accept=self.headers.get("Accept", ""),
+            authorization=self.headers.get("Authorization", ""),
+            client=self.client_address[0] if self.client_address else None,
+        )
+        if response is None:
+            body = b"not found\n"
+            headers = [("Content-Type", "text/plain; charset=utf-8")]
+            headers.append(("Content-Length", str(len(body))))
+            response = Response(404, headers, b"" if self.command == "HEAD" else body, True)
+        self._respond(response)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _handle
 
@@ -75,7 +60,7 @@ class _Server(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], lifecycle: Lifecycle) -> None:
-        self.lifecycle = lifecycle
+        self.router = Router(lifecycle)
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)

@@ -4,8 +4,9 @@ Two jobs, in this order, both within ``--timeout`` (the whole command never runs
 
 1. ``--drain-url URL``: ``POST`` to the app's admin endpoint (:mod:`lossless.admin`, or the probe
    port of ``lossless run``) so the drain starts now, at the beginning of the pod's termination;
-   then poll ``GET`` until the app reports ``delay_remaining`` 0 (or stops accepting
-   connections, which it does at t0 + D). The kubelet sends SIGTERM only after the hook returns,
+   then poll ``GET`` until every worker it reached reports that it is draining and
+   ``delay_remaining`` is 0 (or the app stops accepting connections, which it does at t0 + D);
+   a worker that is not draining yet is never taken for done (see :func:`drain`). The kubelet sends SIGTERM only after the hook returns,
    so the signal then lands after the drain delay. The bearer token is read from
    ``--token-file`` (default: ``$LOSSLESS_ADMIN_TOKEN_FILE``).
 2. ``--sleep SECONDS``: sleep in Python, for images that have no ``sleep`` binary.
@@ -30,6 +31,8 @@ from lossless.errors import LosslessError
 
 #: Seconds between two polls of the drain state.
 POLL_INTERVAL = 0.1
+#: Consecutive answers from draining workers needed, once the delay is over, to be done.
+SETTLED = 3
 DEFAULT_TIMEOUT = 30.0
 
 
@@ -111,8 +114,20 @@ def _call(
 
 
 def drain(url: str, token: str, end: float) -> dict[str, object]:
-    """POST the drain, then poll until ``delay_remaining`` is 0 or the app stops accepting;
-    raise :class:`LosslessError` (exit 1) when refused or when ``end`` passes first."""
+    """POST the drain, then poll until every process that answered is draining and past its
+    delay, or the app stops accepting; raise :class:`LosslessError` (exit 1) when refused or
+    when ``end`` passes first.
+
+    Behind a server with several workers that do not share a drain state (plain gunicorn with
+    UvicornWorker, hypercorn ``-w 2``), each request reaches one worker, which answers for itself
+    (``pid`` in the state). So: a worker that answers "not draining" gets a POST of its own
+    (a poll reached it: so may a POST) and its ``delay_remaining`` is never taken for the end of
+    the drain; the wait ends when the latest delay end among the draining workers seen has
+    passed and the last :data:`SETTLED` answers all came from draining workers. prestop reaches
+    only the workers the server's accept distribution hands its connections to: with one shared
+    listener an idle worker may never get one (gunicorn without ``--reuse-port``). Under
+    ``lossless run`` or ``lossless serve`` every worker shares t0, so one POST drains them all.
+    """
     host, port, path = _target(url)
     try:
         status, body = _call(host, port, "POST", path, token, end - time.monotonic())
@@ -123,27 +138,40 @@ def drain(url: str, token: str, end: float) -> dict[str, object]:
     if status != 202:
         reason = body.get("error", body)
         raise LosslessError(f"{url} answered {status}: {reason}", exit_code=1)
-    events.emit("prestop_drain_started", url=url, started=body.get("started"))
+    events.emit("prestop_drain_started", url=url, started=body.get("started"), pid=body.get("pid"))
+    delay_ends: dict[object, float] = {}  # pid -> monotonic end of its drain delay
+    posts = 1
     while True:
-        left = body.get("delay_remaining")
-        if isinstance(left, int | float) and left <= 0:
-            return body
         now = time.monotonic()
+        left = body.get("delay_remaining")
+        draining = body.get("draining") is True
+        if draining and isinstance(left, int | float):
+            delay_ends[body.get("pid")] = max(delay_ends.get(body.get("pid"), 0.0), now + left)
+            if now >= max(delay_ends.values()):
+                return {**body, "workers": len(delay_ends), "posts": posts}
         if now >= end:
             raise LosslessError(
-                f"timed out: {url} still reports delay_remaining {left} s", exit_code=1
+                f"timed out: {url} still reports delay_remaining {left} s "
+                f"(draining: {body.get('draining')})",
+                exit_code=1,
             )
-        wait = POLL_INTERVAL if not isinstance(left, int | float) else min(POLL_INTERVAL, left)
-        time.sleep(max(0.0, min(wait, end - now)))
         try:
-            status, body = _call(host, port, "GET", path, token, end - time.monotonic())
+            if not draining:
+                # This worker has not seen the drain: ask it (or whichever worker gets it).
+                method, expected = "POST", 202
+                posts += 1
+            else:
+                wait = min(POLL_INTERVAL, max(0.0, max(delay_ends.values()) - now))
+                time.sleep(max(0.0, min(wait, end - now)))
+                method, expected = "GET", 200
+            status, body = _call(host, port, method, path, token, end - time.monotonic())
         except ConnectionRefusedError:
             return {"delay_remaining": 0, "listener": "closed"}  # closed at t0 + D: done
         except OSError as exc:
             raise LosslessError(
                 f"polling {url}: {getattr(exc, 'strerror', None) or exc}", exit_code=1
             ) from None
-        if status != 200:
+        if status != expected:
             raise LosslessError(f"{url} answered {status}: {body.get('error', body)}", exit_code=1)
 
 
@@ -164,6 +192,8 @@ def prestop_command(args: argparse.Namespace) -> int:
             waited=round(time.monotonic() - start, 3),
             delay_remaining=state.get("delay_remaining"),
             since_t0=state.get("since_t0"),
+            workers=state.get("workers"),
+            posts=state.get("posts"),
         )
     if args.sleep:
         time.sleep(max(0.0, min(args.sleep, end - time.monotonic())))

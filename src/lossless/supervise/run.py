@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 
 from lossless import events
 from lossless.errors import LosslessError
-from lossless.lifecycle import Lifecycle
+from lossless.lifecycle import DRAIN_STATE_ENV, Lifecycle
 from lossless.serve import _signals
 from lossless.supervise import _checks, _process
 from lossless.supervise._probe_server import ProbeServer
@@ -398,7 +398,10 @@ def _run(args: argparse.Namespace) -> int:
     probe_server = None
     if args.probe_port is not None:
         probe_server = ProbeServer(args.probe_host, args.probe_port, lifecycle)
-    supervisor = Supervisor(command, lifecycle, stop_signal=stop_signal)
+    # Every descendant's lifecycle (each worker of any server, with the middleware) maps this
+    # file and sees t0 the instant we write it (docs/run.md, "Servers under lossless run").
+    env = {**os.environ, DRAIN_STATE_ENV: lifecycle.share_drain_state()}
+    supervisor = Supervisor(command, lifecycle, stop_signal=stop_signal, env=env)
     try:
         child = supervisor.start()  # forks: before any thread of ours starts
         _attach_discovery(lifecycle, args)
@@ -406,6 +409,7 @@ def _run(args: argparse.Namespace) -> int:
         if probe_server is not None:
             probe_server.close()
         supervisor.abort()
+        lifecycle.unshare_drain_state()
         raise
     events.emit(
         "run",
@@ -421,5 +425,6 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return supervisor.run()
     finally:
+        lifecycle.unshare_drain_state()
         if probe_server is not None:
             probe_server.close()

@@ -45,7 +45,6 @@ class Status:
     phase: str = "starting"
     sent: int = 0
     failures: int = 0
-    ready: int = 0
     detail: str = ""
     lab: Lab | None = None
 

@@ -1,7 +1,8 @@
-"""Probe answers (``/livez``, ``/readyz``, ``/startupz``) in Kubernetes' conventions.
+"""Probe bodies (``/livez``, ``/readyz``, ``/startupz``) in Kubernetes' conventions.
 
 Plain: ``200 ok``; on failure ``503`` with the per-check listing. ``?verbose`` lists each check
-(``[+]db ok``, ``[-]cache failed: timeout``) and a closing line, as the Kubernetes API server does.
+(``[+]db ok``, ``[+]cache ok: degraded``, ``[-]cache failed: timeout``) and a closing line, as
+the Kubernetes API server does; a passing check that returned text other than ``ok`` shows it.
 JSON (``application/health+json``, draft-inadarei-api-health-check) when the ``Accept`` header asks
 for it or ``?format=json``. Check outputs (exception text) can leak internals, so they are replaced
 by ``reason withheld`` for callers that are not on loopback unless ``expose_details`` is set.
@@ -47,9 +48,12 @@ def items(lc: Lifecycle, kind: str) -> tuple[bool, list[Item]]:
     """The verdict and the itemised checks of probe ``kind`` (livez, readyz or startupz)."""
     state = lc.state
     if kind == "livez":
+        # A liveness check not evaluated yet passes: a restart is the costliest verdict, and a
+        # check that has not run has found nothing wrong (readiness, by contrast, waits).
         found = [Item("ping", True, "ok", True)]
         found += [
-            Item(r.name, r.ok, r.output, r.critical) for r in lc.health.results(liveness=True)
+            Item(r.name, r.ok or r.pending, r.output, r.critical)
+            for r in lc.health.results(liveness=True)
         ]
         return all(i.ok for i in found if i.critical), found
     started = lc.started or state not in (State.STARTING,)
@@ -59,6 +63,9 @@ def items(lc: Lifecycle, kind: str) -> tuple[bool, list[Item]]:
     found = [startup]
     if lc.draining:
         found.append(Item("shutdown", False, f"draining since {lc.since_t0():.3f} s", True))
+    elif state in (State.STOPPING, State.STOPPED):
+        # Stopped without a drain (e.g. a test client's lifespan ended): say so, never a bare 503.
+        found.append(Item("shutdown", False, f"lifecycle {state.value}", True))
     found += [Item(r.name, r.ok, r.output, r.critical) for r in lc.health.results()]
     verdict = state is State.READY and all(i.ok for i in found if i.critical)
     return verdict, found
@@ -81,7 +88,7 @@ def answer(
                     {
                         "status": "pass" if i.ok else ("fail" if i.critical else "warn"),
                         "critical": i.critical,
-                        **({"output": i.output} if details and not i.ok else {}),
+                        **({"output": i.output} if details and _shown(i) else {}),
                     }
                 ]
                 for i in found
@@ -95,10 +102,17 @@ def answer(
     lines = []
     for i in found:
         if i.ok:
-            lines.append(f"[+]{i.name} ok")
+            shown = f": {i.output}" if details and _shown(i) else ""
+            lines.append(f"[+]{i.name} ok{shown}")
         else:
             reason = i.output if details else "reason withheld"
             optional = "" if i.critical else " (optional)"
             lines.append(f"[-]{i.name} failed{optional}: {reason}")
     lines.append(f"{kind} check {'passed' if ok else 'failed'}")
     return Answer(status, "text/plain; charset=utf-8", ("\n".join(lines) + "\n").encode())
+
+
+def _shown(item: Item) -> bool:
+    """Whether an item's output says more than its status: any failure, and a passing check's
+    own text (``degraded``, ``pending``), never the default ``ok``."""
+    return not item.ok or (bool(item.output) and item.output != "ok")
