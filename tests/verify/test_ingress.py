@@ -32,6 +32,7 @@ import pytest
 
 from lossless.errors import LosslessError
 from lossless.verify.analysis.proxy import analyze_proxy, read_proxy_log
+from lossless.verify.analysis.report import analyse
 from lossless.verify.haproxy.config import HAProxySettings, render_config
 from lossless.verify.haproxy.log import ProxyLogEntry, parse_log_line
 from lossless.verify.load.generator import run_load
@@ -256,7 +257,7 @@ def test_naive_app_behind_ingress_fails_and_is_attributed(tmp_path: Path) -> Non
     assert "before the proxy stopped routing to it" in cause.cause
     assert "drain delay ≥" in cause.fix
     assert proxy.hidden > 0  # retries turned some connect failures into slow successes
-    page = render_html(run, a, proxy=proxy)
+    page = render_html(analyse(run))
     assert "haproxy 503 SC--" in page
     assert "ingress_connect_failed" in page
 

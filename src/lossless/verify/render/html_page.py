@@ -36,7 +36,9 @@ import os
 
 from lossless.errors import LosslessError
 from lossless.verify.analysis.core import Analysis, FailureContext
-from lossless.verify.analysis.proxy import ProxyAnalysis, analyze_proxy, failure_kinds
+from lossless.verify.analysis.kinds import CauseKind
+from lossless.verify.analysis.proxy import ProxyAnalysis
+from lossless.verify.analysis.report import Report
 from lossless.verify.model import Record
 from lossless.verify.render.html_figure import figure
 from lossless.verify.results import Run
@@ -71,11 +73,11 @@ def _summary(run: Run, a: Analysis, proxy: ProxyAnalysis | None) -> str:
         cards.append(
             (
                 "hidden by proxy retries",
-                f"{proxy.hidden}",
+                f"{a.retried}",
                 "requests that succeeded only after a retry"
                 + (
-                    f" (p99 {proxy.hidden_latency_ms['p99']:.0f} ms)"
-                    if "p99" in proxy.hidden_latency_ms
+                    f" (p99 {a.retried_latency_ms['p99']:.0f} ms)"
+                    if "p99" in a.retried_latency_ms
                     else ""
                 ),
             )
@@ -166,7 +168,7 @@ def _failure_row(c: FailureContext, kind: str, proxy_text: str, records: dict[in
 
 
 def _failures_table(
-    run: Run, a: Analysis, kinds: dict[int, str], proxy: ProxyAnalysis | None
+    run: Run, a: Analysis, kinds: dict[int, CauseKind], proxy: ProxyAnalysis | None
 ) -> str:
     if not a.contexts:
         return ""
@@ -246,25 +248,12 @@ def _json_for_script(obj: object) -> str:
     return text.replace("</", "<\\/")
 
 
-def render_html(
-    run: Run, analysis: Analysis, *, proxy: ProxyAnalysis | None = None, title: str | None = None
-) -> str:
-    """The report of ``run`` as one self-contained HTML document (see the module docstring).
-
-    When the run went through a proxy (its directory holds ``proxy.jsonl``) and ``proxy`` is not
-    given, :func:`~lossless.verify.analysis.proxy.analyze_proxy` is run and its analysis (causes
-    with the proxy's view) is shown in place of ``analysis``. Raises LosslessError when plotly is
-    not installed or the proxy log is corrupt.
-    """
-    if proxy is None:
-        proxy = analyze_proxy(run)
-    if proxy is not None:
-        analysis = proxy.analysis
-        kinds = {f.context.seq: f.kind for f in proxy.failures}
-        replicas = {f.context.seq: f.context.replica for f in proxy.failures}
-    else:
-        kinds = failure_kinds(run.events, run.settings, run.records, analysis.causes)
-        replicas = {}
+def render_html(report: Report, *, title: str | None = None) -> str:
+    """The report of one analysed run as one self-contained HTML document (see the module
+    docstring). Renders only: the run was analysed once (:func:`~lossless.verify.analysis.report.
+    analyse`). Raises LosslessError when plotly is not installed."""
+    run, analysis, proxy, kinds = report.run, report.analysis, report.proxy, report.kinds
+    replicas = report.replicas
     fig = figure(run, analysis, replicas=replicas)
     dropped = int(fig.pop("dropped_ok"))
     lanes = fig.pop("lanes")
@@ -309,17 +298,10 @@ def render_html(
     )
 
 
-def write_html(
-    run: Run,
-    analysis: Analysis,
-    path: str | os.PathLike[str],
-    *,
-    proxy: ProxyAnalysis | None = None,
-) -> int:
+def write_html(report: Report, path: str | os.PathLike[str]) -> int:
     """Write :func:`render_html` to ``path``; return its size in bytes. LosslessError when the
     file cannot be written."""
-    text = render_html(run, analysis, proxy=proxy)
-    data = text.encode("utf-8")
+    data = render_html(report).encode("utf-8")
     try:
         with open(path, "wb") as f:
             f.write(data)
