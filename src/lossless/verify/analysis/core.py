@@ -11,6 +11,8 @@ SIGTERM and exit, and whether the client's view still routed to it. Failures are
 causes (:class:`Cause`), each with a one-sentence cause and fix carrying the numbers read from the
 timeline. The rules, first match wins:
 
+0. ``never_listened``: the replica was sent requests and never answered any (every attempt
+   refused or timed out at connect): its command does not listen on ``{port}``/``$PORT``;
 1. ``naive``: the run used the naive stop-start strategy and the request found nothing serving;
 2. ``no_endpoint``: the client's view was empty;
 3. ``killed``: the replica got SIGKILL while the request was in flight;
@@ -362,7 +364,8 @@ class _Group:
         self.failures = _plural(self.n, "failure")
         self.were = "was" if self.n == 1 else "were"
         sent = [r.sent for r in self.records]
-        self.window = f"between t={min(sent):.1f} s and t={max(sent):.1f} s"
+        low, high = f"{min(sent):.1f}", f"{max(sent):.1f}"
+        self.window = f"at t={low} s" if low == high else f"between t={low} s and t={high} s"
         ends = [r.end if r.end is not None else r.sent for r in self.records]
         self.span = max(ends) - min(sent)  # first failure sent to last failure's end
 
@@ -394,6 +397,7 @@ class Analyzer:
         self.cache_ttl = float(ttl) if isinstance(ttl, int | float) else 0.0
         self.records: list[Record] = []
         self.closed = False
+        self.silent: frozenset[str] = frozenset()
 
     def add(self, record: Record) -> None:
         if self.closed:
@@ -441,6 +445,7 @@ class Analyzer:
                 latencies.append((r.end - r.sent) * 1000)
                 if r.replica and r.replica not in first_ok:
                     first_ok[r.replica] = r.sent
+        self.silent = frozenset(silent_replicas(records))
         contexts = [self.context(r) for r in failed]
         causes = self._causes(failed, contexts, first_ok)
         duration = 0.0
@@ -476,7 +481,7 @@ class Analyzer:
             warnings=list(warnings),
             rate_achieved=round(achieved, 3),
             window_requests=self._window_requests(records),
-            silent_replicas=silent_replicas(records),
+            silent_replicas=sorted(self.silent),
         )
 
     def _window_requests(self, records: Sequence[Record]) -> int | None:
@@ -534,6 +539,8 @@ class Analyzer:
         )
 
     def _kind(self, r: Record, ctx: FailureContext, first_ok: dict[str, float]) -> CauseKind:
+        if r.replica in self.silent:
+            return CauseKind.NEVER_LISTENED
         naive = str(self.settings.get("strategy", "")).lower() == "naive"
         if naive and (r.error in _CONNECT_FAILURES or r.error in _HTTP_5XX):
             return CauseKind.NAIVE
@@ -583,6 +590,7 @@ class Analyzer:
     def _explain(self, kind: CauseKind, items: list[tuple[Record, FailureContext]]) -> Cause:
         g = _Group(items)
         explain = {
+            CauseKind.NEVER_LISTENED: self._explain_never_listened,
             CauseKind.NAIVE: self._explain_naive,
             CauseKind.NO_ENDPOINT: self._explain_no_endpoint,
             CauseKind.KILLED: self._explain_killed,
@@ -600,6 +608,22 @@ class Analyzer:
             cause += " [" + ", ".join(f"{k}: {v}" for k, v in classes.most_common()) + "]"
         seqs = tuple(r.seq for r in g.records)
         return Cause(kind, cause, fix, g.n, g.names, g.contexts[:_MAX_EXAMPLES], seqs)
+
+    def _explain_never_listened(self, g: _Group) -> tuple[str, str]:
+        ports = self.settings.get("replica_ports")
+        where = ""
+        if isinstance(ports, dict):
+            known = [f"{name} on {ports[name]}" for name in g.names if name in ports]
+            where = f" ({', '.join(known)})" if known else ""
+        return (
+            f"{g.who} never answered on the port {'it was' if len(g.names) == 1 else 'each was'} "
+            f"given{where}: {g.requests} "
+            f"{g.were} refused or timed out at connect {g.window}; the replica listens "
+            "elsewhere or not at all",
+            "make the command listen on the port the lab assigns: write {port} in --cmd or read "
+            "$PORT (e.g. --cmd 'python -m http.server {port}'); the run cannot judge the "
+            "upgrade until it does",
+        )
 
     def _explain_naive(self, g: _Group) -> tuple[str, str]:
         # each replica's own gap (its first failure sent to its last failure's end): the

@@ -17,6 +17,7 @@ class CauseKind(enum.StrEnum):
     """Why a group of requests failed (values are the stable identifiers in reports)."""
 
     # the lab's rules (lossless.verify.analysis.core)
+    NEVER_LISTENED = "never_listened"  # the replica never answered on its port at all
     NAIVE = "naive"  # the naive stop-start strategy: nothing served while a replica restarted
     NO_ENDPOINT = "no_endpoint"  # the client's view was empty
     KILLED = "killed"  # SIGKILL with the request in flight

@@ -11,7 +11,9 @@ A user gates a release on it, so it never says ``pass`` when the run cannot know
   ``min_window_requests`` requests were due while the rollout went on;
 - **pass** (exit 0) otherwise.
 
-A failed request is a fact even when the generator was late, so ``fail`` takes precedence.
+A failed request is a fact even when the generator was late, so ``fail`` takes precedence over
+lateness and a short rollout window; a replica that never answered on its port makes the run
+inconclusive even with failures (the lab was misconfigured, the upgrade was not tested).
 """
 
 from __future__ import annotations
@@ -92,24 +94,31 @@ def judge(report: Report, policy: VerdictPolicy) -> Verdict:
     ratio = late / len(records) if records else 0.0
     retried = 0 if policy.allow_retries else a.retried
     counted = a.failures + retried
+    silent = ""
+    if a.silent_replicas:
+        one = len(a.silent_replicas) == 1
+        silent = (
+            f"{', '.join(a.silent_replicas)} never answered on {'its port' if one else 'their ports'}"
+            f": every request to {'it' if one else 'them'} was refused; does the command listen "
+            "on {port} or $PORT?"
+        )
     if counted > policy.max_failures:
         parts = [_n(a.failures, "failed request")]
         if retried:
             parts.append(f"{_n(retried, 'request')} saved only by proxy retries")
         reason = f"{' + '.join(parts)} > --max-failures {policy.max_failures}"
-        return Verdict(Outcome.FAIL, counted, [reason], late, ratio, policy)
-    reasons: list[str] = []
+        if not silent:
+            return Verdict(Outcome.FAIL, counted, [reason], late, ratio, policy)
+        # a replica that never listened failed requests the upgrade did not: the lab was
+        # misconfigured, so the run cannot judge the service
+        return Verdict(Outcome.INCONCLUSIVE, counted, [silent, reason], late, ratio, policy)
+    reasons: list[str] = [silent] if silent else []
     if records and ratio > policy.max_late_ratio:
         reasons.append(
             f"the load generator fell behind: {late} of {len(records)} requests "
             f"({ratio * 100:.1f} %) were sent more than {policy.late_threshold * 1000:g} ms late "
             f"(limit {policy.max_late_ratio * 100:g} %; achieved {a.rate_achieved:g} of "
             f"{a.rate_sent:g} req/s): lower --rate or give the generator a core"
-        )
-    if a.silent_replicas:
-        reasons.append(
-            f"{', '.join(a.silent_replicas)} never answered on its port: every request to it "
-            "was refused; does the command listen on {port} or $PORT?"
         )
     if a.window_requests is not None and a.window_requests < policy.min_window_requests:
         reasons.append(
