@@ -74,6 +74,7 @@ class Verdict:
     def to_json(self) -> dict[str, Any]:
         return {
             "verdict": self.outcome.value,
+            "exit_code": self.exit_code,
             "counted_failures": self.counted,
             "reasons": self.reasons,
             "late": self.late,
