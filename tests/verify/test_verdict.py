@@ -88,10 +88,12 @@ def test_a_failure_beats_lateness_and_too_few_rollout_requests_is_inconclusive()
 def test_a_replica_that_never_listened_is_inconclusive_with_its_own_cause() -> None:
     records = [_rec(i, i * 0.01) for i in range(50)]
     records += [
-        _rec(50 + i, 0.5 + i * 0.01, replica="v2-0", error=ErrorClass.REFUSED, status=0)
+        _rec(50 + i, 0.5 + i * 0.1, replica="v2-0", error=ErrorClass.REFUSED, status=0)
         for i in range(30)
     ]
     report = analyse(_run(records, _rollout(0.1, 0.9)))
+    # refused for less than 2 s: perhaps still starting, not judged as never listening
+    assert analyse(_run(records[:65], _rollout(0.1, 0.9))).analysis.silent_replicas == []
     assert report.analysis.silent_replicas == ["v2-0"]
     (cause,) = report.analysis.causes
     assert cause.kind == "never_listened" and cause.count == 30
@@ -182,7 +184,7 @@ def test_a_command_that_does_not_listen_on_its_port_is_inconclusive(tmp_path: Pa
     out = tmp_path / "run"
     result = run_cli(
         "verify", "--cmd", "python3 -m http.server 1 --bind 127.0.0.1", "--out", str(out),
-        "--replicas", "1", "--rate", "50", "--before", "0.5", "--after", "0.5", "--json",
+        "--replicas", "1", "--rate", "50", "--before", "2.5", "--after", "0.5", "--json",
     )  # fmt: skip
     if result.returncode == 2:  # the lab refused the command before the load (issue 15)
         assert "{port}" in result.stderr or "$PORT" in result.stderr, result.stderr

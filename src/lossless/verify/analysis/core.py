@@ -76,8 +76,8 @@ METRICS: dict[str, str] = {
     "retried_latency_ms": "latency percentiles of the retried requests",
     "window_requests": "requests intended between the rollout's start and the last old "
     "replica's exit (null: no rollout in the run)",
-    "silent_replicas": "replicas that were sent requests and never answered one (every "
-    "attempt refused or timed out at connect): the run could not exercise them",
+    "silent_replicas": "replicas that were sent requests for 2 s or more and never answered one "
+    "(every attempt refused or timed out at connect): the run could not exercise them",
     "replicas": "requests and failures per replica",
     "warnings": "problems met reading the run (e.g. an interrupted last line)",
 }
@@ -129,16 +129,28 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
     return out
 
 
+# a replica refused for less than this may still have been starting (no readiness probe, a slow
+# import under load): not enough to say that it does not listen on its port
+SILENT_SPAN = 2.0
+
+
 def silent_replicas(records: Iterable[Record]) -> list[str]:
-    """Replicas that were sent at least one request and never answered any: every attempt was
-    refused or timed out at connect (the replica never listened on the port it was given)."""
+    """Replicas that never answered any request although requests were sent to them for at
+    least :data:`SILENT_SPAN` seconds, every attempt refused or timed out at connect: the
+    replica does not listen on the port it was given."""
     silent: dict[str, bool] = {}
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
     for r in records:
         if not r.replica or r.error is ErrorClass.NO_ENDPOINT:
             continue
         never = r.status == 0 and r.error in (ErrorClass.REFUSED, ErrorClass.CONNECT_TIMEOUT)
         silent[r.replica] = silent.get(r.replica, True) and never
-    return sorted(name for name, quiet in silent.items() if quiet)
+        first[r.replica] = min(first.get(r.replica, r.sent), r.sent)
+        last[r.replica] = max(last.get(r.replica, r.sent), r.sent)
+    return sorted(
+        name for name, quiet in silent.items() if quiet and last[name] - first[name] >= SILENT_SPAN
+    )
 
 
 # -- the timeline, indexed per replica ------------------------------------------------------------
