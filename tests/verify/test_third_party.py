@@ -84,8 +84,13 @@ def test_httpbin_behind_the_ingress(tmp_path: Path) -> None:
     )
     proxy = analyze_proxy(read_run(naive))
     assert proxy is not None
-    assert proxy.analysis.failures > 0
-    assert proxy.analysis.causes[0].kind == "ingress_connect_failed", proxy.analysis.causes
+    a = proxy.analysis
+    # failed by the upgrade: reaching the client, or saved only by a proxy retry (the share of
+    # each depends on the machine's timing)
+    assert a.failures + a.retried > 0, a.to_json()
+    failed = [c for c in a.causes if c.kind != "ingress_retried"]
+    if a.failures:
+        assert failed[0].kind == "ingress_connect_failed", a.causes
     connect_failed = [f for f in proxy.failures if f.kind == "ingress_connect_failed"]
     assert {f.context.replica for f in connect_failed} <= {"v1-0", "v1-1"}
 

@@ -155,8 +155,13 @@ def test_retries_hidden_behind_the_ingress_fail_the_run(tmp_path: Path) -> None:
     assert again["retried"] == doc["retried"]  # still shown
     assert again["allow_retries"] is True
     assert again["counted_failures"] == doc["failures"]
-    expected = 0 if doc["failures"] == 0 else 1
-    assert allowed.returncode == expected == again["exit_code"], again["reasons"]
+    assert allowed.returncode == again["exit_code"]
+    if doc["failures"] > 0:  # the timing of a loaded machine let some through: still a failure
+        assert again["verdict"] == "fail", again["reasons"]
+    elif again["verdict"] == "inconclusive":  # a loaded machine delayed the generator
+        assert all("fell behind" in r for r in again["reasons"]), again["reasons"]
+    else:
+        assert again["verdict"] == "pass" and allowed.returncode == 0, again["reasons"]
 
 
 def test_a_rate_the_generator_cannot_reach_is_inconclusive(tmp_path: Path) -> None:
