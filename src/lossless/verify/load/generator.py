@@ -44,6 +44,10 @@ Error classes (:class:`~lossless.verify.model.ErrorClass`):
   (a failure is never hidden behind an artefact); its lateness stays visible as
   ``Record.lag`` (``sent - intended``), which the analysis reports for every failure.
 
+Garbage collection: while the load runs, automatic collection is off and the sweeper collects
+the young generations every 10 ms (:func:`young_collections_only`): a full collection walks every
+record kept so far and would stall the schedule for tens of milliseconds.
+
 Concurrency: everything runs inside one :class:`asyncio.TaskGroup` owned by :func:`run_load`
 (scheduler, timeout sweeper, one task per connection attempt); pooled requests need no task at all
 (the protocol's callbacks complete them). The parser is ``httptools`` (llhttp, C) driven from an
@@ -55,9 +59,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import errno
+import gc
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar, cast
 
 import httptools
@@ -80,6 +86,35 @@ _REPLICA_HEADER = b"x-lossless-replica"
 # Issue at most this many due requests before yielding to the event loop, so a backlog (after a
 # pause of the process) cannot starve the I/O callbacks that complete requests.
 _BATCH = 64
+
+
+@contextlib.contextmanager
+def young_collections_only() -> Iterator[None]:
+    """Keep the garbage collector from stalling the schedule while the load runs.
+
+    CPython's automatic collections are triggered by allocations; now and then one is a full
+    (generation 2) collection, which walks every tracked object: every record kept so far, every
+    connection and parser. With tens of thousands of records that is tens of milliseconds during
+    which no request is sent (the stall measured by bench/bench_load.py, issue 13). Inside this
+    context automatic collection is off and the caller runs :func:`collect_young` on a short
+    period instead: generations 0 and 1 only (the objects of the last period, a fraction of a
+    millisecond), so young cycles are still freed; objects that survive go to generation 2, which
+    is not collected until the context exits and automatic collection resumes (cyclic garbage
+    that reached generation 2 is freed then). Restores the previous state, also on error.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def collect_young() -> None:
+    """Collect generations 0 and 1 when generation 0 has reached its threshold."""
+    if gc.get_count()[0] >= gc.get_threshold()[0]:
+        gc.collect(1)
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
@@ -457,9 +492,15 @@ class _Generator:
 
     async def sweeper(self, done: asyncio.Event) -> None:
         tick = min(0.05, self.timeout / 4)
+        young = min(tick, 0.01)  # young collections at least every 10 ms (see run_load)
+        elapsed = 0.0
         while not done.is_set():
-            self.sweep()
-            await asyncio.sleep(tick)
+            if elapsed >= tick:
+                self.sweep()
+                elapsed = 0.0
+            collect_young()
+            await asyncio.sleep(young)
+            elapsed += young
 
     def close_all(self) -> None:
         for pool in self.pools:
@@ -524,31 +565,45 @@ async def run_load(
     )
     stop_event = stop if stop is not None else asyncio.Event()
     done = asyncio.Event()
-
-    async def watch_stop() -> None:
-        await stop_event.wait()
-        gen.wake()
-
     try:
-        async with asyncio.TaskGroup() as tg:
-            gen._tg = tg
-            sweeper = tg.create_task(gen.sweeper(done))
-            watcher = tg.create_task(watch_stop())
-            await gen.schedule(
-                rate=rate,
-                count=round(rate * duration),
-                new_conn_ratio=new_conn_ratio,
-                seed=seed,
-                stop=stop_event,
-            )
-            while gen.pending > 0:  # each is bounded by the sweeper's timeout
-                await gen.sleep(None)
-            done.set()
-            watcher.cancel()
-            sweeper.cancel()
+        with young_collections_only():
+            await _drive(gen, stop_event, done, rate, duration, new_conn_ratio, seed)
     finally:
         gen.close_all()
     if gen.callback_error is not None:
         raise gen.callback_error
     gen.records.sort(key=lambda r: r.seq)
     return gen.records
+
+
+async def _drive(
+    gen: _Generator,
+    stop_event: asyncio.Event,
+    done: asyncio.Event,
+    rate: float,
+    duration: float,
+    new_conn_ratio: float,
+    seed: int,
+) -> None:
+    """The scheduler, the sweeper and the stop watcher of one :func:`run_load` call."""
+
+    async def watch_stop() -> None:
+        await stop_event.wait()
+        gen.wake()
+
+    async with asyncio.TaskGroup() as tg:
+        gen._tg = tg
+        sweeper = tg.create_task(gen.sweeper(done))
+        watcher = tg.create_task(watch_stop())
+        await gen.schedule(
+            rate=rate,
+            count=round(rate * duration),
+            new_conn_ratio=new_conn_ratio,
+            seed=seed,
+            stop=stop_event,
+        )
+        while gen.pending > 0:  # each is bounded by the sweeper's timeout
+            await gen.sleep(None)
+        done.set()
+        watcher.cancel()
+        sweeper.cancel()
