@@ -236,6 +236,26 @@ def add_parser(subparsers: Any) -> None:
         help="load after the last old replica exited (default 3)",
     )
     g.add_argument("--path", default="/", help="request path (default /)")
+    # -- the request mix (issue 13) --
+    g.add_argument("--method", help="request method (default GET)")
+    g.add_argument(
+        "--body", metavar="TEXT|@FILE", help="request body: TEXT, or @FILE for a file's bytes"
+    )
+    g.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="request header (repeatable; applies to every kind of the mix)",
+    )
+    g.add_argument(
+        "--mix",
+        action="append",
+        default=[],
+        metavar="'WEIGHT METHOD PATH [BODY|@FILE]'",
+        help="a weighted kind of request, repeatable: --mix '80 GET /' --mix '20 POST /orders "
+        "@order.json' (replaces --method/--path/--body)",
+    )
     g.add_argument(
         "--timeout",
         type=argtypes.nonnegative_duration,
@@ -444,6 +464,7 @@ def build_config(args: argparse.Namespace) -> Any:
     if cwd is not None and not cwd.is_dir():
         raise LosslessError(f"--cwd {cwd}: not a directory")
     return VerifyConfig(
+        requests=_request_mix(args),
         command=split_command(args.cmd),
         new_command=split_command(args.new_cmd) if args.new_cmd else None,
         out=out,
@@ -537,6 +558,13 @@ def summary_table(analysis: Any, settings: dict[str, Any], out: Path) -> Any:
         latency = f", latency p99 {p99:.0f} ms" if p99 is not None else ""
         text = f"{analysis.retried} (succeeded only after a proxy retry{latency})"
         table.add_row("retried", f"[red]{text}[/]" if analysis.retried else text)
+    if len(analysis.request_kinds) > 1 or any(
+        not k["idempotent"] for k in analysis.request_kinds.values()
+    ):
+        from lossless.verify.render.text import describe_kind
+
+        for name, figures in analysis.request_kinds.items():
+            table.add_row(f"  {name}", describe_kind(figures))
     if analysis.artefacts:
         table.add_row("artefacts", f"{analysis.artefacts} (generator, not the service)")
     lat = analysis.latency_ms
@@ -556,6 +584,21 @@ def summary_table(analysis: Any, settings: dict[str, Any], out: Path) -> Any:
         table.add_row("fix", cause.fix)
     table.add_row("results", str(out))
     return table
+
+
+def _request_mix(args: argparse.Namespace) -> Any:
+    """The request mix of ``--method/--path/--body/--header`` or ``--mix`` (None: GET --path)."""
+    from lossless.verify.load.mix import RequestKind, RequestMix, parse_body, parse_header
+
+    headers = tuple(parse_header(h) for h in args.header)
+    if args.mix:
+        if args.method is not None or args.body is not None or args.path != "/":
+            raise LosslessError("--mix replaces --method, --path and --body: give one or the other")
+        return RequestMix.parse(args.mix, headers)
+    if args.method is None and args.body is None and not headers:
+        return None
+    body = parse_body(args.body) if args.body is not None else b""
+    return RequestMix((RequestKind((args.method or "GET").upper(), args.path, body, headers),))
 
 
 def _ingress_settings(args: argparse.Namespace) -> Any:

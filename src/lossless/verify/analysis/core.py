@@ -76,6 +76,9 @@ METRICS: dict[str, str] = {
     "retried_latency_ms": "latency percentiles of the retried requests",
     "window_requests": "requests intended between the rollout's start and the last old "
     "replica's exit (null: no rollout in the run)",
+    "request_kinds": "per kind of request (settings' requests, e.g. 'POST /orders'): idempotent, "
+    "requests, failures; behind a proxy also retried (saved by a retry) and not_retried "
+    "(failures the proxy did not retry)",
     "silent_replicas": "replicas that were sent requests for 2 s or more and never answered one "
     "(every attempt refused or timed out at connect): the run could not exercise them",
     "replicas": "requests and failures per replica",
@@ -126,6 +129,28 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
     out = {name: ordered[min(n - 1, max(0, math.ceil(q * n) - 1))] for name, q in _PERCENTILES}
     out["max"] = ordered[-1]
     out["mean"] = sum(ordered) / n
+    return out
+
+
+def request_kinds(settings: dict[str, Any], records: Iterable[Record]) -> dict[str, dict[str, Any]]:
+    """Requests and failures per kind of request, named as in settings' ``requests``."""
+    kinds = settings.get("requests")
+    if not isinstance(kinds, list) or not kinds:
+        return {}
+    names: list[str] = []
+    out: dict[str, dict[str, Any]] = {}
+    for k in kinds:
+        name = str(k.get("name", "?")) if isinstance(k, dict) else "?"
+        idempotent = bool(k.get("idempotent", True)) if isinstance(k, dict) else True
+        names.append(name)
+        out[name] = {"idempotent": idempotent, "requests": 0, "failures": 0}
+    for r in records:
+        row = out.get(names[r.kind] if 0 <= r.kind < len(names) else "?")
+        if row is None:
+            continue
+        row["requests"] += 1
+        if not r.ok and not r.error.is_artefact:
+            row["failures"] += 1
     return out
 
 
@@ -334,6 +359,7 @@ class Analysis:
     retried_latency_ms: dict[str, float] = dataclasses.field(default_factory=dict)
     window_requests: int | None = None
     silent_replicas: list[str] = dataclasses.field(default_factory=list)
+    request_kinds: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict (failure contexts appear as the causes' examples)."""
@@ -358,6 +384,7 @@ class Analysis:
             "retried_latency_ms": self.retried_latency_ms,
             "window_requests": self.window_requests,
             "silent_replicas": self.silent_replicas,
+            "request_kinds": self.request_kinds,
             "replicas": self.replicas,
             "warnings": self.warnings,
         }
@@ -492,6 +519,7 @@ class Analyzer:
             settings=self.settings,
             warnings=list(warnings),
             rate_achieved=round(achieved, 3),
+            request_kinds=request_kinds(self.settings, records),
             window_requests=self._window_requests(records),
             silent_replicas=sorted(self.silent),
         )

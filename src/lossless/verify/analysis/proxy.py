@@ -419,6 +419,35 @@ class _Explainer:
         return Cause(kind, cause + tail, fix, n, names, contexts[:_MAX_EXAMPLES], seqs)
 
 
+def _retries_per_kind(
+    figures: dict[str, dict[str, Any]],
+    settings: dict[str, Any],
+    hidden: Sequence[Record],
+    failed: Sequence[Record],
+    views: dict[int, ProxyView | None],
+) -> dict[str, dict[str, Any]]:
+    """``figures`` (requests, failures per kind) with, per kind, ``retried`` (saved only by a
+    proxy retry) and ``not_retried`` (failures the proxy logged without a retry)."""
+    if not figures:
+        return figures
+    kinds = settings.get("requests")
+    names = [str(k.get("name", "?")) for k in kinds if isinstance(k, dict)] if kinds else []
+    out = {name: {**row, "retried": 0, "not_retried": 0} for name, row in figures.items()}
+
+    def row(r: Record) -> dict[str, Any] | None:
+        return out.get(names[r.kind]) if 0 <= r.kind < len(names) else None
+
+    for r in hidden:
+        found = row(r)
+        if found is not None:
+            found["retried"] += 1
+    for r in failed:
+        found, view = row(r), views.get(r.seq)
+        if found is not None and view is not None and view.retries == 0:
+            found["not_retried"] += 1
+    return out
+
+
 def _never_connected(entries: Sequence[ProxyLogEntry]) -> set[str]:
     """Servers the proxy tried and never connected to: every log line naming them ends ``SC``."""
     connected: dict[str, bool] = {}
@@ -555,6 +584,7 @@ def analyze_proxy(run: Run) -> ProxyAnalysis | None:
     terminations = Counter(e.termination for e in entries)
     ingress_settings = run.settings.get("ingress")
     silent = sorted(set(base.silent_replicas) | _never_connected(entries))
+    kinds_figures = _retries_per_kind(base.request_kinds, run.settings, hidden, failed, views)
     return ProxyAnalysis(
         analysis=dataclasses.replace(
             base,
@@ -562,6 +592,7 @@ def analyze_proxy(run: Run) -> ProxyAnalysis | None:
             retried=len(hidden),
             retried_latency_ms=hidden_ms,
             silent_replicas=silent,
+            request_kinds=kinds_figures,
         ),
         failures=failures,
         entries=len(entries),

@@ -68,6 +68,7 @@ from typing import Any, TypeVar, cast
 
 import httptools
 
+from lossless.verify.load.mix import RequestKind, RequestMix
 from lossless.verify.model import Clock, Endpoint, EndpointView, ErrorClass, Record
 
 __all__ = ["run", "run_load"]
@@ -257,7 +258,7 @@ class _Generator:
         view: EndpointView,
         clock: Clock,
         *,
-        path: str,
+        mix: RequestMix,
         timeout: float,
         connect_timeout: float,
         lag_budget: float,
@@ -267,7 +268,7 @@ class _Generator:
         self.view = view
         self.clock = clock
         self.now = clock.now
-        self.path = path
+        self.kinds = mix.kinds
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.lag_budget = lag_budget
@@ -280,37 +281,35 @@ class _Generator:
         self.inflight: collections.deque[tuple[Record, _Conn]] = collections.deque()
         self.pending = 0  # requests issued and not finished
         self.callback_error: BaseException | None = None
-        self._prefixes: dict[tuple[Endpoint, bool], bytes] = {}
+        self._prefixes: dict[tuple[Endpoint, bool, int], bytes] = {}
         self._wake: asyncio.Future[None] | None = None
         self._waiting_release = False
         self._tg: asyncio.TaskGroup | None = None
 
     # -- requests ------------------------------------------------------------------------------
-    def request_bytes(self, endpoint: Endpoint, seq: int, close: bool) -> bytes:
-        prefix = self._prefixes.get((endpoint, close))
+    def request_bytes(self, endpoint: Endpoint, seq: int, close: bool, kind: int = 0) -> bytes:
+        key = (endpoint, close, kind)
+        prefix = self._prefixes.get(key)
         if prefix is None:
-            host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
-            prefix = (
-                f"GET {self.path} HTTP/1.1\r\nHost: {host}:{endpoint.port}\r\n"
-                f"User-Agent: lossless-verify\r\n"
-                + ("Connection: close\r\n" if close else "")
-                + "x-lossless-seq: "
-            ).encode("latin-1")
-            self._prefixes[(endpoint, close)] = prefix
-        return prefix + b"%d\r\n\r\n" % seq
+            prefix = self.kinds[kind].head(endpoint.host, endpoint.port, close)
+            self._prefixes[key] = prefix
+        body = self.kinds[kind].body
+        return prefix + b"%d\r\n\r\n" % seq + body if body else prefix + b"%d\r\n\r\n" % seq
 
-    def issue(self, seq: int, intended: float, client: int, fresh: bool) -> bool:
+    def issue(self, seq: int, intended: float, client: int, fresh: bool, kind: int = 0) -> bool:
         """Start request ``seq``; False (nothing done) when ``max_conns`` connections are busy."""
         pool = self.pools[client]
         if not fresh and pool:
             conn = pool.pop()
-            rec = Record(seq, intended, self.now(), None, None, 0, 0, _OK, "", 0, False, client)
+            rec = Record(
+                seq, intended, self.now(), None, None, 0, 0, _OK, "", 0, False, client, kind
+            )
             self._track(rec, conn)
-            conn.send(rec, self.request_bytes(conn.endpoint, seq, False))
+            conn.send(rec, self.request_bytes(conn.endpoint, seq, False, kind))
             return True
         if self.open_conns >= self.max_conns and not self._evict_idle():
             return False
-        rec = Record(seq, intended, self.now(), None, None, 0, 0, _OK, "", 0, False, client)
+        rec = Record(seq, intended, self.now(), None, None, 0, 0, _OK, "", 0, False, client, kind)
         endpoint = self.view.pick(client)
         if endpoint is None:
             self.pending += 1
@@ -357,7 +356,7 @@ class _Generator:
         if rec.end is not None or conn.dead:  # timed out meanwhile, or the run is closing
             conn.abort()
             return
-        conn.send(rec, self.request_bytes(endpoint, rec.seq, fresh))
+        conn.send(rec, self.request_bytes(endpoint, rec.seq, fresh, rec.kind))
 
     # -- completion ----------------------------------------------------------------------------
     def finish(
@@ -464,11 +463,13 @@ class _Generator:
         self, *, rate: float, count: int, new_conn_ratio: float, seed: int, stop: asyncio.Event
     ) -> None:
         rng = random.Random(seed)
+        choose = RequestMix(self.kinds).chooser(seed)
         clients = max(1, self.view.clients)
         interval = 1.0 / rate
         start = self.now()
         seq = 0
         fresh = rng.random() < new_conn_ratio
+        kind = choose()
         while seq < count and not stop.is_set() and self.callback_error is None:
             now = self.now()
             intended = start + seq * interval
@@ -477,12 +478,13 @@ class _Generator:
                 continue
             issued = 0
             while intended <= now:
-                if not self.issue(seq, intended, seq % clients, fresh):
+                if not self.issue(seq, intended, seq % clients, fresh, kind):
                     await self.sleep(None)  # at max_conns: until a connection is released
                     break
                 seq += 1
                 issued += 1
                 fresh = rng.random() < new_conn_ratio
+                kind = choose()
                 if seq >= count:
                     break
                 intended = start + seq * interval
@@ -518,6 +520,7 @@ async def run_load(
     rate: float,
     duration: float,
     path: str = "/",
+    mix: RequestMix | None = None,
     new_conn_ratio: float = 0.1,
     timeout: float = 5.0,
     connect_timeout: float = 1.0,
@@ -527,7 +530,10 @@ async def run_load(
     stop: asyncio.Event | None = None,
     seed: int = 0,
 ) -> list[Record]:
-    """Send ``round(rate * duration)`` GET requests for ``path``, open loop; return their records.
+    """Send ``round(rate * duration)`` requests, open loop; return their records.
+
+    The requests are GET ``path``, or with ``mix`` each request's kind is drawn from it (seeded
+    with ``seed``; ``Record.kind`` is the kind's index in ``mix.kinds``).
 
     Request ``seq`` is due at ``start + seq / rate`` (``start`` is ``clock.now()`` at the call)
     and carries the header ``x-lossless-seq: <seq>``. Each request yields exactly one
@@ -556,7 +562,7 @@ async def run_load(
     gen = _Generator(
         view,
         clock,
-        path=path,
+        mix=mix if mix is not None else RequestMix((RequestKind(path=path),)),
         timeout=timeout,
         connect_timeout=connect_timeout,
         lag_budget=lag_budget,

@@ -10,7 +10,7 @@ import sys
 from lossless.verify.analysis.core import Analysis, FailureContext
 from lossless.verify.analysis.verdict import Outcome, Verdict
 
-__all__ = ["render_json", "render_text", "verdict_line"]
+__all__ = ["describe_kind", "render_json", "render_text", "verdict_line"]
 
 
 def _ms(values: dict[str, float], keys: tuple[str, ...]) -> str:
@@ -40,7 +40,21 @@ def _summary(a: Analysis) -> list[tuple[str, str]]:
     ]
     if a.retried or "ingress" in a.settings:
         rows.insert(3, ("retried", _retried(a)))
+    if len(a.request_kinds) > 1 or any(
+        not k["idempotent"] or k.get("retried") for k in a.request_kinds.values()
+    ):
+        rows.extend((f"  {name}", describe_kind(k)) for name, k in a.request_kinds.items())
     return rows
+
+
+def describe_kind(k: dict[str, object]) -> str:
+    """``80 requests, 6 failed (not idempotent: 6 not retried by the proxy)``."""
+    text = f"{k['requests']} requests, {k['failures']} failed"
+    notes = ["idempotent" if k["idempotent"] else "not idempotent"]
+    if "not_retried" in k:
+        notes.append(f"{k['not_retried']} failed without a proxy retry")
+        notes.append(f"{k['retried']} saved by a proxy retry")
+    return f"{text} ({'; '.join(notes)})"
 
 
 def _retried(a: Analysis) -> str:
