@@ -45,7 +45,9 @@ def test_each_kind_is_sent_as_written_and_drawn_with_its_weight(tmp_path: Path) 
     assert {replica for kind, replica, _ in seen if kind == 0} == {"GET-0-yes"}
     assert {replica for kind, replica, _ in seen if kind == 1} == {"POST-12-yes"}
     counts = Counter(kind for kind, _, _ in seen)
-    assert counts[0] + counts[1] == 500 and 60 <= counts[1] <= 140, counts  # 20 % of 500, within 4.5 standard deviations
+    assert counts[0] + counts[1] == 500 and 60 <= counts[1] <= 140, (
+        counts
+    )  # 20 % of 500, within 4.5 standard deviations
     again = RequestMix.parse(["80 GET /a", "20 POST /b"], ())
     first, second = again.chooser(3), again.chooser(3)
     assert [first() for _ in range(50)] == [second() for _ in range(50)]  # seeded

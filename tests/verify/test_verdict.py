@@ -218,3 +218,11 @@ def test_usage_errors_under_json_print_a_json_object() -> None:
     assert bad_input.returncode == 2
     assert "--cmd is required" in json.loads(bad_input.stdout)["error"]
     assert_one_line_error(bad_input, "--cmd is required")
+
+
+def test_report_usage_errors_under_json_print_a_json_object(tmp_path: Path) -> None:
+    missing = run_cli("report", str(tmp_path / "nothing"), "--json")
+    assert missing.returncode == 2
+    assert "no such run directory" in json.loads(missing.stdout)["error"]
+    bad = run_cli("report", str(tmp_path), "--json", "--max-late-ratio", "2")
+    assert bad.returncode == 2 and "--max-late-ratio" in json.loads(bad.stdout)["error"]

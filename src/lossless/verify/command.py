@@ -283,7 +283,7 @@ def add_parser(subparsers: Any) -> None:
     )
     g.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     add_verdict_flags(p)
-    _json_usage_errors(p)
+    json_usage_errors(p)
     p.set_defaults(func=run)
 
 
@@ -361,7 +361,7 @@ def verdict_policy(args: argparse.Namespace) -> Any:
     )
 
 
-def _json_usage_errors(p: argparse.ArgumentParser) -> None:
+def json_usage_errors(p: argparse.ArgumentParser) -> None:
     """With ``--json``, a usage error also prints ``{"error": ..., "exit_code": 2}`` on stdout
     (the one-line message stays on stderr), so a script reading stdout always gets an object."""
     parse = p.parse_known_args

@@ -12,7 +12,13 @@ import argparse
 import sys
 from typing import Any
 
-from lossless.verify.command import add_verdict_flags, verdict_policy
+from lossless.errors import LosslessError
+from lossless.verify.command import (
+    add_verdict_flags,
+    json_usage_errors,
+    print_json_error,
+    verdict_policy,
+)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -36,12 +42,22 @@ def add_parser(subparsers: Any) -> None:
         help="also write a self-contained HTML report (timeline, requests, failures) to FILE",
     )
     add_verdict_flags(parser)
+    json_usage_errors(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Analyse ``args.dir`` once; return the verdict's exit code; raise LosslessError (2)."""
-    from lossless.errors import LosslessError
+    """Analyse ``args.dir`` once; return the verdict's exit code; raise LosslessError (2), also
+    printed as a JSON object on stdout under ``--json``."""
+    try:
+        return _run(args)
+    except LosslessError as exc:
+        if args.json:
+            print_json_error(str(exc), exc.exit_code)
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
     from lossless.verify.analysis.report import analyse
     from lossless.verify.analysis.verdict import judge
     from lossless.verify.render.text import render_json, render_text
