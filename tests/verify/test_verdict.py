@@ -144,6 +144,12 @@ def test_retries_hidden_behind_the_ingress_fail_the_run(tmp_path: Path) -> None:
     assert "--allow-retries" in retried["fix"] and "drain delay" in retried["fix"]
     assert_nothing_left(out)
 
+    page = tmp_path / "report.html"
+    run_cli("report", str(out), "--html", str(page))
+    html = page.read_text()
+    assert 'class="card card-verdict outcome-fail"' in html
+    assert "saved only by proxy retries" in html and "hidden by proxy retries" in html
+
     text = run_cli("report", str(out))  # the same run, as text: its own line and the cause
     assert text.returncode == 1
     assert f"retried       {doc['retried']}  (succeeded only after a proxy retry" in text.stdout

@@ -77,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.html:
         from lossless.verify.render.html_page import write_html
 
-        size = write_html(report, args.html)
+        size = write_html(report, args.html, verdict=verdict)
         print(f"wrote the HTML report to {args.html} ({size / 1e6:.1f} MB)", file=sys.stderr)
     analysis = report.analysis
     sys.stdout.write(

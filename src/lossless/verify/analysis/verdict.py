@@ -6,7 +6,8 @@ A user gates a release on it, so it never says ``pass`` when the run cannot know
   saved only by retrying them (``retried``) unless ``allow_retries``;
 - **inconclusive** (exit 3), when nothing failed beyond the tolerance but the run did not test
   what it promised: the generator fell behind its schedule (more than ``max_late_ratio`` of the
-  requests, and at least :data:`MIN_LATE`, sent more than ``late_threshold`` late), a replica never answered on its port (every
+  requests, and at least :data:`MIN_LATE` and 100 ms of the schedule's worth, sent more than
+  ``late_threshold`` late), a replica never answered on its port (every
   request to it refused: the command does not listen on ``{port}``/``$PORT``), or fewer than
   ``min_window_requests`` requests were due while the rollout went on;
 - **pass** (exit 0) otherwise.
@@ -35,9 +36,10 @@ class Outcome(enum.StrEnum):
 
 EXIT_CODES: dict[Outcome, int] = {Outcome.PASS: 0, Outcome.FAIL: 1, Outcome.INCONCLUSIVE: 3}
 
-# fewer late requests than this are one hiccup of the machine, not a generator that fell behind
-# (at 100 req/s, one 20 ms stall delays two requests: 1 % of a 2 s run)
+# fewer late requests than this, or than 100 ms of the schedule, are one hiccup of the machine,
+# not a generator that fell behind (at 200 req/s one 50 ms stall delays 10 requests)
 MIN_LATE = 10
+MIN_LATE_SCHEDULE = 0.1  # seconds of the schedule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +120,8 @@ def judge(report: Report, policy: VerdictPolicy) -> Verdict:
         # misconfigured, so the run cannot judge the service
         return Verdict(Outcome.INCONCLUSIVE, counted, [silent, reason], late, ratio, policy)
     reasons: list[str] = [silent] if silent else []
-    if records and ratio > policy.max_late_ratio and late >= MIN_LATE:
+    floor = max(MIN_LATE, a.rate_sent * MIN_LATE_SCHEDULE)
+    if records and ratio > policy.max_late_ratio and late >= floor:
         reasons.append(
             f"the load generator fell behind: {late} of {len(records)} requests "
             f"({ratio * 100:.1f} %) were sent more than {policy.late_threshold * 1000:g} ms late "

@@ -39,6 +39,7 @@ from lossless.verify.analysis.core import Analysis, FailureContext
 from lossless.verify.analysis.kinds import CauseKind
 from lossless.verify.analysis.proxy import ProxyAnalysis
 from lossless.verify.analysis.report import Report
+from lossless.verify.analysis.verdict import Verdict
 from lossless.verify.model import Record
 from lossless.verify.render.html_figure import figure
 from lossless.verify.results import Run
@@ -56,11 +57,11 @@ def _fmt_s(value: float | None) -> str:
     return "" if value is None else f"{value:.3f}"
 
 
-def _summary(run: Run, a: Analysis, proxy: ProxyAnalysis | None) -> str:
+def _summary(run: Run, a: Analysis, proxy: ProxyAnalysis | None, v: Verdict | None) -> str:
     lat = a.latency_ms
     latency = " · ".join(f"{k} {lat[k]:.1f} ms" for k in ("p50", "p99", "max") if k in lat) or "-"
     by_class = ", ".join(f"{k} {v}" for k, v in a.failures_by_class.items())
-    verdict = "ok" if a.failures == 0 else "failures"
+    verdict = "ok" if a.failures == 0 and a.retried == 0 else "failures"
     s = run.settings
     cards = [
         ("requests", f"{a.requests}", f"{a.rate_sent:g} req/s over {a.duration_s:.1f} s"),
@@ -82,11 +83,22 @@ def _summary(run: Run, a: Analysis, proxy: ProxyAnalysis | None) -> str:
                 ),
             )
         )
+    if v is not None:
+        cards.insert(
+            0,
+            (
+                "verdict",
+                v.outcome.value,
+                "; ".join(v.reasons) or f"achieved {a.rate_achieved:g} of {a.rate_sent:g} req/s",
+            ),
+        )
     out = [f'<div class="cards verdict-{verdict}">']
     for title, value, note in cards:
+        slug = title.split()[0]
+        extra = f" outcome-{value}" if slug == "verdict" else ""
         out.append(
-            f'<div class="card"><div class="k">{_e(title)}</div><div class="v">{_e(value)}</div>'
-            f'<div class="n">{_e(note)}</div></div>'
+            f'<div class="card card-{_e(slug)}{extra}"><div class="k">{_e(title)}</div>'
+            f'<div class="v">{_e(value)}</div><div class="n">{_e(note)}</div></div>'
         )
     out.append("</div>")
     keys = (
@@ -204,8 +216,10 @@ h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:28px 0 8px}
 .card{border:1px solid #e5e7eb;border-radius:8px;padding:8px 12px;min-width:150px}
 .card .k{color:#6b7280;font-size:12px}.card .v{font-size:20px;font-weight:600}
 .card .n{color:#6b7280;font-size:12px}
-.verdict-failures .card:nth-child(2) .v{color:#dc2626}
-.verdict-ok .card:nth-child(2) .v{color:#16a34a}
+.verdict-failures .card-failures .v{color:#dc2626}
+.verdict-ok .card-failures .v{color:#16a34a}
+.card-verdict .v{text-transform:uppercase}
+.outcome-pass .v{color:#16a34a} .outcome-fail .v{color:#dc2626} .outcome-inconclusive .v{color:#d97706}
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{border-bottom:1px solid #e5e7eb;padding:4px 6px;text-align:left;vertical-align:top}
 th{background:#f9fafb;position:sticky;top:0}
@@ -248,10 +262,11 @@ def _json_for_script(obj: object) -> str:
     return text.replace("</", "<\\/")
 
 
-def render_html(report: Report, *, title: str | None = None) -> str:
+def render_html(report: Report, *, verdict: Verdict | None = None, title: str | None = None) -> str:
     """The report of one analysed run as one self-contained HTML document (see the module
     docstring). Renders only: the run was analysed once (:func:`~lossless.verify.analysis.report.
-    analyse`). Raises LosslessError when plotly is not installed."""
+    analyse`); ``verdict`` (when given) heads the summary. Raises LosslessError when plotly is not
+    installed."""
     run, analysis, proxy, kinds = report.run, report.analysis, report.proxy, report.kinds
     replicas = report.replicas
     fig = figure(run, analysis, replicas=replicas)
@@ -277,7 +292,7 @@ def render_html(report: Report, *, title: str | None = None) -> str:
             f"<h1>{_e(heading)}</h1>",
             f'<div class="sub">{_e(run.dir)} · {len(lanes)} replicas · '
             f"{len(run.events)} timeline events</div>",
-            _summary(run, analysis, proxy),
+            _summary(run, analysis, proxy, verdict),
             warnings,
             "<h2>Timeline</h2>",
             "<p class=\"note\">Lanes: a replica's phases; ▲/▼ a client's view added/dropped it; "
@@ -298,10 +313,12 @@ def render_html(report: Report, *, title: str | None = None) -> str:
     )
 
 
-def write_html(report: Report, path: str | os.PathLike[str]) -> int:
+def write_html(
+    report: Report, path: str | os.PathLike[str], *, verdict: Verdict | None = None
+) -> int:
     """Write :func:`render_html` to ``path``; return its size in bytes. LosslessError when the
     file cannot be written."""
-    data = render_html(report).encode("utf-8")
+    data = render_html(report, verdict=verdict).encode("utf-8")
     try:
         with open(path, "wb") as f:
             f.write(data)
