@@ -287,8 +287,9 @@ class _Explainer:
         fix = (
             f"make the first attempt succeed: a drain delay ≥ {drain} s (LOSSLESS_DRAIN_DELAY) or "
             f"a preStop sleep of {drain} s so replicas serve until the proxy has removed them; "
-            "a proxy retries only idempotent requests, a bounded number of times, at up to 1 s "
-            "each. If your production proxy retries exactly like this one, accept them with "
+            "proxies retry a bounded number of times, at up to 1 s each, and once a request "
+            "was sent only an idempotent one (a refused connect is retried whatever the method). "
+            "If your production proxy retries exactly like this one, accept them with "
             "--allow-retries"
         )
         contexts = [analyzer.context(r) for r in hidden[:_MAX_EXAMPLES]]
