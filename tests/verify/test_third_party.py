@@ -22,7 +22,7 @@ import pytest
 
 from lossless.verify.analysis.proxy import analyze_proxy
 from lossless.verify.results import read_run
-from tests.verify.conftest import assert_nothing_left, load_json, run_cli
+from tests.verify.conftest import assert_nothing_left, assert_passed, load_json, run_cli
 from tests.verify.ingress_apps.harness import Scenario, run_scenario
 
 pytest.importorskip("httpbin", reason="httpbin is not installed (pip install httpbin)")
@@ -64,7 +64,7 @@ def test_httpbin_under_lossless_serve_drops_nothing(tmp_path: Path) -> None:
     result = run_cli(
         "verify", "--cmd", LOSSLESS, "--readiness-path", "/readyz", "--out", str(out), *COMMON
     )
-    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert_passed(result)
     doc = load_json(result.stdout)
     assert doc["failures"] == 0
     assert doc["requests"] > 300
