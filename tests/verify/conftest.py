@@ -239,3 +239,18 @@ def load_json(text: str) -> dict[str, Any]:
     doc = json.loads(text)
     assert isinstance(doc, dict)
     return doc
+
+
+def assert_passed(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """``lossless verify --json`` judged the run a pass (exit 0), or could not judge it only
+    because the generator was delayed: this 2-core machine is shared by several test runs, and
+    when they starve the generator the verdict says so (inconclusive, exit 3, "the load generator
+    fell behind") instead of passing. That outcome is accepted here (these tests are about the
+    service's failures, bench/bench_load.py measures the generator); any other reason fails."""
+    doc = load_json(result.stdout)
+    reasons = doc.get("reasons", [])
+    if result.returncode == 3 and reasons and all("generator fell behind" in r for r in reasons):
+        assert doc["verdict"] == "inconclusive" and doc["late_ratio"] > 0
+        return doc
+    assert result.returncode == 0 and doc["verdict"] == "pass", (doc.get("reasons"), result.stderr)
+    return doc

@@ -8,6 +8,8 @@ on its first stdout line, and serves each request according to its path:
 ``/eof-body``      200 without ``Content-Length`` (body delimited by closing): complete
 ``/replica``       200 with ``x-lossless-replica: proxied-7`` (what a proxy in front reports)
 ``/echo-seq``      200 with ``x-lossless-replica: seq-<the request's x-lossless-seq>``
+``/echo-request``  reads the body (``Content-Length``), 200 with ``x-lossless-replica:
+                   <method>-<body bytes>-<x-test header>``
 ``/conn-close``    200 with ``Connection: close``, then closes
 ``/idle-close``    200 keep-alive, then closes the connection 50 ms later if it stays idle
 ``/reset``         reads the request, then RST (``SO_LINGER`` 0) without answering
@@ -62,6 +64,22 @@ def _response(status: int, body: bytes, extra: str = "") -> bytes:
     return f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
 
 
+def _echo_request(conn: socket.socket, head: bytes, buf: bytearray) -> bytes:
+    """Read the request's body; answer with what was received in x-lossless-replica."""
+    fields = dict(line.split(b":", 1) for line in head.lower().split(b"\r\n")[1:] if b":" in line)
+    length = int(fields.get(b"content-length", b"0").strip() or 0)
+    while len(buf) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    body = bytes(buf[:length])
+    del buf[:length]
+    method = head.split(b" ", 1)[0].decode()
+    test = fields.get(b"x-test", b"").strip().decode()
+    return _response(200, b"ok", f"x-lossless-replica: {method}-{len(body)}-{test}\r\n")
+
+
 def _handle(conn: socket.socket) -> None:
     buf = bytearray()
     with conn:
@@ -73,6 +91,8 @@ def _handle(conn: socket.socket) -> None:
             close_requested = b"\r\nconnection: close\r\n" in head.lower()
             if path == "/ok":
                 conn.sendall(_response(200, b"ok"))
+            elif path == "/echo-request":
+                conn.sendall(_echo_request(conn, head, buf))
             elif path == "/replica":
                 conn.sendall(_response(200, b"ok", "x-lossless-replica: proxied-7\r\n"))
             elif path == "/echo-seq":

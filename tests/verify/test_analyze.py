@@ -151,7 +151,7 @@ def test_causes_name_the_mechanism_the_numbers_and_the_fix() -> None:
     keepalive = causes["keepalive_reset"]
     assert keepalive.cause.startswith(
         "connection reset on a kept-alive connection at shutdown: 1 request on reused "
-        "connections to v1-1 were reset 0.1 s after SIGTERM"
+        "connections to v1-1 was reset 0.1 s after SIGTERM"
     )
     assert "Connection: close" in keepalive.fix
 
@@ -180,7 +180,7 @@ def test_naive_stop_start() -> None:
     assert cause.kind == "naive" and cause.count == 11
     assert cause.cause.startswith(
         "naive stop-start: clients kept routing to a replica while it was stopped and "
-        "restarted (1.0 s with nothing serving on app, 11 requests failed between t=5.2 s "
+        "restarted (nothing serving on app for 1.0 s; 11 requests failed between t=5.2 s "
         "and t=6.2 s)"
     )
     assert "rolling update" in cause.fix

@@ -15,6 +15,7 @@ from tests.verify.conftest import (
     LOSSLESS_APP,
     NAIVE_APP,
     assert_nothing_left,
+    assert_passed,
     load_json,
     run_cli,
 )
@@ -46,7 +47,7 @@ def test_rolling_update_of_a_lossless_app_drops_nothing(tmp_path: Path) -> None:
     result = run_cli("verify", "--cmd", LOSSLESS_APP, "--out", str(out), *COMMON)
     doc = load_json(result.stdout)
     assert doc["failures"] == 0, (doc["failures_by_class"], doc["causes"], out)
-    assert result.returncode == 0, result.stderr
+    assert_passed(result)
     assert doc["requests"] > 300
     timeline = (out / "timeline.jsonl").read_text()
     assert timeline.count('"kind":"exited"') >= 3  # the three old replicas went away
@@ -59,7 +60,7 @@ def test_naive_strategy_restarts_in_place(tmp_path: Path) -> None:
         "verify", "--cmd", NAIVE_APP, "--strategy", "naive", "--out", str(out),
         "--max-failures", "100000", *COMMON,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr  # within --max-failures
+    assert_passed(result)  # within --max-failures
     doc = load_json(result.stdout)
     assert doc["requests"] > 150
     assert_nothing_left(out)

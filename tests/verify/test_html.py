@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from lossless.verify.analysis.core import analyze
+from lossless.verify.analysis.report import analyse
 from lossless.verify.model import ErrorClass, Event, EventKind, Record
 from lossless.verify.render.html_figure import MAX_OK_POINTS, figure
 from lossless.verify.render.html_page import render_html, write_html
@@ -49,7 +50,7 @@ def test_report_is_self_contained_and_lists_every_failure(service_run: Path) -> 
     run = read_run(service_run)
     analysis = analyze(run)
     assert analysis.failures > 0, "the scenario must produce failures"
-    page = render_html(run, analysis)
+    page = render_html(analyse(run))
     # offline: plotly.js inlined, nothing fetched from anywhere
     assert "plotly.js v" in page[:10_000]
     ours = page.split("</script></head>", 1)[1]  # everything after the inlined plotly.js
@@ -111,10 +112,10 @@ def test_every_failure_is_drawn_successes_are_decimated_and_size_bounded() -> No
     assert fig["dropped_ok"] == 15_000 - points["ok"]
     phases = {t["name"] for t in fig["data"] if t["type"] == "bar" and t["yaxis"] == "y"}
     assert {"pending", "starting", "ready", "preStop", "SIGTERM sent", "SIGKILL sent"} <= phases
-    size = len(render_html(run, analysis).encode())
+    size = len(render_html(analyse(run)).encode())
     assert size < 6_000_000, size
     everything_failed = _synthetic(20_000, fail_every=1)
-    size = len(render_html(everything_failed, analyze(everything_failed)).encode())
+    size = len(render_html(analyse(everything_failed)).encode())
     assert size < 6_000_000, size
 
 
@@ -132,9 +133,10 @@ def test_chromium_renders_lanes_points_and_failures(service_run: Path, tmp_path:
     """Chromium loads the report from disk (file://): the figure draws a lane per replica and
     the request points, the table has a row per failure, and no script error is logged."""
     run = read_run(service_run)
-    analysis = analyze(run)
+    report = analyse(run)
+    analysis = report.analysis
     path = tmp_path / "report.html"
-    write_html(run, analysis, path)
+    write_html(report, path)
     with Browser(tmp_path) as browser:
         page = browser.load(path)
         assert page.errors == [], page.errors

@@ -32,6 +32,7 @@ import pytest
 
 from lossless.errors import LosslessError
 from lossless.verify.analysis.proxy import analyze_proxy, read_proxy_log
+from lossless.verify.analysis.report import analyse
 from lossless.verify.haproxy.config import HAProxySettings, render_config
 from lossless.verify.haproxy.log import ProxyLogEntry, parse_log_line
 from lossless.verify.load.generator import run_load
@@ -240,10 +241,18 @@ def test_naive_app_behind_ingress_fails_and_is_attributed(tmp_path: Path) -> Non
     proxy = analyze_proxy(run)
     assert proxy is not None
     a = proxy.analysis
-    assert a.failures > 0, a.to_json()
+    # the upgrade failed requests: those the retries could not save reached the client, the
+    # others were saved by a retry (how many of each depends on the timing of the machine)
+    assert a.failures + a.retried > 0, a.to_json()
+    assert a.retried == proxy.hidden
+    retried = [c for c in a.causes if c.kind == "ingress_retried"]
+    assert [c.count for c in retried] == ([a.retried] if a.retried else [])
     unlogged = sum(1 for f in proxy.failures if f.proxy is None)  # silent closes, if any
     assert proxy.joined == len(run.records) - unlogged  # every other request has its log line
-    assert a.causes[0].kind == "ingress_connect_failed", a.causes  # the largest cause
+    if a.failures == 0:
+        return
+    failed = [c for c in a.causes if c.kind != "ingress_retried"]
+    assert failed[0].kind == "ingress_connect_failed", a.causes  # the largest cause
     assert "unexplained" not in {f.kind for f in proxy.failures}
     for f in proxy.failures:
         if f.kind != "ingress_connect_failed":
@@ -256,7 +265,7 @@ def test_naive_app_behind_ingress_fails_and_is_attributed(tmp_path: Path) -> Non
     assert "before the proxy stopped routing to it" in cause.cause
     assert "drain delay ≥" in cause.fix
     assert proxy.hidden > 0  # retries turned some connect failures into slow successes
-    page = render_html(run, a, proxy=proxy)
+    page = render_html(analyse(run))
     assert "haproxy 503 SC--" in page
     assert "ingress_connect_failed" in page
 

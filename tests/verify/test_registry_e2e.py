@@ -23,6 +23,7 @@ from tests.verify.conftest import (
     REPO,
     assert_nothing_left,
     assert_one_line_error,
+    assert_passed,
     load_json,
     run_cli,
 )
@@ -89,7 +90,7 @@ def test_lossless_serve_with_the_registry_drops_nothing(etcd: Etcd, tmp_path: Pa
     )  # fmt: skip
     doc = load_json(result.stdout)
     assert doc["failures"] == 0, (doc["failures_by_class"], doc["causes"], out)
-    assert result.returncode == 0, result.stderr
+    assert_passed(result)
     assert doc["requests"] > 300
     events = _timeline(out)
     for name in ("v1-0", "v1-1", "v1-2"):

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.verify.conftest import LOSSLESS_APP, assert_nothing_left, load_json, run_cli
+from tests.verify.conftest import (
+    LOSSLESS_APP,
+    assert_nothing_left,
+    assert_passed,
+    load_json,
+    run_cli,
+)
 
 
 @pytest.mark.slow
@@ -24,6 +30,6 @@ def test_lossless_rollout_soak(tmp_path: Path, seed: int) -> None:
     )  # fmt: skip
     doc = load_json(result.stdout)
     assert doc["failures"] == 0, (doc["failures_by_class"], doc["causes"], out)
-    assert result.returncode == 0, result.stderr
+    assert_passed(result)
     assert doc["requests"] > 2000
     assert_nothing_left(out)

@@ -20,7 +20,7 @@ import pytest
 
 from lossless.verify.analysis.proxy import analyze_proxy
 from lossless.verify.results import read_run
-from tests.verify.conftest import assert_nothing_left, load_json, run_cli
+from tests.verify.conftest import assert_nothing_left, assert_passed, load_json, run_cli
 from tests.verify.ingress_apps.harness import Scenario, run_scenario
 
 PY = sys.executable
@@ -57,7 +57,7 @@ def test_httpbin_under_lossless_serve_drops_nothing(tmp_path: Path) -> None:
     result = run_cli(
         "verify", "--cmd", LOSSLESS, "--readiness-path", "/readyz", "--out", str(out), *COMMON
     )
-    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert_passed(result)
     doc = load_json(result.stdout)
     assert doc["failures"] == 0
     assert doc["requests"] > 300
@@ -76,8 +76,13 @@ def test_httpbin_behind_the_ingress(tmp_path: Path) -> None:
     )
     proxy = analyze_proxy(read_run(naive))
     assert proxy is not None
-    assert proxy.analysis.failures > 0
-    assert proxy.analysis.causes[0].kind == "ingress_connect_failed", proxy.analysis.causes
+    a = proxy.analysis
+    # failed by the upgrade: reaching the client, or saved only by a proxy retry (the share of
+    # each depends on the machine's timing)
+    assert a.failures + a.retried > 0, a.to_json()
+    failed = [c for c in a.causes if c.kind != "ingress_retried"]
+    if a.failures:
+        assert failed[0].kind == "ingress_connect_failed", a.causes
     connect_failed = [f for f in proxy.failures if f.kind == "ingress_connect_failed"]
     assert {f.context.replica for f in connect_failed} <= {"v1-0", "v1-1"}
 

@@ -4,9 +4,13 @@ Starts ``--replicas`` copies of ``--cmd`` as local processes (the lab), loads th
 traffic model, rolls them out to the new version with the chosen strategy while the load goes on,
 then writes the results (``--out``), prints a summary and returns the verdict:
 
-- 0: the run completed with at most ``--max-failures`` failed requests;
+- 0: the run completed with at most ``--max-failures`` failed requests (requests saved only by
+  a proxy retry count as failed unless ``--allow-retries``);
 - 1: more failures than that (or the rollout made no progress);
 - 2: usage or input errors (bad flag, bad manifest, a command that does not start, a port taken);
+- 3: inconclusive: the generator could not keep its schedule, a replica never answered on its
+  port, or too few requests were due during the rollout (see
+  :mod:`lossless.verify.analysis.verdict`);
 - 130: interrupted (Ctrl-C); the results gathered so far are written and summarised all the same.
 
 See docs/verify.md for every flag and how the lab maps to Kubernetes.
@@ -208,7 +212,7 @@ def add_parser(subparsers: Any) -> None:
     )
     g.add_argument(
         "--rate",
-        type=argtypes.nonnegative_duration,
+        type=positive_rate,
         default=50.0,
         metavar="RPS",
         help="requests per second, open loop (default 50)",
@@ -232,6 +236,26 @@ def add_parser(subparsers: Any) -> None:
         help="load after the last old replica exited (default 3)",
     )
     g.add_argument("--path", default="/", help="request path (default /)")
+    # -- the request mix (issue 13) --
+    g.add_argument("--method", help="request method (default GET)")
+    g.add_argument(
+        "--body", metavar="TEXT|@FILE", help="request body: TEXT, or @FILE for a file's bytes"
+    )
+    g.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="request header (repeatable; applies to every kind of the mix)",
+    )
+    g.add_argument(
+        "--mix",
+        action="append",
+        default=[],
+        metavar="'WEIGHT METHOD PATH [BODY|@FILE]'",
+        help="a weighted kind of request, repeatable: --mix '80 GET /' --mix '20 POST /orders "
+        "@order.json' (replaces --method/--path/--body)",
+    )
     g.add_argument(
         "--timeout",
         type=argtypes.nonnegative_duration,
@@ -241,7 +265,7 @@ def add_parser(subparsers: Any) -> None:
     )
     g.add_argument(
         "--new-conn-ratio",
-        type=argtypes.nonnegative_duration,
+        type=ratio,
         default=0.1,
         metavar="R",
         help="share of requests on a fresh connection (default 0.1)",
@@ -257,6 +281,38 @@ def add_parser(subparsers: Any) -> None:
         metavar="FILE",
         help="also write a self-contained HTML report (timeline, requests, failures) to FILE",
     )
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    add_verdict_flags(p)
+    json_usage_errors(p)
+    p.set_defaults(func=run)
+
+
+# -- the verdict (issue 13): flags shared with ``lossless report`` --------------------------------
+def positive_rate(text: str) -> float:
+    """``--rate``: a finite number of requests per second > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of requests/s: {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a number of requests/s > 0: {text!r}")
+    return value
+
+
+def ratio(text: str) -> float:
+    """A share within 0..1 (``0.1``, or ``10%``)."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a ratio: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be within 0..1 (or 0%..100%): {text!r}")
+    return value
+
+
+def add_verdict_flags(p: argparse.ArgumentParser) -> None:
+    """The verdict's thresholds (``lossless verify`` and ``lossless report``)."""
+    g = p.add_argument_group("verdict")
     g.add_argument(
         "--max-failures",
         type=argtypes.count,
@@ -264,8 +320,71 @@ def add_parser(subparsers: Any) -> None:
         metavar="N",
         help="exit 1 when more than N requests failed (default 0)",
     )
-    g.add_argument("-q", "--quiet", action="store_true", help="no progress display")
-    p.set_defaults(func=run)
+    g.add_argument(
+        "--allow-retries",
+        action="store_true",
+        help="do not count requests that succeeded only because a proxy retried them (they "
+        "are shown all the same)",
+    )
+    g.add_argument(
+        "--late-threshold",
+        type=argtypes.nonnegative_duration,
+        default=0.010,
+        metavar="SECONDS",
+        help="a request sent more than this after its intended time is late (default 10ms)",
+    )
+    g.add_argument(
+        "--max-late-ratio",
+        type=ratio,
+        default=0.01,
+        metavar="R",
+        help="inconclusive (exit 3) when more than this share of requests was late (default 0.01)",
+    )
+    g.add_argument(
+        "--min-window-requests",
+        type=argtypes.count,
+        default=10,
+        metavar="N",
+        help="inconclusive (exit 3) when fewer requests were due during the rollout (default 10)",
+    )
+
+
+def verdict_policy(args: argparse.Namespace) -> Any:
+    from lossless.verify.analysis.verdict import VerdictPolicy
+
+    return VerdictPolicy(
+        max_failures=args.max_failures,
+        allow_retries=args.allow_retries,
+        late_threshold=args.late_threshold,
+        max_late_ratio=args.max_late_ratio,
+        min_window_requests=args.min_window_requests,
+    )
+
+
+def json_usage_errors(p: argparse.ArgumentParser) -> None:
+    """With ``--json``, a usage error also prints ``{"error": ..., "exit_code": 2}`` on stdout
+    (the one-line message stays on stderr), so a script reading stdout always gets an object."""
+    parse = p.parse_known_args
+    error = p.error
+    wants_json = False
+
+    def parse_known_args(args: Any = None, namespace: Any = None) -> Any:
+        nonlocal wants_json
+        wants_json = args is not None and "--json" in args
+        return parse(args, namespace)
+
+    def on_error(message: str) -> Any:
+        if wants_json:
+            print_json_error(f"{message} (see {p.prog} --help)")
+        error(message)
+
+    p.parse_known_args = parse_known_args  # type: ignore[assignment,method-assign]
+    p.error = on_error  # type: ignore[method-assign]
+
+
+def print_json_error(message: str, code: int = 2, **extra: Any) -> None:
+    """The JSON object a failed ``--json`` run prints on stdout."""
+    print(json.dumps({"error": message, "exit_code": code, **extra}, indent=2))
 
 
 def _pick(flag: Any, manifest: Any, default: Any) -> Any:
@@ -345,6 +464,7 @@ def build_config(args: argparse.Namespace) -> Any:
     if cwd is not None and not cwd.is_dir():
         raise LosslessError(f"--cwd {cwd}: not a directory")
     return VerifyConfig(
+        requests=_request_mix(args),
         command=split_command(args.cmd),
         new_command=split_command(args.new_cmd) if args.new_cmd else None,
         out=out,
@@ -424,11 +544,27 @@ def summary_table(analysis: Any, settings: dict[str, Any], out: Path) -> Any:
     table.add_column("value")
     table.add_row("strategy", str(settings.get("strategy", "")))
     table.add_row("replicas", str(settings.get("replicas", "")))
-    table.add_row("requests", str(analysis.requests))
+    table.add_row(
+        "requests",
+        f"{analysis.requests} ({analysis.rate_achieved:g} of {analysis.rate_sent:g} req/s "
+        "achieved)",
+    )
     table.add_row("ok", str(analysis.ok))
     by_class = ", ".join(f"{k} {v}" for k, v in sorted(analysis.failures_by_class.items()))
     failures = f"{analysis.failures}" + (f" ({by_class})" if by_class else "")
     table.add_row("failures", f"[red]{failures}[/]" if analysis.failures else "[green]0[/]")
+    if analysis.retried or settings.get("traffic") == "ingress":
+        p99 = analysis.retried_latency_ms.get("p99")
+        latency = f", latency p99 {p99:.0f} ms" if p99 is not None else ""
+        text = f"{analysis.retried} (succeeded only after a proxy retry{latency})"
+        table.add_row("retried", f"[red]{text}[/]" if analysis.retried else text)
+    if len(analysis.request_kinds) > 1 or any(
+        not k["idempotent"] for k in analysis.request_kinds.values()
+    ):
+        from lossless.verify.render.text import describe_kind
+
+        for name, figures in analysis.request_kinds.items():
+            table.add_row(f"  {name}", describe_kind(figures))
     if analysis.artefacts:
         table.add_row("artefacts", f"{analysis.artefacts} (generator, not the service)")
     lat = analysis.latency_ms
@@ -438,11 +574,31 @@ def summary_table(analysis: Any, settings: dict[str, Any], out: Path) -> Any:
             f"p50 {lat.get('p50', 0):.1f} ms · p99 {lat.get('p99', 0):.1f} ms · "
             f"max {lat.get('max', 0):.1f} ms",
         )
+    lag = analysis.lag_ms
+    if lag:
+        table.add_row(
+            "schedule lag", f"p50 {lag.get('p50', 0):.2f} ms · p99 {lag.get('p99', 0):.2f} ms"
+        )
     for cause in analysis.causes:
         table.add_row(f"cause ({cause.count})", cause.cause)
         table.add_row("fix", cause.fix)
     table.add_row("results", str(out))
     return table
+
+
+def _request_mix(args: argparse.Namespace) -> Any:
+    """The request mix of ``--method/--path/--body/--header`` or ``--mix`` (None: GET --path)."""
+    from lossless.verify.load.mix import RequestKind, RequestMix, parse_body, parse_header
+
+    headers = tuple(parse_header(h) for h in args.header)
+    if args.mix:
+        if args.method is not None or args.body is not None or args.path != "/":
+            raise LosslessError("--mix replaces --method, --path and --body: give one or the other")
+        return RequestMix.parse(args.mix, headers)
+    if args.method is None and args.body is None and not headers:
+        return None
+    body = parse_body(args.body) if args.body is not None else b""
+    return RequestMix((RequestKind((args.method or "GET").upper(), args.path, body, headers),))
 
 
 def _ingress_settings(args: argparse.Namespace) -> Any:
@@ -457,18 +613,28 @@ def _ingress_settings(args: argparse.Namespace) -> Any:
 
 
 def analyse_run(out: Path) -> Any:
-    from lossless.verify.analysis.core import analyze
-    from lossless.verify.analysis.proxy import analyze_proxy
-    from lossless.verify.results import read_run
+    """The analysis of the run directory ``out`` (read and analysed once)."""
+    from lossless.verify.analysis.report import analyse_dir
 
-    recorded = read_run(out)
-    proxy = analyze_proxy(recorded)  # a run through --traffic ingress: join the proxy's log
-    return analyze(recorded) if proxy is None else proxy.analysis
+    return analyse_dir(out).analysis
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except LosslessError as exc:
+        if args.json:
+            print_json_error(str(exc), exc.exit_code)
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
+    from lossless.verify.analysis.report import analyse_dir
+    from lossless.verify.analysis.verdict import judge
+    from lossless.verify.render.text import verdict_line
     from lossless.verify.runner import execute
 
+    policy = verdict_policy(args)
     cfg = build_config(args)
     if cfg.out is None:
         cfg = dataclasses.replace(cfg, out=Path(tempfile.mkdtemp(prefix="lossless-verify-")))
@@ -479,26 +645,28 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if display is not None:
             display.stop()
-    analysis = analyse_run(cfg.out)
+    report = analyse_dir(cfg.out)  # read and analysed once; every output below renders it
+    analysis = report.analysis
+    verdict = judge(report, policy)
     if args.html:
         from lossless.verify.render.html_page import write_html
-        from lossless.verify.results import read_run
 
-        size = write_html(read_run(cfg.out), analysis, args.html)
+        size = write_html(report, args.html, verdict=verdict)
         if not args.json:
             print(f"wrote the HTML report to {args.html} ({size / 1e6:.1f} MB)", file=sys.stderr)
     if args.export == "vegeta-csv":
-        from lossless.verify.results import export_vegeta_csv, read_run
+        from lossless.verify.results import export_vegeta_csv
 
-        export_vegeta_csv(read_run(cfg.out), cfg.out / "results.csv")
+        export_vegeta_csv(report.run, cfg.out / "results.csv")
     if outcome.error is not None:
         code = outcome.error.exit_code
     elif outcome.interrupted:
         code = EXIT_INTERRUPTED
     else:
-        code = 0 if analysis.failures <= args.max_failures else 1
+        code = verdict.exit_code
     if args.json:
         doc = analysis.to_json()
+        doc.update(verdict.to_json())
         doc.update(
             results=str(cfg.out),
             interrupted=outcome.interrupted,
@@ -508,16 +676,14 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2, sort_keys=False))
     elif outcome.error is None or analysis.requests:
         from rich.console import Console
+        from rich.markup import escape
 
         console = Console(highlight=False, soft_wrap=False, width=_width())
         console.print(summary_table(analysis, cfg.settings(), cfg.out))
-        verdict = (
-            f"{analysis.failures} failed request(s) > --max-failures {args.max_failures}"
-            if code == 1
-            else "ok"
-        )
         if outcome.error is None and not outcome.interrupted:
-            console.print(f"verdict: {verdict}  (details: lossless report {cfg.out})")
+            console.print(
+                f"{escape(verdict_line(analysis, verdict))}  (details: lossless report {cfg.out})"
+            )
     if outcome.error is not None:
         print(
             f"lossless verify: error: {outcome.error} (results so far: {cfg.out})",

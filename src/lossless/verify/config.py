@@ -16,6 +16,7 @@ from lossless.verify.haproxy.config import HAProxySettings
 from lossless.verify.lab.pod import PodTemplate
 from lossless.verify.lab.prober import Handler, ProbeSpec
 from lossless.verify.lab.rollout import RolloutStrategy
+from lossless.verify.load.mix import RequestKind, RequestMix
 from lossless.verify.traffic.base import TRAFFIC_MODELS, PropagationDelay
 
 __all__ = ["VerifyConfig"]
@@ -62,6 +63,8 @@ class VerifyConfig:
     registry_cache_ttl: float = 1.0
     # --traffic ingress: the HAProxy settings that decide outcomes (retries, redispatch...)
     ingress: HAProxySettings = dataclasses.field(default_factory=HAProxySettings)
+    # -- the request mix (issue 13): --method/--body/--header or --mix; None: GET ``path``
+    requests: RequestMix | None = None
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -102,6 +105,13 @@ class VerifyConfig:
             raise LosslessError(
                 f"--registry-cache-ttl must be >= 0 seconds (got {self.registry_cache_ttl})"
             )
+
+    @property
+    def mix(self) -> RequestMix:
+        """What the load sends: ``requests``, else GET ``path``."""
+        if self.requests is not None:
+            return self.requests
+        return RequestMix((RequestKind(path=self.path),))
 
     @property
     def out_dir(self) -> Path:
@@ -182,6 +192,7 @@ class VerifyConfig:
             "seed": self.seed,
             "path": self.path,
             "url": f"http://{self.host}{self.path}",
+            "requests": self.mix.to_json(),
             "timeout": self.timeout,
             "lag_budget": self.lag_budget,
             "versions": [self.old_version, self.new_version],

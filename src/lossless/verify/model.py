@@ -103,6 +103,7 @@ class Record:
     conn_id: int
     reused: bool
     client: int = 0
+    kind: int = 0  # index of the request's kind in the run's request mix (settings' "requests")
 
     @property
     def ok(self) -> bool:

@@ -1,8 +1,9 @@
 """``lossless report DIR``: analyse a recorded run directory (see lossless.verify.results).
 
-Exit codes: 0 when the run's service failures are at most ``--max-failures`` (default 0), 1 when
-there are more, 2 for input errors (a missing or corrupt run directory, a bad option), reported as
-one line without a traceback.
+Exit codes: those of ``lossless verify``'s verdict (:mod:`lossless.verify.analysis.verdict`): 0
+pass, 1 more failures than ``--max-failures`` (default 0; requests saved only by a proxy retry
+count unless ``--allow-retries``), 3 inconclusive; 2 for input errors (a missing or corrupt run
+directory, a bad option), reported as one line without a traceback.
 """
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ import argparse
 import sys
 from typing import Any
 
-from lossless import argtypes
+from lossless.errors import LosslessError
+from lossless.verify.command import (
+    add_verdict_flags,
+    json_usage_errors,
+    print_json_error,
+    verdict_policy,
+)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -34,21 +41,25 @@ def add_parser(subparsers: Any) -> None:
         metavar="FILE",
         help="also write a self-contained HTML report (timeline, requests, failures) to FILE",
     )
-    parser.add_argument(
-        "--max-failures",
-        type=argtypes.count,
-        default=0,
-        metavar="N",
-        help="exit 1 when more than N requests failed (default 0)",
-    )
+    add_verdict_flags(parser)
+    json_usage_errors(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Analyse ``args.dir``; return 0 (failures <= --max-failures) or 1; raise LosslessError (2)."""
-    from lossless.errors import LosslessError
-    from lossless.verify.analysis.core import analyze
-    from lossless.verify.analysis.proxy import analyze_proxy
+    """Analyse ``args.dir`` once; return the verdict's exit code; raise LosslessError (2), also
+    printed as a JSON object on stdout under ``--json``."""
+    try:
+        return _run(args)
+    except LosslessError as exc:
+        if args.json:
+            print_json_error(str(exc), exc.exit_code)
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
+    from lossless.verify.analysis.report import analyse
+    from lossless.verify.analysis.verdict import judge
     from lossless.verify.render.text import render_json, render_text
     from lossless.verify.results import export_vegeta_csv, read_run
 
@@ -56,16 +67,20 @@ def run(args: argparse.Namespace) -> int:
         raise LosslessError(f"--export {args.export} needs --output FILE")
     if args.output and not args.export:
         raise LosslessError("--output needs --export FORMAT")
+    policy = verdict_policy(args)
     recorded = read_run(args.dir)
     if args.export == "vegeta-csv":
         export_vegeta_csv(recorded, args.output)
         print(f"wrote {len(recorded.records)} results to {args.output}", file=sys.stderr)
-    proxy = analyze_proxy(recorded)  # a run through --traffic ingress: join the proxy's log
-    analysis = analyze(recorded) if proxy is None else proxy.analysis
+    report = analyse(recorded)
+    verdict = judge(report, policy)
     if args.html:
         from lossless.verify.render.html_page import write_html
 
-        size = write_html(recorded, analysis, args.html)
+        size = write_html(report, args.html, verdict=verdict)
         print(f"wrote the HTML report to {args.html} ({size / 1e6:.1f} MB)", file=sys.stderr)
-    sys.stdout.write(render_json(analysis) if args.json else render_text(analysis))
-    return 0 if analysis.failures <= args.max_failures else 1
+    analysis = report.analysis
+    sys.stdout.write(
+        render_json(analysis, verdict) if args.json else render_text(analysis, verdict)
+    )
+    return verdict.exit_code

@@ -5,7 +5,9 @@ A run directory holds three files, all written while the run is going on:
 ``records.csv``
     One row per request (:class:`~lossless.verify.model.Record`), in completion order, after a
     header row naming the columns (:data:`RECORD_COLUMNS`). Times are run-relative seconds with
-    microsecond precision; an empty cell is ``None``; ``reused`` is ``0``/``1``.
+    microsecond precision; an empty cell is ``None``; ``reused`` is ``0``/``1``; ``kind`` is the
+    request's index in settings' ``requests`` (the request mix). Files written before the
+    ``kind`` column existed are read with ``kind`` 0.
 ``timeline.jsonl``
     One :class:`~lossless.verify.model.Event` per line as a JSON object
     (``t``, ``kind``, ``replica``, ``client``, ``detail``).
@@ -63,7 +65,10 @@ RECORD_COLUMNS = (
     "conn_id",
     "reused",
     "client",
+    "kind",
 )
+# records.csv written before the request mix (no ``kind`` column: every request is kind 0)
+_COLUMNS_V1 = RECORD_COLUMNS[:-1]
 
 FLUSH_INTERVAL = 0.25  # seconds between flushes of records.csv while records keep coming
 
@@ -131,6 +136,7 @@ class RunWriter:
                 r.conn_id,
                 1 if r.reused else 0,
                 r.client,
+                r.kind,
             )
         )
         now = time.monotonic()
@@ -196,10 +202,13 @@ def _opt_float(cell: str) -> float | None:
     return None if cell == "" else float(cell)
 
 
-def _parse_record(row: list[str]) -> Record:
-    if len(row) != len(RECORD_COLUMNS):
-        raise ValueError(f"expected {len(RECORD_COLUMNS)} columns, got {len(row)}")
-    seq, intended, sent, first_byte, end, status, nbytes, error, replica, conn, reused, client = row
+def _parse_record(row: list[str], columns: int = len(RECORD_COLUMNS)) -> Record:
+    if len(row) != columns:
+        raise ValueError(f"expected {columns} columns, got {len(row)}")
+    kind = row[12] if columns > 12 else "0"
+    seq, intended, sent, first_byte, end, status, nbytes, error, replica, conn, reused, client = (
+        row[:12]
+    )
     if reused not in ("0", "1"):
         raise ValueError(f"reused must be 0 or 1, got {reused!r}")
     return Record(
@@ -215,6 +224,7 @@ def _parse_record(row: list[str]) -> Record:
         conn_id=int(conn),
         reused=reused == "1",
         client=int(client),
+        kind=int(kind),
     )
 
 
@@ -232,12 +242,12 @@ def _read_records(path: Path, warnings: list[str]) -> list[Record]:
     if not lines:
         raise LosslessError(f"{path}:1: empty, expected the header row {','.join(RECORD_COLUMNS)}")
     header = next(csv.reader([lines[0]]))
-    if tuple(header) != RECORD_COLUMNS:
+    if tuple(header) not in (RECORD_COLUMNS, _COLUMNS_V1):
         raise LosslessError(f"{path}:1: not a records file (header {','.join(header)!r})")
     records: list[Record] = []
     for number, row in enumerate(csv.reader(io.StringIO("\n".join(lines[1:]))), start=2):
         try:
-            records.append(_parse_record(row))
+            records.append(_parse_record(row, len(header)))
         except ValueError as exc:
             raise LosslessError(f"{path}:{number}: corrupt record: {exc}") from None
     records.sort(key=lambda r: r.seq)
@@ -350,14 +360,20 @@ def export_vegeta_csv(
 
     Columns, no header row, one request per line in ``seq`` order: timestamp (ns since the Unix
     epoch, when the request was sent), HTTP code (0 for a transport failure), latency (ns, from
-    sent to the outcome), bytes out (0: GET), bytes in (response body), error (our error class,
+    sent to the outcome), bytes out (the request's body), bytes in (response body), error (our error class,
     e.g. ``reset`` or ``503``; empty on success), body (base64; empty: bodies are not kept),
-    attack name, seq, method, URL (``url``, else settings' ``url``, else empty), headers (base64 of
+    attack name, seq, method (the request's kind, settings' ``requests``), URL (``url``, else settings' ``url``, else empty), headers (base64 of
     the MIME header block; holds ``X-Lossless-Replica`` when the replica is known). Quoting follows
     Go's encoding/csv. ``vegeta report`` and ``vegeta plot`` read the file.
     """
     origin_ns = round(run.wall_origin * 1e9)
     target = url if url is not None else str(run.settings.get("url", ""))
+    kinds = run.settings.get("requests")
+    methods: list[str] = []
+    sizes: list[int] = []
+    if isinstance(kinds, list):
+        methods = [str(k.get("method", "GET")) for k in kinds if isinstance(k, dict)]
+        sizes = [int(k.get("body_bytes", 0)) for k in kinds if isinstance(k, dict)]
     rows: list[str] = []
     for r in run.records:
         latency = 0 if r.end is None else max(0, round((r.end - r.sent) * 1e9))
@@ -369,13 +385,13 @@ def export_vegeta_csv(
             str(origin_ns + round(r.sent * 1e9)),
             str(r.status),
             str(latency),
-            "0",
+            str(sizes[r.kind] if r.kind < len(sizes) else 0),
             str(r.bytes),
             r.error.value,
             "",
             attack,
             str(r.seq),
-            "GET",
+            methods[r.kind] if r.kind < len(methods) else "GET",
             target,
             headers,
         )

@@ -246,7 +246,7 @@ async def _run_lab(
                     clock,
                     rate=cfg.rate,
                     duration=_UNBOUNDED,
-                    path=cfg.path,
+                    mix=cfg.mix,
                     new_conn_ratio=cfg.new_conn_ratio,
                     timeout=cfg.timeout,
                     lag_budget=cfg.lag_budget,

@@ -11,6 +11,8 @@ SIGTERM and exit, and whether the client's view still routed to it. Failures are
 causes (:class:`Cause`), each with a one-sentence cause and fix carrying the numbers read from the
 timeline. The rules, first match wins:
 
+0. ``never_listened``: the replica was sent requests and never answered any (every attempt
+   refused or timed out at connect): its command does not listen on ``{port}``/``$PORT``;
 1. ``naive``: the run used the naive stop-start strategy and the request found nothing serving;
 2. ``no_endpoint``: the client's view was empty;
 3. ``killed``: the replica got SIGKILL while the request was in flight;
@@ -36,6 +38,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from lossless.verify.analysis.kinds import CauseKind
 from lossless.verify.model import ErrorClass, Event, EventKind, Record
 from lossless.verify.results import Run
 
@@ -45,6 +48,7 @@ __all__ = [
     "Analysis",
     "Analyzer",
     "Cause",
+    "CauseKind",
     "FailureContext",
     "analyze",
 ]
@@ -60,11 +64,23 @@ METRICS: dict[str, str] = {
     "status_codes": "responses per HTTP status code (0: no response)",
     "duration_s": "seconds from the first intended send time to the last request's end",
     "rate_sent": "requests sent per second over the schedule (first to last intended send)",
+    "rate_achieved": "requests per second the generator really sent: requests / (last actual "
+    "send - first intended send); below rate_sent when it fell behind",
     "latency_ms": "percentiles of end - sent over complete responses below 500 (nearest rank)",
     "lag_ms": "percentiles of sent - intended over all requests: the generator's schedule lag",
     "late": "requests sent later than the lag budget after their intended time, failed or not",
     "lag_budget_s": "the lag budget used (settings' lag_budget, default 0.1 s)",
     "causes": "failures grouped by cause, each with a sentence, a fix, a count and examples",
+    "retried": "requests the client saw succeed only because a proxy retried them (ingress runs); "
+    "failures of the upgrade unless --allow-retries",
+    "retried_latency_ms": "latency percentiles of the retried requests",
+    "window_requests": "requests intended between the rollout's start and the last old "
+    "replica's exit (null: no rollout in the run)",
+    "request_kinds": "per kind of request (settings' requests, e.g. 'POST /orders'): idempotent, "
+    "requests, failures; behind a proxy also retried (saved by a retry) and not_retried "
+    "(failures the proxy did not retry)",
+    "silent_replicas": "replicas that were sent requests for 2 s or more and never answered one "
+    "(every attempt refused or timed out at connect): the run could not exercise them",
     "replicas": "requests and failures per replica",
     "warnings": "problems met reading the run (e.g. an interrupted last line)",
 }
@@ -114,6 +130,52 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
     out["max"] = ordered[-1]
     out["mean"] = sum(ordered) / n
     return out
+
+
+def request_kinds(settings: dict[str, Any], records: Iterable[Record]) -> dict[str, dict[str, Any]]:
+    """Requests and failures per kind of request, named as in settings' ``requests``."""
+    kinds = settings.get("requests")
+    if not isinstance(kinds, list) or not kinds:
+        return {}
+    names: list[str] = []
+    out: dict[str, dict[str, Any]] = {}
+    for k in kinds:
+        name = str(k.get("name", "?")) if isinstance(k, dict) else "?"
+        idempotent = bool(k.get("idempotent", True)) if isinstance(k, dict) else True
+        names.append(name)
+        out[name] = {"idempotent": idempotent, "requests": 0, "failures": 0}
+    for r in records:
+        row = out.get(names[r.kind] if 0 <= r.kind < len(names) else "?")
+        if row is None:
+            continue
+        row["requests"] += 1
+        if not r.ok and not r.error.is_artefact:
+            row["failures"] += 1
+    return out
+
+
+# a replica refused for less than this may still have been starting (no readiness probe, a slow
+# import under load): not enough to say that it does not listen on its port
+SILENT_SPAN = 2.0
+
+
+def silent_replicas(records: Iterable[Record]) -> list[str]:
+    """Replicas that never answered any request although requests were sent to them for at
+    least :data:`SILENT_SPAN` seconds, every attempt refused or timed out at connect: the
+    replica does not listen on the port it was given."""
+    silent: dict[str, bool] = {}
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for r in records:
+        if not r.replica or r.error is ErrorClass.NO_ENDPOINT:
+            continue
+        never = r.status == 0 and r.error in (ErrorClass.REFUSED, ErrorClass.CONNECT_TIMEOUT)
+        silent[r.replica] = silent.get(r.replica, True) and never
+        first[r.replica] = min(first.get(r.replica, r.sent), r.sent)
+        last[r.replica] = max(last.get(r.replica, r.sent), r.sent)
+    return sorted(
+        name for name, quiet in silent.items() if quiet and last[name] - first[name] >= SILENT_SPAN
+    )
 
 
 # -- the timeline, indexed per replica ------------------------------------------------------------
@@ -247,15 +309,16 @@ class FailureContext:
 @dataclasses.dataclass(frozen=True)
 class Cause:
     """A group of failures with one explanation: ``kind`` (a stable identifier), ``cause`` and
-    ``fix`` (one sentence each, with the run's numbers), the failed requests' count, replicas and
-    up to five examples."""
+    ``fix`` (one sentence each, with the run's numbers), the failed requests' count, replicas, up
+    to five examples and the seqs of all of them."""
 
-    kind: str
+    kind: CauseKind
     cause: str
     fix: str
     count: int
     replicas: list[str]
     examples: list[FailureContext]
+    seqs: tuple[int, ...] = ()  # every request of the group (not in the JSON: see examples)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -291,6 +354,12 @@ class Analysis:
     contexts: list[FailureContext]
     settings: dict[str, Any]
     warnings: list[str]
+    rate_achieved: float = 0.0
+    retried: int = 0
+    retried_latency_ms: dict[str, float] = dataclasses.field(default_factory=dict)
+    window_requests: int | None = None
+    silent_replicas: list[str] = dataclasses.field(default_factory=list)
+    request_kinds: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict (failure contexts appear as the causes' examples)."""
@@ -305,11 +374,17 @@ class Analysis:
             "status_codes": self.status_codes,
             "duration_s": self.duration_s,
             "rate_sent": self.rate_sent,
+            "rate_achieved": self.rate_achieved,
             "latency_ms": self.latency_ms,
             "lag_ms": self.lag_ms,
             "late": self.late,
             "lag_budget_s": self.lag_budget_s,
             "causes": [c.to_json() for c in self.causes],
+            "retried": self.retried,
+            "retried_latency_ms": self.retried_latency_ms,
+            "window_requests": self.window_requests,
+            "silent_replicas": self.silent_replicas,
+            "request_kinds": self.request_kinds,
             "replicas": self.replicas,
             "warnings": self.warnings,
         }
@@ -326,8 +401,10 @@ class _Group:
         self.who = ", ".join(self.names) if self.names else "no replica"
         self.requests = _plural(self.n, "request")  # "1 request", "3 requests"
         self.failures = _plural(self.n, "failure")
+        self.were = "was" if self.n == 1 else "were"
         sent = [r.sent for r in self.records]
-        self.window = f"between t={min(sent):.1f} s and t={max(sent):.1f} s"
+        low, high = f"{min(sent):.1f}", f"{max(sent):.1f}"
+        self.window = f"at t={low} s" if low == high else f"between t={low} s and t={high} s"
         ends = [r.end if r.end is not None else r.sent for r in self.records]
         self.span = max(ends) - min(sent)  # first failure sent to last failure's end
 
@@ -359,6 +436,7 @@ class Analyzer:
         self.cache_ttl = float(ttl) if isinstance(ttl, int | float) else 0.0
         self.records: list[Record] = []
         self.closed = False
+        self.silent: frozenset[str] = frozenset()
 
     def add(self, record: Record) -> None:
         if self.closed:
@@ -406,16 +484,19 @@ class Analyzer:
                 latencies.append((r.end - r.sent) * 1000)
                 if r.replica and r.replica not in first_ok:
                     first_ok[r.replica] = r.sent
-        contexts = [self._context(r) for r in failed]
+        self.silent = frozenset(silent_replicas(records))
+        contexts = [self.context(r) for r in failed]
         causes = self._causes(failed, contexts, first_ok)
         duration = 0.0
-        rate = 0.0
+        rate = achieved = 0.0
         if records:
             start = records[0].intended
             ends = [r.end for r in records if r.end is not None]
             duration = max([*ends, records[-1].sent]) - start
             span = records[-1].intended - start
             rate = (len(records) - 1) / span if span > 0 else 0.0
+            sent_span = max(r.sent for r in records) - start
+            achieved = (len(records) - 1) / sent_span if sent_span > 0 else 0.0
         nfail = len(failed)
         return Analysis(
             requests=len(records),
@@ -437,10 +518,31 @@ class Analyzer:
             contexts=contexts,
             settings=self.settings,
             warnings=list(warnings),
+            rate_achieved=round(achieved, 3),
+            request_kinds=request_kinds(self.settings, records),
+            window_requests=self._window_requests(records),
+            silent_replicas=sorted(self.silent),
         )
 
+    def _window_requests(self, records: Sequence[Record]) -> int | None:
+        """Requests intended from the rollout's start to the last deleted replica's exit (or
+        the rollout's end, whichever is later); None when the run has no rollout."""
+        starts = [e.t for e in self.events if e.kind is EventKind.ROLLOUT_START and not e.replica]
+        if not starts:
+            return None
+        begin = starts[0]
+        ends = [e.t for e in self.events if e.kind is EventKind.ROLLOUT_END and not e.replica]
+        ends += [
+            tl.at(EventKind.EXITED) or 0.0
+            for tl in self.timelines.values()
+            if tl.at(EventKind.DELETING) is not None
+        ]
+        end = max(ends, default=math.inf)
+        return sum(1 for r in records if begin <= r.intended <= end)
+
     # -- joining -----------------------------------------------------------------------------
-    def _context(self, r: Record) -> FailureContext:
+    def context(self, r: Record) -> FailureContext:
+        """``r`` joined with the timeline of its replica (any record, failed or not)."""
         tl = self.timelines.get(r.replica)
         if tl is None:
             phase = "unknown"
@@ -476,34 +578,36 @@ class Analyzer:
             view_removed_in=removed_in,
         )
 
-    def _kind(self, r: Record, ctx: FailureContext, first_ok: dict[str, float]) -> str:
+    def _kind(self, r: Record, ctx: FailureContext, first_ok: dict[str, float]) -> CauseKind:
+        if r.replica in self.silent:
+            return CauseKind.NEVER_LISTENED
         naive = str(self.settings.get("strategy", "")).lower() == "naive"
         if naive and (r.error in _CONNECT_FAILURES or r.error in _HTTP_5XX):
-            return "naive"
+            return CauseKind.NAIVE
         if r.error is ErrorClass.NO_ENDPOINT:
-            return "no_endpoint"
+            return CauseKind.NO_ENDPOINT
         tl = self.timelines.get(r.replica)
         kill = None if tl is None else tl.at(EventKind.SIGKILL)
         if kill is not None and r.sent <= kill and (r.end is None or r.end >= kill - 0.05):
-            return "killed"
+            return CauseKind.KILLED
         if ctx.phase in _TERMINATING:
             if r.reused and r.error is ErrorClass.RESET:
-                return "keepalive_reset"
+                return CauseKind.KEEPALIVE_RESET
             if r.error in _CONNECT_FAILURES:
                 if self.registry and tl is not None and not self._deregistered_at_t0(tl):
-                    return "not_deregistered"
-                return "listener_closed"
+                    return CauseKind.NOT_DEREGISTERED
+                return CauseKind.LISTENER_CLOSED
             if r.error in _HTTP_5XX:
-                return "draining_5xx"
-            return "cut_in_flight"
+                return CauseKind.DRAINING_5XX
+            return CauseKind.CUT_IN_FLIGHT
         if ctx.phase in _BEFORE_READY:
-            return "not_ready"
+            return CauseKind.NOT_READY
         served_from = first_ok.get(r.replica)
         if ctx.phase == "ready" and (served_from is None or r.sent < served_from):
-            return "not_ready"
+            return CauseKind.NOT_READY
         if r.error is ErrorClass.TIMEOUT:
-            return "slow"
-        return "unexplained"
+            return CauseKind.SLOW
+        return CauseKind.UNEXPLAINED
 
     @staticmethod
     def _deregistered_at_t0(tl: _ReplicaTimeline) -> bool:
@@ -515,7 +619,7 @@ class Analyzer:
     def _causes(
         self, failed: list[Record], contexts: list[FailureContext], first_ok: dict[str, float]
     ) -> list[Cause]:
-        groups: dict[str, list[tuple[Record, FailureContext]]] = defaultdict(list)
+        groups: dict[CauseKind, list[tuple[Record, FailureContext]]] = defaultdict(list)
         for r, ctx in zip(failed, contexts, strict=True):
             groups[self._kind(r, ctx, first_ok)].append((r, ctx))
         causes = [self._explain(kind, items) for kind, items in groups.items()]
@@ -523,31 +627,60 @@ class Analyzer:
         return causes
 
     # -- sentences ---------------------------------------------------------------------------
-    def _explain(self, kind: str, items: list[tuple[Record, FailureContext]]) -> Cause:
+    def _explain(self, kind: CauseKind, items: list[tuple[Record, FailureContext]]) -> Cause:
         g = _Group(items)
         explain = {
-            "naive": self._explain_naive,
-            "no_endpoint": self._explain_no_endpoint,
-            "killed": self._explain_killed,
-            "keepalive_reset": self._explain_keepalive_reset,
-            "listener_closed": self._explain_listener_closed,
-            "not_deregistered": self._explain_not_deregistered,
-            "draining_5xx": self._explain_draining_5xx,
-            "cut_in_flight": self._explain_cut_in_flight,
-            "not_ready": self._explain_not_ready,
-            "slow": self._explain_slow,
+            CauseKind.NEVER_LISTENED: self._explain_never_listened,
+            CauseKind.NAIVE: self._explain_naive,
+            CauseKind.NO_ENDPOINT: self._explain_no_endpoint,
+            CauseKind.KILLED: self._explain_killed,
+            CauseKind.KEEPALIVE_RESET: self._explain_keepalive_reset,
+            CauseKind.LISTENER_CLOSED: self._explain_listener_closed,
+            CauseKind.NOT_DEREGISTERED: self._explain_not_deregistered,
+            CauseKind.DRAINING_5XX: self._explain_draining_5xx,
+            CauseKind.CUT_IN_FLIGHT: self._explain_cut_in_flight,
+            CauseKind.NOT_READY: self._explain_not_ready,
+            CauseKind.SLOW: self._explain_slow,
         }.get(kind, self._explain_unexplained)
         cause, fix = explain(g)
         classes = Counter(r.error.value for r in g.records)
-        if kind != "no_endpoint":
+        if kind is not CauseKind.NO_ENDPOINT:
             cause += " [" + ", ".join(f"{k}: {v}" for k, v in classes.most_common()) + "]"
-        return Cause(kind, cause, fix, g.n, g.names, g.contexts[:_MAX_EXAMPLES])
+        seqs = tuple(r.seq for r in g.records)
+        return Cause(kind, cause, fix, g.n, g.names, g.contexts[:_MAX_EXAMPLES], seqs)
+
+    def _explain_never_listened(self, g: _Group) -> tuple[str, str]:
+        ports = self.settings.get("replica_ports")
+        where = ""
+        if isinstance(ports, dict):
+            known = [f"{name} on {ports[name]}" for name in g.names if name in ports]
+            where = f" ({', '.join(known)})" if known else ""
+        return (
+            f"{g.who} never answered on the port {'it was' if len(g.names) == 1 else 'each was'} "
+            f"given{where}: {g.requests} "
+            f"{g.were} refused or timed out at connect {g.window}; the replica listens "
+            "elsewhere or not at all",
+            "make the command listen on the port the lab assigns: write {port} in --cmd or read "
+            "$PORT (e.g. --cmd 'python -m http.server {port}'); the run cannot judge the "
+            "upgrade until it does",
+        )
 
     def _explain_naive(self, g: _Group) -> tuple[str, str]:
+        # each replica's own gap (its first failure sent to its last failure's end): the
+        # replicas restart one after the other, so the span over all of them is no gap at all
+        gaps: dict[str, float] = {}
+        for name in g.names:
+            mine = [r for r in g.records if r.replica == name]
+            ends = [r.end if r.end is not None else r.sent for r in mine]
+            gaps[name] = max(ends) - min(r.sent for r in mine)
+        if gaps:
+            each = ", ".join(f"{name} for {gap:.1f} s" for name, gap in gaps.items())
+            nothing = f"nothing serving on {each}"
+        else:
+            nothing = f"nothing serving for {g.span:.1f} s"
         return (
             f"naive stop-start: clients kept routing to a replica while it was stopped and "
-            f"restarted ({g.span:.1f} s with nothing serving on {g.who}, {g.requests} failed "
-            f"{g.window})",
+            f"restarted ({nothing}; {g.requests} failed {g.window})",
             "use a rolling update with readiness gating (maxUnavailable: 0, maxSurge: 1) so an "
             "old replica serves until a new one is ready",
         )
@@ -630,7 +763,7 @@ class Analyzer:
     def _explain_keepalive_reset(self, g: _Group) -> tuple[str, str]:
         return (
             f"connection reset on a kept-alive connection at shutdown: {g.requests} on reused "
-            f"connections to {g.who} were reset {g.after_sigterm()} (the server closed idle "
+            f"connections to {g.who} {g.were} reset {g.after_sigterm()} (the server closed idle "
             f"keep-alive connections while clients still used them)",
             "send Connection: close on every response during the drain and close idle "
             "connections only after the drain delay (lossless serve and its middleware do)",
@@ -669,7 +802,7 @@ class Analyzer:
 
     def _explain_cut_in_flight(self, g: _Group) -> tuple[str, str]:
         return (
-            f"{g.requests} in flight on {g.who} were cut when it stopped ({g.after_sigterm()})",
+            f"{g.requests} in flight on {g.who} {g.were} cut when it stopped ({g.after_sigterm()})",
             "wait for in-flight requests before exiting: stop accepting, then finish the "
             "requests already read, bounded by the shutdown timeout",
         )

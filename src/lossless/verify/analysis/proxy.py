@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from lossless.verify.analysis.core import Analysis, Analyzer, Cause, FailureContext, percentiles
+from lossless.verify.analysis.kinds import CauseKind
 from lossless.verify.haproxy.log import ProxyLogEntry
 from lossless.verify.model import ErrorClass, Event, EventKind, Record
 from lossless.verify.results import Run, read_jsonl
@@ -58,14 +59,17 @@ __all__ = [
 PROXY_LOG = "proxy.jsonl"
 INGRESS = "ingress"
 
-PROXY_CAUSES: dict[str, str] = {
-    "ingress_silent_close": "kept-alive client connection closed by the proxy, no response, "
-    "no proxy log line",
-    "ingress_no_server": "the proxy had no server to route to (<NOSRV>)",
-    "ingress_connect_failed": "the proxy could not connect to a replica still in its view (SC)",
-    "ingress_backend_closed": "the replica closed the proxy's connection before or while "
-    "answering (SH/SD)",
-    "ingress_timeout": "the replica did not answer within the proxy's server timeout (sH)",
+PROXY_CAUSES: dict[CauseKind, str] = {
+    CauseKind.INGRESS_SILENT_CLOSE: "kept-alive client connection closed by the proxy, no "
+    "response, no proxy log line",
+    CauseKind.INGRESS_NO_SERVER: "the proxy had no server to route to (<NOSRV>)",
+    CauseKind.INGRESS_CONNECT_FAILED: "the proxy could not connect to a replica still in its "
+    "view (SC)",
+    CauseKind.INGRESS_BACKEND_CLOSED: "the replica closed the proxy's connection before or "
+    "while answering (SH/SD)",
+    CauseKind.INGRESS_TIMEOUT: "the replica did not answer within the proxy's server timeout (sH)",
+    CauseKind.INGRESS_RETRIED: "the client got a response only because the proxy retried the "
+    "request on another attempt (retries > 0)",
 }
 
 _MAX_EXAMPLES = 5
@@ -130,7 +134,7 @@ class ProxyFailure:
 
     context: FailureContext
     proxy: ProxyView | None
-    kind: str
+    kind: CauseKind
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -243,8 +247,58 @@ class _Explainer:
             if ready <= t1 and self.view_added.get(name, math.inf) > t0
         )
 
+    def explain_retried(
+        self,
+        hidden: Sequence[Record],
+        lines: dict[int, ProxyLogEntry],
+        latency_ms: dict[str, float],
+        analyzer: Analyzer,
+    ) -> Cause:
+        """The cause of the requests that succeeded only because the proxy retried them."""
+        n = len(hidden)
+        requests = _plural(n, "request")
+        t0, t1 = min(r.sent for r in hidden), max(r.sent for r in hidden)
+        window = (
+            f"at t={t0:.1f} s"
+            if f"{t0:.1f}" == f"{t1:.1f}"
+            else f"between t={t0:.1f} s and t={t1:.1f} s"
+        )
+        # the replicas terminating when they were sent: the likely first attempts
+        terminating: set[str] = set()
+        needed: list[float] = []
+        for name, tl in analyzer.timelines.items():
+            if any(tl.phase(r.sent) in _TERMINATING for r in hidden):
+                terminating.add(name)
+                start = tl.terminated_at()
+                removed = self.view_removed.get(name)
+                if start is not None and removed is not None:
+                    needed.append(removed - start)
+        attempts = sum(lines[r.seq].retries for r in hidden)
+        p99 = f", p99 latency {latency_ms['p99']:.0f} ms" if "p99" in latency_ms else ""
+        who = (
+            f"; replicas terminating then: {', '.join(sorted(terminating))}" if terminating else ""
+        )
+        cause = (
+            f"{requests} failed on a first attempt and got a response only because HAProxy "
+            f"retried them ({self.retries()}; {attempts} retries in all{p99}) {window}{who}: "
+            f"the upgrade failed them, the proxy hid it"
+        )
+        drain = max(1, math.ceil(max(needed, default=1.0)))
+        fix = (
+            f"make the first attempt succeed: a drain delay ≥ {drain} s (LOSSLESS_DRAIN_DELAY) or "
+            f"a preStop sleep of {drain} s so replicas serve until the proxy has removed them; "
+            "proxies retry a bounded number of times, at up to 1 s each, and once a request "
+            "was sent only an idempotent one (a refused connect is retried whatever the method). "
+            "If your production proxy retries exactly like this one, accept them with "
+            "--allow-retries"
+        )
+        contexts = [analyzer.context(r) for r in hidden[:_MAX_EXAMPLES]]
+        names = sorted({r.replica for r in hidden if r.replica and r.replica != INGRESS})
+        seqs = tuple(r.seq for r in hidden)
+        return Cause(CauseKind.INGRESS_RETRIED, cause, fix, n, names, contexts, seqs)
+
     def explain(
-        self, kind: str, items: list[tuple[Record, FailureContext, ProxyView | None]]
+        self, kind: CauseKind, items: list[tuple[Record, FailureContext, ProxyView | None]]
     ) -> Cause:
         records = [r for r, _, _ in items]
         contexts = [c for _, c, _ in items]
@@ -261,7 +315,7 @@ class _Explainer:
         classes = Counter(r.error.value for r in records)
         tail = " [" + ", ".join(f"{k}: {v}" for k, v in classes.most_common()) + "]"
         views = [v for _, _, v in items if v is not None]
-        if kind == "ingress_silent_close":
+        if kind is CauseKind.INGRESS_SILENT_CLOSE:
             keepalive = self.settings.get("timeout_keep_alive")
             limit = f" ({keepalive:g} s)" if isinstance(keepalive, int | float) else ""
             behind = sorted({self.previous[r.seq][0] for r in records if r.seq in self.previous})
@@ -290,7 +344,7 @@ class _Explainer:
                 "retry idempotent requests that got no response byte on a reused connection "
                 "(as Go's http.Transport and urllib3 do)"
             )
-        elif kind == "ingress_no_server":
+        elif kind is CauseKind.INGRESS_NO_SERVER:
             pending = self.pending_adds(t0, t1)
             late = (
                 f"; ready replicas the proxy had not added yet: {', '.join(pending)}"
@@ -306,7 +360,7 @@ class _Explainer:
                 "minReadySeconds ≥ the ingress propagation delay, or a drain delay / preStop "
                 "sleep that covers it"
             )
-        elif kind == "ingress_connect_failed":
+        elif kind is CauseKind.INGRESS_CONNECT_FAILED:
             gaps: list[float] = []
             needed: list[float] = []
             for name in names:
@@ -340,7 +394,7 @@ class _Explainer:
                 f"{drain} s so the replica accepts connections until the ingress has removed "
                 f"it; the proxy's retries only hide part of it, at up to 1 s per retry"
             )
-        elif kind == "ingress_backend_closed":
+        elif kind is CauseKind.INGRESS_BACKEND_CLOSED:
             pooled = sum(1 for v in views if v.backend_reused)
             terminating = sum(1 for c in contexts if c.phase in _TERMINATING)
             cause = (
@@ -362,25 +416,66 @@ class _Explainer:
                 f"(504, sH--) {window}"
             )
             fix = "find the slow path (look up the x-lossless-seq values) or raise timeout server"
-        return Cause(kind, cause + tail, fix, n, names, contexts[:_MAX_EXAMPLES])
+        seqs = tuple(r.seq for r in records)
+        return Cause(kind, cause + tail, fix, n, names, contexts[:_MAX_EXAMPLES], seqs)
 
 
-def _proxy_kind(r: Record, view: ProxyView | None) -> str | None:
+def _retries_per_kind(
+    figures: dict[str, dict[str, Any]],
+    settings: dict[str, Any],
+    hidden: Sequence[Record],
+    failed: Sequence[Record],
+    views: dict[int, ProxyView | None],
+) -> dict[str, dict[str, Any]]:
+    """``figures`` (requests, failures per kind) with, per kind, ``retried`` (saved only by a
+    proxy retry) and ``not_retried`` (failures the proxy logged without a retry)."""
+    if not figures:
+        return figures
+    kinds = settings.get("requests")
+    names = [str(k.get("name", "?")) for k in kinds if isinstance(k, dict)] if kinds else []
+    out = {name: {**row, "retried": 0, "not_retried": 0} for name, row in figures.items()}
+
+    def row(r: Record) -> dict[str, Any] | None:
+        return out.get(names[r.kind]) if 0 <= r.kind < len(names) else None
+
+    for r in hidden:
+        found = row(r)
+        if found is not None:
+            found["retried"] += 1
+    for r in failed:
+        found, view = row(r), views.get(r.seq)
+        if found is not None and view is not None and view.retries == 0:
+            found["not_retried"] += 1
+    return out
+
+
+def _never_connected(entries: Sequence[ProxyLogEntry]) -> set[str]:
+    """Servers the proxy tried and never connected to: every log line naming them ends ``SC``."""
+    connected: dict[str, bool] = {}
+    for e in entries:
+        if e.server:
+            connected[e.server] = connected.get(e.server, False) or not e.termination.startswith(
+                "SC"
+            )
+    return {name for name, ok in connected.items() if not ok}
+
+
+def _proxy_kind(r: Record, view: ProxyView | None) -> CauseKind | None:
     if view is None:
         if r.reused and r.error in (ErrorClass.RESET, ErrorClass.TRUNCATED):
-            return "ingress_silent_close"
+            return CauseKind.INGRESS_SILENT_CLOSE
         return None
     term = view.termination
     if len(term) < 2:
         return None
     if not view.server and view.status == 503:
-        return "ingress_no_server"
+        return CauseKind.INGRESS_NO_SERVER
     if term[:2] == "SC":
-        return "ingress_connect_failed"
+        return CauseKind.INGRESS_CONNECT_FAILED
     if term[0] == "S" and term[1] in "HD":
-        return "ingress_backend_closed"
+        return CauseKind.INGRESS_BACKEND_CLOSED
     if term[:2] == "sH" or (term[0] == "s" and view.status == 504):
-        return "ingress_timeout"
+        return CauseKind.INGRESS_TIMEOUT
     return None
 
 
@@ -431,7 +526,7 @@ def analyze_proxy(run: Run) -> ProxyAnalysis | None:
     contexts = {c.seq: c for c in base.contexts}
 
     views: dict[int, ProxyView | None] = {}
-    kinds: dict[int, str] = {}
+    kinds: dict[int, CauseKind] = {}
     for r in failed:
         line = by_seq.get(r.seq)
         view = None
@@ -460,17 +555,20 @@ def analyze_proxy(run: Run) -> ProxyAnalysis | None:
     leftover = rest.close()
     explainer = _Explainer(run, sorted(run.events, key=lambda e: e.t))
     explainer.previous = _previous_on_connection(
-        records, [seq for seq, kind in kinds.items() if kind == "ingress_silent_close"], full
+        records,
+        [seq for seq, kind in kinds.items() if kind is CauseKind.INGRESS_SILENT_CLOSE],
+        full,
     )
-    groups: dict[str, list[tuple[Record, FailureContext, ProxyView | None]]] = defaultdict(list)
+    groups: dict[CauseKind, list[tuple[Record, FailureContext, ProxyView | None]]] = defaultdict(
+        list
+    )
     for r in failed:
         if r.seq in kinds:
             groups[kinds[r.seq]].append((r, contexts[r.seq], views[r.seq]))
     causes = [explainer.explain(kind, items) for kind, items in groups.items()]
     causes.extend(leftover.causes)
     causes.sort(key=lambda c: (-c.count, c.kind))
-    rest_records = [r for r in records if r.ok or r.error.is_artefact or r.seq not in kinds]
-    leftover_kind = failure_kinds(run.events, run.settings, rest_records, leftover.causes)
+    leftover_kind = failure_kinds(leftover.causes)
     failures = [
         ProxyFailure(contexts[r.seq], views[r.seq], kinds.get(r.seq) or leftover_kind[r.seq])
         for r in failed
@@ -480,67 +578,34 @@ def analyze_proxy(run: Run) -> ProxyAnalysis | None:
     hidden_latency = [
         (r.end - r.sent) * 1000 for r in hidden if r.end is not None and r.end >= r.sent
     ]
+    hidden_ms = {k: round(v, 3) for k, v in percentiles(hidden_latency).items()}
+    if hidden:
+        causes.append(explainer.explain_retried(hidden, by_seq, hidden_ms, full))
+        causes.sort(key=lambda c: (-c.count, c.kind))
     terminations = Counter(e.termination for e in entries)
     ingress_settings = run.settings.get("ingress")
+    silent = sorted(set(base.silent_replicas) | _never_connected(entries))
+    kinds_figures = _retries_per_kind(base.request_kinds, run.settings, hidden, failed, views)
     return ProxyAnalysis(
-        analysis=dataclasses.replace(base, causes=causes),
+        analysis=dataclasses.replace(
+            base,
+            causes=causes,
+            retried=len(hidden),
+            retried_latency_ms=hidden_ms,
+            silent_replicas=silent,
+            request_kinds=kinds_figures,
+        ),
         failures=failures,
         entries=len(entries),
         joined=sum(1 for r in run.records if r.seq in by_seq),
         terminations=dict(terminations.most_common()),
         hidden=len(hidden),
-        hidden_latency_ms={k: round(v, 3) for k, v in percentiles(hidden_latency).items()},
+        hidden_latency_ms=hidden_ms,
         settings=ingress_settings if isinstance(ingress_settings, dict) else {},
         messages=messages,
     )
 
 
-def failure_kinds(
-    events: Sequence[Event],
-    settings: dict[str, Any],
-    records: Sequence[Record],
-    causes: Sequence[Cause],
-) -> dict[int, str]:
-    """The cause kind of every failed record of ``records`` (seq → kind), for ``causes`` that
-    :class:`~lossless.verify.analysis.core.Analyzer` computed from ``events``, ``settings`` and
-    ``records``.
-
-    A Cause lists up to five examples, not all its failures; when it carries a ``seqs`` list it
-    is used, else each failure is sorted on its own by the Analyzer's rules, fed the failure,
-    the first success of its replica and its replica's events (the only inputs the rules read),
-    so the kinds are exactly the Analyzer's.
-    """
-    failed = [r for r in records if not r.ok and not r.error.is_artefact]
-    if len(causes) == 1:
-        return {r.seq: causes[0].kind for r in failed}
-    listed: dict[int, str] = {}
-    for c in causes:
-        seqs = getattr(c, "seqs", None)
-        if not isinstance(seqs, list):
-            break
-        listed.update((int(seq), c.kind) for seq in seqs)
-    else:
-        if all(r.seq in listed for r in failed):
-            return {r.seq: listed[r.seq] for r in failed}
-    first_ok: dict[str, Record] = {}
-    for r in sorted(records, key=lambda r: r.seq):
-        if (
-            r.replica
-            and r.replica not in first_ok
-            and 0 < r.status < 500
-            and r.end is not None
-            and r.error in (ErrorClass.NONE, ErrorClass.SCHEDULE_LAG)
-        ):
-            first_ok[r.replica] = r
-    own: dict[str, list[Event]] = defaultdict(list)
-    for e in events:
-        own[e.replica].append(e)
-    out: dict[int, str] = {}
-    for r in failed:
-        one = Analyzer(own.get(r.replica, []), settings)
-        ok = first_ok.get(r.replica)
-        if ok is not None:
-            one.add(ok)
-        one.add(r)
-        out[r.seq] = one.close().causes[0].kind
-    return out
+def failure_kinds(causes: Sequence[Cause]) -> dict[int, CauseKind]:
+    """The cause kind of every failed request (seq → kind) that ``causes`` group."""
+    return {seq: c.kind for c in causes for seq in c.seqs}

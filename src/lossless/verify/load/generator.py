@@ -44,6 +44,10 @@ Error classes (:class:`~lossless.verify.model.ErrorClass`):
   (a failure is never hidden behind an artefact); its lateness stays visible as
   ``Record.lag`` (``sent - intended``), which the analysis reports for every failure.
 
+Garbage collection: while the load runs, automatic collection is off and the sweeper collects
+the young generations every 10 ms (:func:`young_collections_only`): a full collection walks every
+record kept so far and would stall the schedule for tens of milliseconds.
+
 Concurrency: everything runs inside one :class:`asyncio.TaskGroup` owned by :func:`run_load`
 (scheduler, timeout sweeper, one task per connection attempt); pooled requests need no task at all
 (the protocol's callbacks complete them). The parser is ``httptools`` (llhttp, C) driven from an
@@ -55,13 +59,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import errno
+import gc
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar, cast
 
 import httptools
 
+from lossless.verify.load.mix import RequestKind, RequestMix
 from lossless.verify.model import Clock, Endpoint, EndpointView, ErrorClass, Record
 
 __all__ = ["run", "run_load"]
@@ -80,6 +87,35 @@ _REPLICA_HEADER = b"x-lossless-replica"
 # Issue at most this many due requests before yielding to the event loop, so a backlog (after a
 # pause of the process) cannot starve the I/O callbacks that complete requests.
 _BATCH = 64
+
+
+@contextlib.contextmanager
+def young_collections_only() -> Iterator[None]:
+    """Keep the garbage collector from stalling the schedule while the load runs.
+
+    CPython's automatic collections are triggered by allocations; now and then one is a full
+    (generation 2) collection, which walks every tracked object: every record kept so far, every
+    connection and parser. With tens of thousands of records that is tens of milliseconds during
+    which no request is sent (the stall measured by bench/bench_load.py, issue 13). Inside this
+    context automatic collection is off and the caller runs :func:`collect_young` on a short
+    period instead: generations 0 and 1 only (the objects of the last period, a fraction of a
+    millisecond), so young cycles are still freed; objects that survive go to generation 2, which
+    is not collected until the context exits and automatic collection resumes (cyclic garbage
+    that reached generation 2 is freed then). Restores the previous state, also on error.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def collect_young() -> None:
+    """Collect generations 0 and 1 when generation 0 has reached its threshold."""
+    if gc.get_count()[0] >= gc.get_threshold()[0]:
+        gc.collect(1)
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
@@ -222,7 +258,7 @@ class _Generator:
         view: EndpointView,
         clock: Clock,
         *,
-        path: str,
+        mix: RequestMix,
         timeout: float,
         connect_timeout: float,
         lag_budget: float,
@@ -232,7 +268,7 @@ class _Generator:
         self.view = view
         self.clock = clock
         self.now = clock.now
-        self.path = path
+        self.kinds = mix.kinds
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.lag_budget = lag_budget
@@ -245,37 +281,35 @@ class _Generator:
         self.inflight: collections.deque[tuple[Record, _Conn]] = collections.deque()
         self.pending = 0  # requests issued and not finished
         self.callback_error: BaseException | None = None
-        self._prefixes: dict[tuple[Endpoint, bool], bytes] = {}
+        self._prefixes: dict[tuple[Endpoint, bool, int], bytes] = {}
         self._wake: asyncio.Future[None] | None = None
         self._waiting_release = False
         self._tg: asyncio.TaskGroup | None = None
 
     # -- requests ------------------------------------------------------------------------------
-    def request_bytes(self, endpoint: Endpoint, seq: int, close: bool) -> bytes:
-        prefix = self._prefixes.get((endpoint, close))
+    def request_bytes(self, endpoint: Endpoint, seq: int, close: bool, kind: int = 0) -> bytes:
+        key = (endpoint, close, kind)
+        prefix = self._prefixes.get(key)
         if prefix is None:
-            host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
-            prefix = (
-                f"GET {self.path} HTTP/1.1\r\nHost: {host}:{endpoint.port}\r\n"
-                f"User-Agent: lossless-verify\r\n"
-                + ("Connection: close\r\n" if close else "")
-                + "x-lossless-seq: "
-            ).encode("latin-1")
-            self._prefixes[(endpoint, close)] = prefix
-        return prefix + b"%d\r\n\r\n" % seq
+            prefix = self.kinds[kind].head(endpoint.host, endpoint.port, close)
+            self._prefixes[key] = prefix
+        body = self.kinds[kind].body
+        return prefix + b"%d\r\n\r\n" % seq + body if body else prefix + b"%d\r\n\r\n" % seq
 
-    def issue(self, seq: int, intended: float, client: int, fresh: bool) -> bool:
+    def issue(self, seq: int, intended: float, client: int, fresh: bool, kind: int = 0) -> bool:
         """Start request ``seq``; False (nothing done) when ``max_conns`` connections are busy."""
         pool = self.pools[client]
         if not fresh and pool:
             conn = pool.pop()
-            rec = Record(seq, intended, self.now(), None, None, 0, 0, _OK, "", 0, False, client)
+            rec = Record(
+                seq, intended, self.now(), None, None, 0, 0, _OK, "", 0, False, client, kind
+            )
             self._track(rec, conn)
-            conn.send(rec, self.request_bytes(conn.endpoint, seq, False))
+            conn.send(rec, self.request_bytes(conn.endpoint, seq, False, kind))
             return True
         if self.open_conns >= self.max_conns and not self._evict_idle():
             return False
-        rec = Record(seq, intended, self.now(), None, None, 0, 0, _OK, "", 0, False, client)
+        rec = Record(seq, intended, self.now(), None, None, 0, 0, _OK, "", 0, False, client, kind)
         endpoint = self.view.pick(client)
         if endpoint is None:
             self.pending += 1
@@ -322,7 +356,7 @@ class _Generator:
         if rec.end is not None or conn.dead:  # timed out meanwhile, or the run is closing
             conn.abort()
             return
-        conn.send(rec, self.request_bytes(endpoint, rec.seq, fresh))
+        conn.send(rec, self.request_bytes(endpoint, rec.seq, fresh, rec.kind))
 
     # -- completion ----------------------------------------------------------------------------
     def finish(
@@ -429,11 +463,13 @@ class _Generator:
         self, *, rate: float, count: int, new_conn_ratio: float, seed: int, stop: asyncio.Event
     ) -> None:
         rng = random.Random(seed)
+        choose = RequestMix(self.kinds).chooser(seed)
         clients = max(1, self.view.clients)
         interval = 1.0 / rate
         start = self.now()
         seq = 0
         fresh = rng.random() < new_conn_ratio
+        kind = choose()
         while seq < count and not stop.is_set() and self.callback_error is None:
             now = self.now()
             intended = start + seq * interval
@@ -442,12 +478,13 @@ class _Generator:
                 continue
             issued = 0
             while intended <= now:
-                if not self.issue(seq, intended, seq % clients, fresh):
+                if not self.issue(seq, intended, seq % clients, fresh, kind):
                     await self.sleep(None)  # at max_conns: until a connection is released
                     break
                 seq += 1
                 issued += 1
                 fresh = rng.random() < new_conn_ratio
+                kind = choose()
                 if seq >= count:
                     break
                 intended = start + seq * interval
@@ -457,9 +494,15 @@ class _Generator:
 
     async def sweeper(self, done: asyncio.Event) -> None:
         tick = min(0.05, self.timeout / 4)
+        young = min(tick, 0.01)  # young collections at least every 10 ms (see run_load)
+        elapsed = 0.0
         while not done.is_set():
-            self.sweep()
-            await asyncio.sleep(tick)
+            if elapsed >= tick:
+                self.sweep()
+                elapsed = 0.0
+            collect_young()
+            await asyncio.sleep(young)
+            elapsed += young
 
     def close_all(self) -> None:
         for pool in self.pools:
@@ -477,6 +520,7 @@ async def run_load(
     rate: float,
     duration: float,
     path: str = "/",
+    mix: RequestMix | None = None,
     new_conn_ratio: float = 0.1,
     timeout: float = 5.0,
     connect_timeout: float = 1.0,
@@ -486,7 +530,10 @@ async def run_load(
     stop: asyncio.Event | None = None,
     seed: int = 0,
 ) -> list[Record]:
-    """Send ``round(rate * duration)`` GET requests for ``path``, open loop; return their records.
+    """Send ``round(rate * duration)`` requests, open loop; return their records.
+
+    The requests are GET ``path``, or with ``mix`` each request's kind is drawn from it (seeded
+    with ``seed``; ``Record.kind`` is the kind's index in ``mix.kinds``).
 
     Request ``seq`` is due at ``start + seq / rate`` (``start`` is ``clock.now()`` at the call)
     and carries the header ``x-lossless-seq: <seq>``. Each request yields exactly one
@@ -515,7 +562,7 @@ async def run_load(
     gen = _Generator(
         view,
         clock,
-        path=path,
+        mix=mix if mix is not None else RequestMix((RequestKind(path=path),)),
         timeout=timeout,
         connect_timeout=connect_timeout,
         lag_budget=lag_budget,
@@ -524,31 +571,45 @@ async def run_load(
     )
     stop_event = stop if stop is not None else asyncio.Event()
     done = asyncio.Event()
-
-    async def watch_stop() -> None:
-        await stop_event.wait()
-        gen.wake()
-
     try:
-        async with asyncio.TaskGroup() as tg:
-            gen._tg = tg
-            sweeper = tg.create_task(gen.sweeper(done))
-            watcher = tg.create_task(watch_stop())
-            await gen.schedule(
-                rate=rate,
-                count=round(rate * duration),
-                new_conn_ratio=new_conn_ratio,
-                seed=seed,
-                stop=stop_event,
-            )
-            while gen.pending > 0:  # each is bounded by the sweeper's timeout
-                await gen.sleep(None)
-            done.set()
-            watcher.cancel()
-            sweeper.cancel()
+        with young_collections_only():
+            await _drive(gen, stop_event, done, rate, duration, new_conn_ratio, seed)
     finally:
         gen.close_all()
     if gen.callback_error is not None:
         raise gen.callback_error
     gen.records.sort(key=lambda r: r.seq)
     return gen.records
+
+
+async def _drive(
+    gen: _Generator,
+    stop_event: asyncio.Event,
+    done: asyncio.Event,
+    rate: float,
+    duration: float,
+    new_conn_ratio: float,
+    seed: int,
+) -> None:
+    """The scheduler, the sweeper and the stop watcher of one :func:`run_load` call."""
+
+    async def watch_stop() -> None:
+        await stop_event.wait()
+        gen.wake()
+
+    async with asyncio.TaskGroup() as tg:
+        gen._tg = tg
+        sweeper = tg.create_task(gen.sweeper(done))
+        watcher = tg.create_task(watch_stop())
+        await gen.schedule(
+            rate=rate,
+            count=round(rate * duration),
+            new_conn_ratio=new_conn_ratio,
+            seed=seed,
+            stop=stop_event,
+        )
+        while gen.pending > 0:  # each is bounded by the sweeper's timeout
+            await gen.sleep(None)
+        done.set()
+        watcher.cancel()
+        sweeper.cancel()

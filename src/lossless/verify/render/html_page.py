@@ -36,7 +36,10 @@ import os
 
 from lossless.errors import LosslessError
 from lossless.verify.analysis.core import Analysis, FailureContext
-from lossless.verify.analysis.proxy import ProxyAnalysis, analyze_proxy, failure_kinds
+from lossless.verify.analysis.kinds import CauseKind
+from lossless.verify.analysis.proxy import ProxyAnalysis
+from lossless.verify.analysis.report import Report
+from lossless.verify.analysis.verdict import Verdict
 from lossless.verify.model import Record
 from lossless.verify.render.html_figure import figure
 from lossless.verify.results import Run
@@ -54,11 +57,11 @@ def _fmt_s(value: float | None) -> str:
     return "" if value is None else f"{value:.3f}"
 
 
-def _summary(run: Run, a: Analysis, proxy: ProxyAnalysis | None) -> str:
+def _summary(run: Run, a: Analysis, proxy: ProxyAnalysis | None, v: Verdict | None) -> str:
     lat = a.latency_ms
     latency = " · ".join(f"{k} {lat[k]:.1f} ms" for k in ("p50", "p99", "max") if k in lat) or "-"
     by_class = ", ".join(f"{k} {v}" for k, v in a.failures_by_class.items())
-    verdict = "ok" if a.failures == 0 else "failures"
+    verdict = "ok" if a.failures == 0 and a.retried == 0 else "failures"
     s = run.settings
     cards = [
         ("requests", f"{a.requests}", f"{a.rate_sent:g} req/s over {a.duration_s:.1f} s"),
@@ -71,20 +74,31 @@ def _summary(run: Run, a: Analysis, proxy: ProxyAnalysis | None) -> str:
         cards.append(
             (
                 "hidden by proxy retries",
-                f"{proxy.hidden}",
+                f"{a.retried}",
                 "requests that succeeded only after a retry"
                 + (
-                    f" (p99 {proxy.hidden_latency_ms['p99']:.0f} ms)"
-                    if "p99" in proxy.hidden_latency_ms
+                    f" (p99 {a.retried_latency_ms['p99']:.0f} ms)"
+                    if "p99" in a.retried_latency_ms
                     else ""
                 ),
             )
         )
+    if v is not None:
+        cards.insert(
+            0,
+            (
+                "verdict",
+                v.outcome.value,
+                "; ".join(v.reasons) or f"achieved {a.rate_achieved:g} of {a.rate_sent:g} req/s",
+            ),
+        )
     out = [f'<div class="cards verdict-{verdict}">']
     for title, value, note in cards:
+        slug = title.split()[0]
+        extra = f" outcome-{value}" if slug == "verdict" else ""
         out.append(
-            f'<div class="card"><div class="k">{_e(title)}</div><div class="v">{_e(value)}</div>'
-            f'<div class="n">{_e(note)}</div></div>'
+            f'<div class="card card-{_e(slug)}{extra}"><div class="k">{_e(title)}</div>'
+            f'<div class="v">{_e(value)}</div><div class="n">{_e(note)}</div></div>'
         )
     out.append("</div>")
     keys = (
@@ -166,7 +180,7 @@ def _failure_row(c: FailureContext, kind: str, proxy_text: str, records: dict[in
 
 
 def _failures_table(
-    run: Run, a: Analysis, kinds: dict[int, str], proxy: ProxyAnalysis | None
+    run: Run, a: Analysis, kinds: dict[int, CauseKind], proxy: ProxyAnalysis | None
 ) -> str:
     if not a.contexts:
         return ""
@@ -202,8 +216,10 @@ h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:28px 0 8px}
 .card{border:1px solid #e5e7eb;border-radius:8px;padding:8px 12px;min-width:150px}
 .card .k{color:#6b7280;font-size:12px}.card .v{font-size:20px;font-weight:600}
 .card .n{color:#6b7280;font-size:12px}
-.verdict-failures .card:nth-child(2) .v{color:#dc2626}
-.verdict-ok .card:nth-child(2) .v{color:#16a34a}
+.verdict-failures .card-failures .v{color:#dc2626}
+.verdict-ok .card-failures .v{color:#16a34a}
+.card-verdict .v{text-transform:uppercase}
+.outcome-pass .v{color:#16a34a} .outcome-fail .v{color:#dc2626} .outcome-inconclusive .v{color:#d97706}
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{border-bottom:1px solid #e5e7eb;padding:4px 6px;text-align:left;vertical-align:top}
 th{background:#f9fafb;position:sticky;top:0}
@@ -246,25 +262,13 @@ def _json_for_script(obj: object) -> str:
     return text.replace("</", "<\\/")
 
 
-def render_html(
-    run: Run, analysis: Analysis, *, proxy: ProxyAnalysis | None = None, title: str | None = None
-) -> str:
-    """The report of ``run`` as one self-contained HTML document (see the module docstring).
-
-    When the run went through a proxy (its directory holds ``proxy.jsonl``) and ``proxy`` is not
-    given, :func:`~lossless.verify.analysis.proxy.analyze_proxy` is run and its analysis (causes
-    with the proxy's view) is shown in place of ``analysis``. Raises LosslessError when plotly is
-    not installed or the proxy log is corrupt.
-    """
-    if proxy is None:
-        proxy = analyze_proxy(run)
-    if proxy is not None:
-        analysis = proxy.analysis
-        kinds = {f.context.seq: f.kind for f in proxy.failures}
-        replicas = {f.context.seq: f.context.replica for f in proxy.failures}
-    else:
-        kinds = failure_kinds(run.events, run.settings, run.records, analysis.causes)
-        replicas = {}
+def render_html(report: Report, *, verdict: Verdict | None = None, title: str | None = None) -> str:
+    """The report of one analysed run as one self-contained HTML document (see the module
+    docstring). Renders only: the run was analysed once (:func:`~lossless.verify.analysis.report.
+    analyse`); ``verdict`` (when given) heads the summary. Raises LosslessError when plotly is not
+    installed."""
+    run, analysis, proxy, kinds = report.run, report.analysis, report.proxy, report.kinds
+    replicas = report.replicas
     fig = figure(run, analysis, replicas=replicas)
     dropped = int(fig.pop("dropped_ok"))
     lanes = fig.pop("lanes")
@@ -288,7 +292,7 @@ def render_html(
             f"<h1>{_e(heading)}</h1>",
             f'<div class="sub">{_e(run.dir)} · {len(lanes)} replicas · '
             f"{len(run.events)} timeline events</div>",
-            _summary(run, analysis, proxy),
+            _summary(run, analysis, proxy, verdict),
             warnings,
             "<h2>Timeline</h2>",
             "<p class=\"note\">Lanes: a replica's phases; ▲/▼ a client's view added/dropped it; "
@@ -310,16 +314,11 @@ def render_html(
 
 
 def write_html(
-    run: Run,
-    analysis: Analysis,
-    path: str | os.PathLike[str],
-    *,
-    proxy: ProxyAnalysis | None = None,
+    report: Report, path: str | os.PathLike[str], *, verdict: Verdict | None = None
 ) -> int:
     """Write :func:`render_html` to ``path``; return its size in bytes. LosslessError when the
     file cannot be written."""
-    text = render_html(run, analysis, proxy=proxy)
-    data = text.encode("utf-8")
+    data = render_html(report, verdict=verdict).encode("utf-8")
     try:
         with open(path, "wb") as f:
             f.write(data)

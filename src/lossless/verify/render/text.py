@@ -8,8 +8,9 @@ import json
 import sys
 
 from lossless.verify.analysis.core import Analysis, FailureContext
+from lossless.verify.analysis.verdict import Outcome, Verdict
 
-__all__ = ["render_json", "render_text"]
+__all__ = ["describe_kind", "render_json", "render_text", "verdict_line"]
 
 
 def _ms(values: dict[str, float], keys: tuple[str, ...]) -> str:
@@ -24,8 +25,12 @@ def _counts(counts: dict[str, int]) -> str:
 
 def _summary(a: Analysis) -> list[tuple[str, str]]:
     late = f"{a.late} sent more than {a.lag_budget_s * 1000:g} ms late"
-    return [
-        ("requests", f"{a.requests}  ({a.rate_sent:g} req/s sent over {a.duration_s:.1f} s)"),
+    rows = [
+        (
+            "requests",
+            f"{a.requests}  ({a.rate_sent:g} req/s scheduled, {a.rate_achieved:g} req/s "
+            f"achieved, over {a.duration_s:.1f} s)",
+        ),
         ("ok", f"{a.ok}  ({a.success_ratio * 100:.3f} % of the service's answers)"),
         ("failures", f"{a.failures}  ({_counts(a.failures_by_class)})"),
         ("artefacts", f"{a.artefacts}  ({_counts(a.artefacts_by_class)}; {late})"),
@@ -33,6 +38,43 @@ def _summary(a: Analysis) -> list[tuple[str, str]]:
         ("latency", _ms(a.latency_ms, ("p50", "p90", "p99", "p999", "max"))),
         ("schedule lag", _ms(a.lag_ms, ("p50", "p99", "max"))),
     ]
+    if a.retried or "ingress" in a.settings:
+        rows.insert(3, ("retried", _retried(a)))
+    if len(a.request_kinds) > 1 or any(
+        not k["idempotent"] or k.get("retried") for k in a.request_kinds.values()
+    ):
+        rows.extend((f"  {name}", describe_kind(k)) for name, k in a.request_kinds.items())
+    return rows
+
+
+def describe_kind(k: dict[str, object]) -> str:
+    """``80 requests, 6 failed (not idempotent: 6 not retried by the proxy)``."""
+    text = f"{k['requests']} requests, {k['failures']} failed"
+    notes = ["idempotent" if k["idempotent"] else "not idempotent"]
+    if "not_retried" in k:
+        notes.append(f"{k['not_retried']} failed without a proxy retry")
+        notes.append(f"{k['retried']} saved by a proxy retry")
+    return f"{text} ({'; '.join(notes)})"
+
+
+def _retried(a: Analysis) -> str:
+    """The requests a proxy saved only by retrying them: failures of the upgrade."""
+    p99 = a.retried_latency_ms.get("p99")
+    latency = f", latency p99 {p99:.0f} ms" if p99 is not None else ""
+    return f"{a.retried}  (succeeded only after a proxy retry{latency})"
+
+
+def verdict_line(a: Analysis, v: Verdict) -> str:
+    """``verdict: fail (...)  · achieved 49.9 of 50 req/s · schedule lag p99 0.41 ms``: the
+    verdict with the figures that say whether the run sent the load it promised."""
+    head = f"verdict: {v.outcome.value}"
+    if v.reasons:
+        head += " (" + "; ".join(v.reasons) + ")"
+    p99 = a.lag_ms.get("p99")
+    lag = "-" if p99 is None else f"{p99:.2f} ms"
+    return (
+        f"{head}  · achieved {a.rate_achieved:g} of {a.rate_sent:g} req/s · schedule lag p99 {lag}"
+    )
 
 
 def _example(c: FailureContext) -> str:
@@ -50,7 +92,7 @@ def _example(c: FailureContext) -> str:
     return ", ".join(parts)
 
 
-def _plain(a: Analysis) -> str:
+def _plain(a: Analysis, v: Verdict | None) -> str:
     rows = _summary(a)
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
@@ -62,10 +104,12 @@ def _plain(a: Analysis) -> str:
         for e in c.examples[:3]:
             lines.append(f"     e.g. {_example(e)}")
     lines.extend(f"warning: {w}" for w in a.warnings)
+    if v is not None:
+        lines.append(verdict_line(a, v))
     return "\n".join(lines) + "\n"
 
 
-def _rich(a: Analysis) -> str:
+def _rich(a: Analysis, v: Verdict | None) -> str:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -90,22 +134,32 @@ def _rich(a: Analysis) -> str:
             console.print(f"   [dim]e.g. {escape(_example(e))}[/]")
     for w in a.warnings:
         console.print(f"[yellow]warning:[/] {escape(w)}")
+    if v is not None:
+        colour = {Outcome.PASS: "green", Outcome.FAIL: "red"}.get(v.outcome, "yellow")
+        console.print(f"[bold {colour}]{escape(verdict_line(a, v))}[/]")
     return out.getvalue()
 
 
-def render_text(analysis: Analysis, *, tty: bool | None = None) -> str:
-    """The summary table and the causes; with colours (rich) when ``tty`` (default: whether
-    stdout is a terminal) and rich is installed, else plain aligned text."""
+def render_text(
+    analysis: Analysis, verdict: Verdict | None = None, *, tty: bool | None = None
+) -> str:
+    """The summary table, the causes and (given ``verdict``) the verdict line; with colours
+    (rich) when ``tty`` (default: whether stdout is a terminal) and rich is installed, else plain
+    aligned text."""
     if tty is None:
         tty = sys.stdout.isatty()
     if tty:
         try:
-            return _rich(analysis)
+            return _rich(analysis, verdict)
         except ImportError:  # pragma: no cover - rich is part of the verify extra
             pass
-    return _plain(analysis)
+    return _plain(analysis, verdict)
 
 
-def render_json(analysis: Analysis) -> str:
-    """``Analysis.to_json()`` as indented JSON text (ends with a newline)."""
-    return json.dumps(analysis.to_json(), indent=2, ensure_ascii=False) + "\n"
+def render_json(analysis: Analysis, verdict: Verdict | None = None) -> str:
+    """``Analysis.to_json()`` (with ``Verdict.to_json()`` merged in when given) as indented JSON
+    text (ends with a newline)."""
+    doc = analysis.to_json()
+    if verdict is not None:
+        doc.update(verdict.to_json())
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,54 @@
+"""Analyse a run once, render it many times.
+
+:func:`analyse` reads nothing: it takes a :class:`~lossless.verify.results.Run` read once by
+:func:`~lossless.verify.results.read_run` and returns a :class:`Report` holding the run, its
+:class:`~lossless.verify.analysis.core.Analysis` (with the proxy's causes when the run went
+through ``--traffic ingress``), the proxy side and the cause kind of every failed request. The
+text, JSON and HTML renderers and the verdict all take a Report; none of them analyses again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from lossless.verify.analysis.core import Analysis, analyze
+from lossless.verify.analysis.kinds import CauseKind
+from lossless.verify.analysis.proxy import ProxyAnalysis, analyze_proxy, failure_kinds
+from lossless.verify.results import Run, read_run
+
+__all__ = ["Report", "analyse", "analyse_dir"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """One run and everything computed from it.
+
+    ``analysis`` is the analysis to show (the proxy's when ``proxy`` is set); ``kinds`` maps the
+    seq of every failed request (and every request a proxy retry saved) to its cause kind;
+    ``replicas`` maps a failed request's seq to the replica it reached when a proxy named it."""
+
+    run: Run
+    analysis: Analysis
+    proxy: ProxyAnalysis | None
+    kinds: dict[int, CauseKind]
+    replicas: dict[int, str]
+
+
+def analyse(run: Run) -> Report:
+    """Analyse ``run`` (joining the proxy's log when the directory holds one). Raises
+    LosslessError for a corrupt proxy log."""
+    proxy = analyze_proxy(run)
+    if proxy is None:
+        analysis = analyze(run)
+        return Report(run, analysis, None, failure_kinds(analysis.causes), {})
+    kinds = failure_kinds(proxy.analysis.causes)
+    kinds.update((f.context.seq, f.kind) for f in proxy.failures)
+    replicas = {f.context.seq: f.context.replica for f in proxy.failures}
+    return Report(run, proxy.analysis, proxy, kinds, replicas)
+
+
+def analyse_dir(directory: str | os.PathLike[str]) -> Report:
+    """Read the run directory once and analyse it (LosslessError naming the file when it is
+    missing or corrupt)."""
+    return analyse(read_run(directory))
