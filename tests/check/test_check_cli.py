@@ -157,18 +157,6 @@ def test_argparse_usage_error_exits_2(cli: RunCli) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_directory_walk_skips_chart_sources(cli: RunCli, tmp_path: Path) -> None:
-    chart = tmp_path / "charts" / "web"
-    (chart / "templates").mkdir(parents=True)
-    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: web\nversion: 0.1.0\n")
-    (chart / "templates" / "deployment.yaml").write_text(HELM_TEMPLATE)
-    (tmp_path / "app.yaml").write_text(GOOD.read_text())
-    result = cli(".", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.startswith("lossless check: note: skipped Helm chart charts/web")
-    assert "Traceback" not in result.stderr
-
-
 def test_output_file(cli: RunCli, tmp_path: Path) -> None:
     result = cli(BAD_RULE, "--format", "json", "-o", tmp_path / "out.json")
     assert result.returncode == 1

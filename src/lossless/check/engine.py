@@ -4,27 +4,35 @@
 never raises on bad input: unreadable or invalid inputs become :class:`InputError` values in the
 :class:`Report`, and every other input is still checked.
 
-Rules receive a :class:`Context`: the objects of *all* inputs together (a Service in one file
-selects the Deployment in another), with the relationships the rules share computed once.
+Rules receive a :class:`Context`: the objects of all inputs, with the relationships the rules
+share computed once. Objects are joined (a Service to the pods it selects, a PDB or an HPA to its
+workload) only when they belong together (:meth:`Context.related`): in one *group* (the
+directory of a plain file, one kustomization or Helm chart rendered by
+:mod:`lossless.check.render`, one Helm release of a rendered stream) with compatible
+namespaces, or in the same explicit namespace. So a Service in ``k8s/web-svc.yaml`` selects the
+Deployment in ``k8s/web.yaml``, but not one in an unrelated directory given in the same run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 from lossless.check import dockerfile as dockerfile_mod
+from lossless.check import render as render_mod
 from lossless.check.config import Config
 from lossless.check.dockerfile import Dockerfile, image_repository
 from lossless.check.k8s import (
+    CONTROLLER_LABELS,
     KNOWN_KINDS,
+    SCALED_KINDS,
     Container,
     K8sObject,
     Workload,
     as_int,
-    labels_match,
     objects_from,
     selector_matches,
 )
@@ -38,6 +46,7 @@ from lossless.check.load import (
     read_source,
 )
 from lossless.check.model import Finding, Hit, InputError, Location, Rule, Suppression, all_rules
+from lossless.check.sourcemap import SourceMap
 
 __all__ = ["Context", "Report", "run_check"]
 
@@ -77,6 +86,27 @@ class Context:
     objects: list[K8sObject] = field(default_factory=list)
     documents: list[Document] = field(default_factory=list)
     dockerfiles: list[Dockerfile] = field(default_factory=list)
+    #: The group of every object read from a rendered source (by ``id`` of the source).
+    source_groups: dict[int, tuple[str, str]] = field(default_factory=dict)
+
+    def group_of(self, obj: K8sObject) -> tuple[str, str]:
+        """What ``obj`` belongs with: its render, its Helm release in a rendered stream (the
+        chart named by ``# Source:``), else the directory of its file."""
+        source = obj.document.source
+        rendered = self.source_groups.get(id(source))
+        if rendered is not None:
+            return rendered
+        helm = obj.document.helm_source
+        if helm:
+            return ("helm", f"{source.path}::{helm.split('/', 1)[0]}")
+        return ("dir", os.path.dirname(source.path))
+
+    def related(self, a: K8sObject, b: K8sObject) -> bool:
+        """Whether two objects may be joined: the same explicit namespace, or compatible
+        namespaces (equal or one unset) within one group."""
+        if a.namespace is not None and b.namespace is not None:
+            return a.namespace == b.namespace
+        return self.group_of(a) == self.group_of(b)
 
     @cached_property
     def workloads(self) -> list[Workload]:
@@ -107,9 +137,10 @@ class Context:
 
     def _candidates(self, labels: Any) -> list[Workload]:
         """Workloads that may match a selector whose required labels are ``labels``."""
-        if isinstance(labels, dict) and labels:
-            key, value = next(iter(labels.items()))
-            return self._label_index.get((str(key), str(value)), [])
+        if isinstance(labels, Mapping):
+            for key, value in labels.items():
+                if str(key) not in CONTROLLER_LABELS:
+                    return self._label_index.get((str(key), str(value)), [])
         return self.workloads
 
     @cached_property
@@ -122,7 +153,7 @@ class Context:
             table[id(service)] = [
                 w
                 for w in self._candidates(selector)
-                if w.same_namespace(service) and labels_match(selector, w.pod_labels)
+                if self.related(w, service) and w.selected_by(selector)
             ]
         return table
 
@@ -177,11 +208,17 @@ class Context:
         return table
 
     def hpa_for(self, workload: Workload) -> K8sObject | None:
-        """The HorizontalPodAutoscaler whose ``scaleTargetRef`` names this workload."""
-        for hpa in self._hpas.get((workload.kind, workload.name), []):
-            if hpa.same_namespace(workload):
-                return hpa
-        return None
+        """The HorizontalPodAutoscaler whose ``scaleTargetRef`` names exactly this workload
+        (kind and name) among the related objects (:meth:`related`), one of the same group
+        first."""
+        candidates = [
+            hpa
+            for hpa in self._hpas.get((workload.kind, workload.name), [])
+            if self.related(hpa, workload)
+        ]
+        group = self.group_of(workload)
+        candidates.sort(key=lambda hpa: self.group_of(hpa) != group)
+        return candidates[0] if candidates else None
 
     def min_replicas(self, workload: Workload) -> int:
         """Replicas the workload runs at least: the HPA's ``minReplicas`` (1) when one manages it,
@@ -193,6 +230,24 @@ class Context:
         replicas = workload.replicas
         return 1 if replicas is None else replicas
 
+    def pods_behind(self, service: K8sObject) -> int:
+        """Pods the Service routes to at least: the replicas of every long-running workload it
+        selects, added up (v1, v2 and v3 Deployments behind one Service count together)."""
+        return sum(self.min_replicas(w) for w in self.workloads_for(service) if not w.is_batch)
+
+    def serving_pods(self, workload: Workload) -> int:
+        """The most pods any of the workload's Services routes to (:meth:`pods_behind`)."""
+        return max((self.pods_behind(s) for s in self.services_for(workload)), default=0)
+
+    def siblings(self, workload: Workload) -> list[Workload]:
+        """The long-running workloads behind the same Services as ``workload`` (itself first)."""
+        found: dict[int, Workload] = {id(workload): workload}
+        for service in self.services_for(workload):
+            for other in self.workloads_for(service):
+                if not other.is_batch and other.kind in SCALED_KINDS | {"Pod"}:
+                    found.setdefault(id(other), other)
+        return list(found.values())
+
     @cached_property
     def _pdb_matches(self) -> dict[int, list[Workload]]:
         table: dict[int, list[Workload]] = {}
@@ -202,7 +257,7 @@ class Context:
             table[id(pdb)] = [
                 w
                 for w in self._candidates(labels)
-                if pdb.same_namespace(w) and selector_matches(selector, w.pod_labels)
+                if self.related(pdb, w) and selector_matches(selector, w.pod_labels)
             ]
         return table
 
@@ -247,9 +302,25 @@ class Context:
 def build_context(
     operands: Sequence[str], config: Config, *, max_bytes: int = MAX_FILE_BYTES
 ) -> tuple[Context, list[InputError], list[str], int]:
-    """Read and parse every operand; returns the context, input errors, notes, files read."""
+    """Read and parse every operand; returns the context, input errors, notes, files read.
+
+    Helm charts and kustomizations among the operands are rendered (:mod:`render`); the files
+    they consist of are read through the render, not as plain YAML.
+    """
+    targets = render_mod.discover(operands)
     inputs, errors, notes = collect(operands)
+    rendered_charts = {f"skipped Helm chart {t.path}:" for t in targets if t.kind == "helm"}
+    notes = [n for n in notes if not any(n.startswith(c) for c in rendered_charts)]
+    inputs = [i for i in inputs if i.kind != "yaml" or not render_mod.owned_by(targets, i.path)]
     context = Context(config)
+    for target in targets:
+        rendered = render_mod.render(target)
+        if isinstance(rendered, InputError):
+            errors.append(rendered)
+            continue
+        output = Source(rendered.path, rendered.text)
+        context.source_groups[id(output)] = (target.kind, str(target.path.resolve()))
+        _load_yaml(context, output, errors)
     for item in inputs:
         source = read_source(item.path, max_bytes=max_bytes)
         if isinstance(source, InputError):
@@ -259,7 +330,7 @@ def build_context(
             context.dockerfiles.append(dockerfile_mod.parse(item.path, source.text))
             continue
         _load_yaml(context, source, errors)
-    return context, errors, notes, len(inputs)
+    return context, errors, notes, len(inputs) + len(targets)
 
 
 def _load_yaml(context: Context, source: Source, errors: list[InputError]) -> None:
@@ -284,16 +355,17 @@ def run_check(
         if config.enabled(r.code)
     ]
     mapper = OriginMapper(config.source_roots)
+    sources = SourceMap(config.source_roots)
     findings: list[Finding] = []
     for rule_ in enabled:
         for hit in rule_.func(context):
-            findings.append(_finding(rule_, hit, mapper))
+            findings.append(_finding(rule_, hit, mapper, sources))
     findings.sort(key=Finding.sort_key)
     errors.sort(key=lambda e: (e.path, e.line or 0))
     return Report(findings, errors, notes, enabled, files, len(context.objects))
 
 
-def _finding(rule_: Rule, hit: Hit, mapper: OriginMapper) -> Finding:
+def _finding(rule_: Rule, hit: Hit, mapper: OriginMapper, sources: SourceMap) -> Finding:
     subject = hit.subject
     location: Location = hit.location
     suppression = None
@@ -302,7 +374,12 @@ def _finding(rule_: Rule, hit: Hit, mapper: OriginMapper) -> Finding:
         ref = subject.ref
         origin = subject.origin
         if origin is not None and location.path == subject.document.source.path:
-            location = mapper.map(location, subject.document, origin)
+            mapped = None
+            if origin.kind == "kustomize":  # YAML on both sides: map by path (sourcemap.py)
+                file = sources.resolve(origin.path, subject.document.source.path)
+                if file is not None:
+                    mapped = sources.locate(subject, location, file)
+            location = mapped or mapper.map(location, subject.document, origin)
     if isinstance(subject, K8sObject | Dockerfile):
         if isinstance(subject, Dockerfile):
             ref = subject.ref

@@ -1,0 +1,261 @@
+"""Rendering the inputs people actually have: Helm chart directories and kustomizations.
+
+A Helm chart directory (``Chart.yaml`` next to ``templates/``) is not YAML until rendered, and a
+kustomization directory is only a recipe: checking their files as plain YAML either fails or
+checks nothing. :func:`discover` finds them among the command-line operands (an operand that is
+one, or a directory holding them), and :func:`render` runs the real tool:
+
+- a kustomization with ``kustomize build`` (or ``kubectl kustomize`` when kustomize is not on
+  PATH), through a throw-away wrapper kustomization that adds ``buildMetadata:
+  [originAnnotations]``, so every object says which file it came from; the origin paths are
+  rewritten relative to the working directory;
+- a chart with ``helm template NAME DIR`` (NAME is the directory's name), whose ``# Source:``
+  comments name the template of each object.
+
+Only the *roots* are rendered: a kustomization that another kustomization in the same tree uses
+as a resource or component (a base) is rendered through it, not on its own.
+
+Guarantees: nothing here raises on bad input. When the tool is missing, the result is an
+:class:`~lossless.check.model.InputError` whose one-line message says what to run instead (the
+run exits 2, never 0 having checked nothing); when the tool fails, its first error line is
+reported the same way. A render is bounded by ``timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from lossless.check.model import InputError
+
+__all__ = ["KUSTOMIZATION_FILES", "Rendered", "Target", "discover", "render"]
+
+KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+_SKIP_DIRS = {"node_modules", "__pycache__", "venv"}
+_ORIGIN_PATH = re.compile(r"^(\s+path:\s*)(\S.*?)\s*$")
+_RENDER_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """A directory to render: ``kind`` is ``kustomize`` or ``helm``."""
+
+    path: Path
+    kind: str
+    #: Directories whose YAML files this render reads (its own and, for kustomize, its bases).
+    owns: tuple[Path, ...] = ()
+
+    @property
+    def shown(self) -> str:
+        return _display(self.path)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The rendered YAML of a target, as the text of one input named ``path``."""
+
+    target: Target
+    path: str
+    text: str
+
+
+def is_kustomization(directory: Path) -> bool:
+    return any((directory / name).is_file() for name in KUSTOMIZATION_FILES)
+
+
+def is_chart(directory: Path) -> bool:
+    return (directory / "Chart.yaml").is_file() and (directory / "templates").is_dir()
+
+
+def discover(operands: Sequence[str]) -> list[Target]:
+    """The chart and kustomization roots among ``operands`` (see the module docstring).
+
+    An operand naming a ``kustomization.yaml`` or ``Chart.yaml`` file stands for its directory.
+    """
+    found: list[Target] = []
+    for operand in operands:
+        if operand == "-":
+            continue
+        path = Path(operand)
+        if path.is_file() and path.name in (*KUSTOMIZATION_FILES, "Chart.yaml"):
+            path = path.parent
+        if path.is_dir():
+            found += _roots(path)
+    unique: dict[Path, Target] = {}
+    for target in found:
+        unique.setdefault(target.path.resolve(), target)
+    return list(unique.values())
+
+
+def _roots(top: Path) -> list[Target]:
+    charts: list[Target] = []
+    kustomizations: list[Path] = []
+    for dirpath, dirnames, _ in os.walk(top):
+        current = Path(dirpath)
+        if is_chart(current):
+            charts.append(Target(current, "helm"))
+            dirnames[:] = []  # subcharts are rendered with their parent
+            continue
+        if is_kustomization(current):
+            kustomizations.append(current)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS)
+    references = {d.resolve(): _referenced_dirs(d) for d in kustomizations}
+    used: set[Path] = set().union(*references.values()) if references else set()
+    roots = []
+    for directory in kustomizations:
+        if directory.resolve() in used:
+            continue
+        owned = {directory.resolve()}
+        pending = [directory.resolve()]
+        while pending:  # the bases of the bases, bounded by the set
+            for base in _referenced_dirs(pending.pop()):
+                if base not in owned:
+                    owned.add(base)
+                    pending.append(base)
+        roots.append(Target(directory, "kustomize", tuple(sorted(owned))))
+    return [Target(c.path, c.kind, (c.path.resolve(),)) for c in charts] + roots
+
+
+def _referenced_dirs(directory: Path) -> set[Path]:
+    """Directories a kustomization uses as resources, bases or components (resolved)."""
+    for name in KUSTOMIZATION_FILES:
+        file = directory / name
+        if file.is_file():
+            break
+    else:  # pragma: no cover - is_kustomization() said there is one
+        return set()
+    try:
+        data = YAML(typ="safe", pure=True).load(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, YAMLError):
+        return set()
+    if not isinstance(data, dict):
+        return set()
+    found: set[Path] = set()
+    for key in ("resources", "bases", "components"):
+        entries = data.get(key)
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, str) and "://" not in entry:
+                candidate = (directory / entry).resolve()
+                if candidate.is_dir():
+                    found.add(candidate)
+    return found
+
+
+def owned_by(targets: Sequence[Target], path: str) -> bool:
+    """Whether ``path`` (a file met by the directory walk) is a source of a rendered target.
+
+    Files under a chart, and the YAML files under a rendered kustomization (its own and its
+    bases'), are read through the render; Dockerfiles stay ordinary inputs.
+    """
+    resolved = Path(path).resolve()
+    return any(resolved.is_relative_to(d) for target in targets for d in target.owns)
+
+
+def render(target: Target, *, timeout: float = _RENDER_TIMEOUT) -> Rendered | InputError:
+    """Render ``target`` with the real tool; see the module docstring for the guarantees."""
+    if target.kind == "helm":
+        return _render_helm(target, timeout)
+    return _render_kustomize(target, timeout)
+
+
+def _render_helm(target: Target, timeout: float) -> Rendered | InputError:
+    name = target.path.resolve().name
+    helm = shutil.which("helm")
+    if helm is None:
+        return InputError(
+            target.shown,
+            f"a Helm chart, and helm is not on PATH: install helm, or run "
+            f"'helm template {name} {target.shown} | lossless check -'",
+        )
+    result, problem = _run([helm, "template", name, str(target.path)], timeout)
+    if result is None:
+        return InputError(target.shown, f"helm template failed: {problem}")
+    return Rendered(target, str(Path(target.shown) / "Chart.yaml"), result)
+
+
+def _render_kustomize(target: Target, timeout: float) -> Rendered | InputError:
+    kustomize = shutil.which("kustomize")
+    kubectl = shutil.which("kubectl")
+    if kustomize is None and kubectl is None:
+        return InputError(
+            target.shown,
+            "a kustomization, and neither kustomize nor kubectl is on PATH: install one, or run "
+            f"'kubectl kustomize {target.shown} | lossless check -'",
+        )
+    with tempfile.TemporaryDirectory(prefix="lossless-kustomize-") as tmp:
+        wrapper = Path(tmp)
+        relative = os.path.relpath(target.path.resolve(), wrapper.resolve())
+        (wrapper / "kustomization.yaml").write_text(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+            f"resources:\n- {relative}\nbuildMetadata: [originAnnotations]\n",
+            encoding="utf-8",
+        )
+        if kustomize is not None:
+            argv = [kustomize, "build", str(wrapper)]
+        else:
+            assert kubectl is not None
+            argv = [kubectl, "kustomize", str(wrapper)]
+        result, problem = _run(argv, timeout)
+        if result is None:
+            tool = "kustomize build" if kustomize is not None else "kubectl kustomize"
+            return InputError(target.shown, f"{tool} failed: {problem}")
+        text = "\n".join(_rebase_origins(result.splitlines(), wrapper.resolve())) + "\n"
+    name = next(n for n in KUSTOMIZATION_FILES if (target.path / n).is_file())
+    return Rendered(target, str(Path(target.shown) / name), text)
+
+
+def _rebase_origins(lines: list[str], wrapper: Path) -> Iterator[str]:
+    """Origin paths are relative to the wrapper: make them relative to the working directory."""
+    in_origin = False
+    for line in lines:
+        if line.strip().startswith("config.kubernetes.io/origin:"):
+            in_origin = True
+            yield line
+            continue
+        match = _ORIGIN_PATH.match(line) if in_origin else None
+        if match:
+            in_origin = False
+            source = os.path.normpath(wrapper / match.group(2).strip("'\""))
+            yield match.group(1) + _display(Path(source))
+            continue
+        yield line
+
+
+def _run(argv: list[str], timeout: float) -> tuple[str | None, str]:
+    """``(stdout, "")`` of ``argv``, or ``(None, why)``: one line saying why it failed."""
+    try:
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {timeout:g} s"
+    except OSError as exc:
+        return None, f"cannot run {argv[0]}: {exc.strerror or exc}"
+    stdout = proc.stdout.decode("utf-8", "replace")
+    if proc.returncode != 0:
+        stderr = proc.stderr.decode("utf-8", "replace")
+        lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+        detail = lines[0] if lines else f"exit status {proc.returncode}"
+        return None, detail[:300]
+    return stdout, ""
+
+
+def _display(path: Path) -> str:
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # pragma: no cover - another drive on Windows
+        return str(path)

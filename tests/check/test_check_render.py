@@ -1,0 +1,145 @@
+"""Helm chart and kustomization directories are rendered with the real tool, never skipped.
+
+kustomize: the real ``kubectl kustomize`` (on these machines); findings point at the base file
+and line by YAML path, with paths relative to the working directory. Helm: ``helm`` is not
+installable here, so a chart directory is tested up to the exit-2 message that says what to run;
+committed ``helm template`` output is tested in test_check_origins.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import HERE, RunCli
+
+PODINFO = HERE / "precision" / "podinfo" / "kustomize"
+HELM_TEMPLATE = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "web.fullname" . }}
+spec:
+  replicas: {{ .Values.replicaCount }}
+"""
+
+needs_kubectl = pytest.mark.skipif(
+    shutil.which("kubectl") is None and shutil.which("kustomize") is None,
+    reason="neither kubectl nor kustomize is on PATH",
+)
+
+
+def _chart(root: Path) -> Path:
+    chart = root / "charts" / "web"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: web\nversion: 0.1.0\n")
+    (chart / "templates" / "deployment.yaml").write_text(HELM_TEMPLATE)
+    return chart
+
+
+def _no_tools_env(tmp_path: Path) -> dict[str, str]:
+    """A PATH with python only: no helm, kubectl or kustomize."""
+    import os
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "python3").symlink_to(sys.executable)
+    env = dict(os.environ)
+    env["PATH"] = str(bin_dir)
+    return env
+
+
+def test_helm_chart_without_helm_exits_2_saying_what_to_run(cli: RunCli, tmp_path: Path) -> None:
+    if shutil.which("helm") is not None:
+        pytest.skip("helm is installed: the chart would be rendered")
+    _chart(tmp_path)
+    result = cli(".", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "lossless check: error: charts/web: a Helm chart, and helm is not on PATH: install "
+        "helm, or run 'helm template web charts/web | lossless check -'"
+    ]
+    assert "Traceback" not in result.stderr
+
+
+def test_chart_yaml_operand_means_its_chart(cli: RunCli, tmp_path: Path) -> None:
+    if shutil.which("helm") is not None:
+        pytest.skip("helm is installed: the chart would be rendered")
+    chart = _chart(tmp_path)
+    result = cli(chart / "Chart.yaml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "helm template web charts/web" in result.stderr
+
+
+@needs_kubectl
+def test_kustomization_is_rendered_and_mapped_to_base_lines(cli: RunCli) -> None:
+    result = cli("precision/podinfo/kustomize", "--select", "LL201,LL501", cwd=HERE)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    # Line 25 is '- name: podinfod': kustomize sorts keys, so counting 'name:' occurrences in
+    # the output would land on a port's name (line 29).
+    assert lines[0].startswith("precision/podinfo/kustomize/deployment.yaml:4:3: LL501 ")
+    assert lines[1].startswith("precision/podinfo/kustomize/deployment.yaml:25:9: LL201 ")
+
+
+@needs_kubectl
+def test_kustomize_paths_are_relative_to_the_working_directory(cli: RunCli) -> None:
+    result = cli("kustomize", "--select", "LL201", cwd=PODINFO.parent)
+    assert result.stdout.startswith("kustomize/deployment.yaml:25:9: LL201 "), result.stderr
+
+
+@needs_kubectl
+def test_overlay_renders_its_base_once(cli: RunCli, tmp_path: Path) -> None:
+    base = tmp_path / "deploy" / "base"
+    shutil.copytree(PODINFO, base)
+    overlay = tmp_path / "deploy" / "prod"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "resources: [../base]\nnamespace: prod\nnamePrefix: prod-\n"
+    )
+    result = cli("deploy", "--select", "LL201", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    # One finding: the overlay is rendered (with its base), the base is not rendered again,
+    # and the base's files are not read a second time as plain YAML.
+    assert result.stdout.splitlines()[0].startswith("deploy/base/deployment.yaml:25:9: LL201 ")
+    assert "Deployment/prod/prod-podinfo" in result.stdout
+    assert result.stdout.count(" LL201 ") == 1
+
+
+@needs_kubectl
+def test_broken_kustomization_is_one_line(cli: RunCli, tmp_path: Path) -> None:
+    (tmp_path / "kustomization.yaml").write_text("resources: [missing.yaml]\n")
+    result = cli(".", cwd=tmp_path)
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("lossless check: error: .: kubectl kustomize failed: ")
+    assert "Traceback" not in result.stderr
+
+
+def test_kustomization_without_tools_exits_2(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import SRC
+
+    shutil.copytree(PODINFO, tmp_path / "app")
+    env = _no_tools_env(tmp_path)
+    env["PYTHONPATH"] = str(SRC)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lossless", "check", "app"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "lossless check: error: app: a kustomization, and neither kustomize nor kubectl is on "
+        "PATH: install one, or run 'kubectl kustomize app | lossless check -'"
+    ]
