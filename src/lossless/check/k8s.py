@@ -429,6 +429,17 @@ class Workload(K8sObject):
             if isinstance(item, Mapping):
                 yield Container(self, (*self.pod_spec_path, key, i), item, init)
 
+    def pod_containers(self) -> list[Container]:
+        """The containers that run for the pod's whole life: the regular ones and the native
+        sidecars (init containers with ``restartPolicy: Always``, Kubernetes >= 1.28), whose
+        ports serve traffic like any other."""
+        sidecars = [c for c in self.containers(init=True) if _is_native_sidecar(c)]
+        return [*self.containers(), *sidecars]
+
+
+def _is_native_sidecar(container: Container) -> bool:
+    return container.data.get("restartPolicy") == "Always"
+
 
 def objects_from(document: Document) -> Iterator[K8sObject]:
     """The Kubernetes objects of ``document`` (``kind: List`` items flattened)."""

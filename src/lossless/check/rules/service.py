@@ -17,9 +17,12 @@ def service_selects_nothing(ctx: Context) -> Iterator[Hit]:
     """Service selector that matches no workload.
 
     ## What it does
-    Flags a Service with a selector that matches the pod template labels of no workload in the
-    checked inputs (same namespace, or namespace unset). It only runs when the inputs contain
-    at least one workload, so checking a lone Service file does not trigger it.
+    Flags a Service with a selector that matches the pods of no workload in the checked inputs
+    that belong with it (same namespace; with no namespace, same directory, kustomization or
+    Helm release). Labels a controller adds itself count (`statefulset.kubernetes.io/pod-name`
+    selects one StatefulSet pod). It only runs when a workload is defined in the Service's
+    namespace or next to it (same directory, kustomization or Helm release), so checking a lone
+    Service file, or a Service beside unrelated directories, does not trigger it.
 
     ## Why is this bad?
     A selector that matches nothing gives the Service no endpoints: every request is refused
@@ -52,6 +55,9 @@ def service_selects_nothing(ctx: Context) -> Iterator[Hit]:
             continue
         if ctx.workloads_for(service):
             continue
+        group = ctx.group_of(service)
+        if not any(ctx.related(w, service) or ctx.group_of(w) == group for w in ctx.workloads):
+            continue  # no evidence: the Service's pods are defined elsewhere
         shown = ", ".join(f"{k}={v}" for k, v in selector.items())
         yield Hit(
             service.loc("spec", "selector"),
@@ -66,10 +72,12 @@ def target_port_not_exposed(ctx: Context) -> Iterator[Hit]:
     """Service targetPort not exposed by the pods it selects.
 
     ## What it does
-    For every port of a Service, resolves `targetPort` (defaulting to `port`) against the
-    containers of each workload the Service selects: a named targetPort must be the name of a
-    container port; a numeric one must be declared by a container (checked only when the
-    pod's containers declare ports at all).
+    For every port of a Service, resolves `targetPort` against the containers of each workload
+    the Service selects, native sidecars (init containers with `restartPolicy: Always`)
+    included: a named targetPort must be the name of a container port; a number written as
+    `targetPort` must be declared by a container (checked only when the pod's containers
+    declare ports at all). A `targetPort` that is absent or 0 defaults to `port` in the API
+    server and is not checked as a number: ports need not be declared to receive traffic.
 
     ## Why is this bad?
     A named targetPort that no container defines leaves the port out of the endpoints: the
@@ -100,12 +108,12 @@ def target_port_not_exposed(ctx: Context) -> Iterator[Hit]:
         for index, port in enumerate(ports):
             if not isinstance(port, Mapping):
                 continue
-            target = port.get("targetPort", port.get("port"))
-            if target is None:
-                continue
-            field = "targetPort" if "targetPort" in port else "port"
+            target = port.get("targetPort")
+            if target is None or as_int(target) == 0:
+                continue  # defaults to port: the pod may listen on it without declaring it
+            field = "targetPort"
             for workload in workloads:
-                containers = list(workload.containers())
+                containers = workload.pod_containers()
                 if any(c.exposes(target) for c in containers):
                     continue
                 if as_int(target) is None:
