@@ -131,3 +131,58 @@ def target_port_not_exposed(ctx: Context) -> Iterator[Hit]:
                     f"{service.ref}: {problem}: connections to this port are refused",
                     service,
                 )
+
+
+@rule("LL603", "publish-not-ready-addresses", family="service", severity=Severity.ERROR)
+def publish_not_ready_addresses(ctx: Context) -> Iterator[Hit]:
+    """Traffic Service that publishes not-ready pods.
+
+    ## What it does
+    Flags a Service with `publishNotReadyAddresses: true` that carries traffic: it is not
+    headless (`clusterIP: None`), so kube-proxy, load balancers and ingresses route to it. A
+    headless Service used for peer discovery (a StatefulSet's members finding each other
+    before they are ready) is fine and not flagged.
+
+    ## Why is this bad?
+    The setting puts every pod in the endpoints whether it is ready or not. Readiness stops
+    gating traffic: a new pod gets requests before it can serve them, and a pod that fails
+    readiness on purpose while it drains keeps receiving new requests until it exits. Every
+    rollout drops requests at both ends.
+
+    ## Example
+    ```yaml
+    kind: Service
+    spec:
+      type: ClusterIP
+      publishNotReadyAddresses: true
+      selector: {app: web}
+    ```
+
+    ## Use instead
+    ```yaml
+    kind: Service
+    spec:
+      type: ClusterIP
+      selector: {app: web}
+    ---
+    kind: Service              # peer discovery only, if the app needs it
+    spec:
+      clusterIP: None
+      publishNotReadyAddresses: true
+      selector: {app: web}
+    ```
+    """
+    for service in ctx.services:
+        if service.get("spec", "publishNotReadyAddresses") is not True:
+            continue
+        if service.get("spec", "clusterIP") == "None":  # headless (YAML null is not "None")
+            continue
+        if service.get("spec", "type") == "ExternalName":
+            continue
+        kind = service.get("spec", "type") or "ClusterIP"
+        yield Hit(
+            service.loc("spec", "publishNotReadyAddresses"),
+            f"{service.ref} ({kind}) has publishNotReadyAddresses: true: pods get traffic "
+            "before they are ready and while they drain; keep it on a headless Service only",
+            service,
+        )
