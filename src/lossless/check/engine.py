@@ -337,8 +337,43 @@ def _load_yaml(context: Context, source: Source, errors: list[InputError]) -> No
     documents, problems = load_documents(source)
     errors.extend(problems)
     for document in documents:
+        line = _collection_key_line(document.data)
+        if line is not None:
+            # `name: {{ app }}` is YAML for a mapping whose key is a mapping: a template that
+            # was not rendered (Jinja, gomplate, Ansible...), not a manifest to check.
+            text = source.lines[line].strip() if 0 <= line < len(source.lines) else ""
+            shown = f" ('{text[:60]}')" if text else ""
+            errors.append(
+                InputError(
+                    source.path,
+                    f"unrendered template{shown}: '{{{{ ... }}}}' outside quotes is not a "
+                    "value; render the template first and check its output",
+                    line + 1,
+                )
+            )
+            continue
         context.documents.append(document)
         context.objects.extend(objects_from(document))
+
+
+def _collection_key_line(data: Any) -> int | None:
+    """0-based line of the first mapping key that is itself a mapping or a sequence."""
+    found: list[int] = []
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if isinstance(key, Mapping | list | tuple):
+                    lc = getattr(node, "lc", None)
+                    try:
+                        found.append(int(lc.key(key)[0]) if lc is not None else 0)
+                    except (KeyError, TypeError):
+                        found.append(int(getattr(lc, "line", 0) or 0))
+                stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return min(found, default=None)
 
 
 def run_check(

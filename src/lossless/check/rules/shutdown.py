@@ -310,8 +310,9 @@ def prestop_sleep_missing_binary(ctx: Context) -> Iterator[Hit]:
 
     ## What it does
     Flags an exec preStop hook that runs `sleep` or `sh -c ...` in a container whose image has
-    no such binary: the image is `scratch`, distroless (not a `:debug` tag) or Chainguard
-    `static`, either named directly in the manifest or as the base of the final stage of the
+    no such binary: the image is `scratch`, distroless (not a `:debug` tag), Chainguard
+    `static` or an Ubuntu chiseled image (`ubuntu/python:3.12-24.04_chiseled`,
+    `mcr.microsoft.com/dotnet/aspnet:8.0-jammy-chiseled`), either named directly in the manifest or as the base of the final stage of the
     Dockerfile in the checked tree that builds it (matched by name: image `…/orders` and
     `orders/Dockerfile`, `orders.Dockerfile` or `Dockerfile.orders`).
 
