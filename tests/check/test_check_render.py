@@ -8,7 +8,11 @@ committed ``helm template`` output is tested in test_check_origins.py.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,9 +45,6 @@ def _chart(root: Path) -> Path:
 
 def _no_tools_env(tmp_path: Path) -> dict[str, str]:
     """A PATH with python only: no helm, kubectl or kustomize."""
-    import os
-    import sys
-
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / "python3").symlink_to(sys.executable)
@@ -121,9 +122,6 @@ def test_broken_kustomization_is_one_line(cli: RunCli, tmp_path: Path) -> None:
 
 
 def test_kustomization_without_tools_exits_2(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     from conftest import SRC
 
     shutil.copytree(PODINFO, tmp_path / "app")
@@ -143,3 +141,30 @@ def test_kustomization_without_tools_exits_2(tmp_path: Path) -> None:
         "lossless check: error: app: a kustomization, and neither kustomize nor kubectl is on "
         "PATH: install one, or run 'kubectl kustomize app | lossless check -'"
     ]
+
+
+@needs_kubectl
+def test_patched_container_maps_by_name(cli: RunCli, tmp_path: Path) -> None:
+    """A patch adds a sidecar before the app container: the app's finding still lands on its
+    own line in the base, and the sidecar's (absent from the base) on the containers list."""
+    base = tmp_path / "base"
+    shutil.copytree(PODINFO, base)
+    overlay = tmp_path / "prod"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "resources: [../base]\n"
+        "patches:\n"
+        "- target: {kind: Deployment, name: podinfo}\n"
+        "  patch: |\n"
+        "    - op: add\n"
+        "      path: /spec/template/spec/containers/0\n"
+        "      value: {name: proxy, image: envoyproxy/envoy:v1.31.0,"
+        " ports: [{name: admin, containerPort: 9901}]}\n"
+    )
+    result = cli("prod", "--select", "LL201", "--format", "json", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    located = {
+        f["message"].split("'")[1]: (f["location"]["path"], f["location"]["line"])
+        for f in json.loads(result.stdout)["findings"]
+    }
+    assert located["podinfod"] == ("base/deployment.yaml", 25)

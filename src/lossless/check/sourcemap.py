@@ -6,7 +6,8 @@ source file. Both sides are YAML, so the exact way is structural: find the *path
 offending field in the rendered object (``spec.template.spec.containers[0].name``), then the
 same object in the source file (same kind and name; else the only one of that kind) and the
 deepest existing field along that path there. List items are matched by their ``name`` when they
-have one (a patch may reorder containers), else by position.
+have one (a patch may reorder containers; an item the base lacks maps to the list), else by
+position.
 
 :class:`SourceMap` caches each source file's objects; it never raises on a missing or broken
 source file: :meth:`SourceMap.locate` returns ``None`` and the caller falls back.
@@ -114,9 +115,14 @@ def _match_path(
             name = item.get("name") if isinstance(item, Mapping) else None
             items = source.get(*result)
             if name is not None and isinstance(items, list):
-                for index, candidate in enumerate(items):
-                    if isinstance(candidate, Mapping) and candidate.get("name") == name:
-                        part = index
-                        break
+                matches = [
+                    index
+                    for index, candidate in enumerate(items)
+                    if isinstance(candidate, Mapping) and candidate.get("name") == name
+                ]
+                if not matches:
+                    # Added by a patch: the base has no such item; point at the list itself.
+                    return tuple(result)
+                part = matches[0]
         result.append(part)
     return tuple(result)
