@@ -16,6 +16,7 @@ Deployment in ``k8s/web.yaml``, but not one in an unrelated directory given in t
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -161,13 +162,16 @@ class Context:
     def _services_by_workload(self) -> dict[int, list[K8sObject]]:
         table: dict[int, list[K8sObject]] = {}
         for service in self.services:
+            if metrics_only(service):
+                continue
             for workload in self._workloads_by_service.get(id(service), []):
                 if not workload.is_batch:
                     table.setdefault(id(workload), []).append(service)
         return table
 
     def services_for(self, workload: Workload) -> list[K8sObject]:
-        """Services whose selector matches the workload's pods (never for Jobs/CronJobs)."""
+        """Traffic Services whose selector matches the workload's pods (never for Jobs or
+        CronJobs; metrics-only Services, :func:`metrics_only`, do not count)."""
         return self._services_by_workload.get(id(workload), [])
 
     def workloads_for(self, service: K8sObject) -> list[Workload]:
@@ -297,6 +301,23 @@ class Context:
             if name in names:
                 return dockerfile
         return None
+
+
+_METRICS = re.compile(r"(?:^|[-_.])(?:metrics|prometheus|prom)$")
+
+
+def metrics_only(service: K8sObject) -> bool:
+    """A Service that only exposes metrics to a scraper: its name ends in ``metrics``
+    (``argocd-metrics``, ``kube-state-metrics``), or every port is named so (``metrics``,
+    ``http-metrics``). A missed scrape is retried at the next interval, not a failed request, so
+    such Services do not make their pods "Service-backed"."""
+    if _METRICS.search(service.name) or service.name.endswith("metrics"):
+        return True
+    ports = service.get("spec", "ports")
+    if not isinstance(ports, list) or not ports:
+        return False
+    names = [str(p.get("name") or "") for p in ports if isinstance(p, Mapping)]
+    return bool(names) and all(_METRICS.search(n) for n in names)
 
 
 def build_context(

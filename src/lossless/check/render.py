@@ -42,6 +42,8 @@ __all__ = ["KUSTOMIZATION_FILES", "Rendered", "Target", "discover", "render"]
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 _SKIP_DIRS = {"node_modules", "__pycache__", "venv"}
 _ORIGIN_PATH = re.compile(r"^(\s+path:\s*)(\S.*?)\s*$")
+# kubectl logs through klog: 'E1130 20:52:02.489017   13010 run.go:72] "command failed" err=...'
+_KLOG_PREFIX = re.compile(r"^[EWIF]\d{4} [\d:.]+\s+\d+ \S+\] ")
 _RENDER_TIMEOUT = 120.0
 
 
@@ -249,7 +251,7 @@ def _run(argv: list[str], timeout: float) -> tuple[str | None, str]:
     if proc.returncode != 0:
         stderr = proc.stderr.decode("utf-8", "replace")
         lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-        detail = lines[0] if lines else f"exit status {proc.returncode}"
+        detail = _KLOG_PREFIX.sub("", lines[0]) if lines else f"exit status {proc.returncode}"
         return None, detail[:300]
     return stdout, ""
 

@@ -5,11 +5,26 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from lossless.check.k8s import as_int
+from lossless.check.k8s import KNOWN_KINDS, K8sObject, as_int
 from lossless.check.model import Hit, Severity, rule
 
 if TYPE_CHECKING:
     from lossless.check.engine import Context
+
+
+#: Fields of a custom resource's spec that say an operator runs pods for it.
+_POD_FIELDS = ("replicas", "template", "podTemplate", "podMetadata", "containers", "image")
+
+
+def _pod_making_resources(ctx: Context) -> list[K8sObject]:
+    """Custom resources (kinds the checker does not know) whose spec describes pods."""
+    found = []
+    for obj in ctx.objects:
+        spec = obj.get("spec")
+        pods = isinstance(spec, Mapping) and any(field in spec for field in _POD_FIELDS)
+        if obj.kind not in KNOWN_KINDS and pods:
+            found.append(obj)
+    return found
 
 
 @rule("LL601", "service-selects-nothing", family="service", severity=Severity.ERROR)
@@ -22,7 +37,10 @@ def service_selects_nothing(ctx: Context) -> Iterator[Hit]:
     Helm release). Labels a controller adds itself count (`statefulset.kubernetes.io/pod-name`
     selects one StatefulSet pod). It only runs when a workload is defined in the Service's
     namespace or next to it (same directory, kustomization or Helm release), so checking a lone
-    Service file, or a Service beside unrelated directories, does not trigger it.
+    Service file, or a Service beside unrelated directories, does not trigger it. Nor does it
+    when a custom resource that describes pods (its spec has `replicas`, `template`,
+    `podMetadata`, `containers`...: a Prometheus, an Alertmanager, an Argo Rollout) belongs with
+    the Service: its operator may run the pods the Service selects.
 
     ## Why is this bad?
     A selector that matches nothing gives the Service no endpoints: every request is refused
@@ -58,6 +76,8 @@ def service_selects_nothing(ctx: Context) -> Iterator[Hit]:
         group = ctx.group_of(service)
         if not any(ctx.related(w, service) or ctx.group_of(w) == group for w in ctx.workloads):
             continue  # no evidence: the Service's pods are defined elsewhere
+        if any(ctx.related(r, service) for r in _pod_making_resources(ctx)):
+            continue  # an operator may run the pods (a Prometheus, an Argo Rollout...)
         shown = ", ".join(f"{k}={v}" for k, v in selector.items())
         yield Hit(
             service.loc("spec", "selector"),
