@@ -89,6 +89,9 @@ class Context:
     dockerfiles: list[Dockerfile] = field(default_factory=list)
     #: The group of every object read from a rendered source (by ``id`` of the source).
     source_groups: dict[int, tuple[str, str]] = field(default_factory=dict)
+    _related_index: dict[int, tuple[Any, set[str], set[Any], set[Any]]] = field(
+        default_factory=dict, repr=False
+    )
 
     def group_of(self, obj: K8sObject) -> tuple[str, str]:
         """What ``obj`` belongs with: its render, its Helm release in a rendered stream (the
@@ -108,6 +111,22 @@ class Context:
         if a.namespace is not None and b.namespace is not None:
             return a.namespace == b.namespace
         return self.group_of(a) == self.group_of(b)
+
+    def any_related(self, objects: Sequence[K8sObject], obj: K8sObject) -> bool:
+        """``any(self.related(o, obj) for o in objects)`` in O(1) after one pass over
+        ``objects`` (indexed per list, so rules stay linear in the number of objects)."""
+        key = id(objects)
+        index = self._related_index.get(key)
+        if index is None:
+            namespaces = {o.namespace for o in objects if o.namespace is not None}
+            unset = {self.group_of(o) for o in objects if o.namespace is None}
+            every = {self.group_of(o) for o in objects}
+            index = self._related_index[key] = (objects, namespaces, unset, every)
+        _, namespaces, unset, every = index
+        group = self.group_of(obj)
+        if obj.namespace is not None:
+            return obj.namespace in namespaces or group in unset
+        return group in every
 
     @cached_property
     def workloads(self) -> list[Workload]:
@@ -357,8 +376,9 @@ def build_context(
 def _load_yaml(context: Context, source: Source, errors: list[InputError]) -> None:
     documents, problems = load_documents(source)
     errors.extend(problems)
+    templated = "{{" in source.text  # only a template can make a mapping a key
     for document in documents:
-        line = _collection_key_line(document.data)
+        line = _collection_key_line(document.data) if templated else None
         if line is not None:
             # `name: {{ app }}` is YAML for a mapping whose key is a mapping: a template that
             # was not rendered (Jinja, gomplate, Ansible...), not a manifest to check.

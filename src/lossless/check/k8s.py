@@ -181,16 +181,16 @@ class K8sObject:
     def api_version(self) -> str:
         return str(self.data.get("apiVersion") or "")
 
-    @property
+    @cached_property
     def metadata(self) -> Mapping[str, Any]:
         meta = self.data.get("metadata")
         return meta if isinstance(meta, Mapping) else {}
 
-    @property
+    @cached_property
     def name(self) -> str:
         return str(self.metadata.get("name") or "")
 
-    @property
+    @cached_property
     def namespace(self) -> str | None:
         ns = self.metadata.get("namespace")
         return str(ns) if ns else None

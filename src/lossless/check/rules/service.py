@@ -65,6 +65,8 @@ def service_selects_nothing(ctx: Context) -> Iterator[Hit]:
     """
     if not ctx.workloads:
         return
+    workload_groups = {ctx.group_of(w) for w in ctx.workloads}
+    operated = _pod_making_resources(ctx)
     for service in ctx.services:
         selector = service.get("spec", "selector")
         if service.get("spec", "type") == "ExternalName":
@@ -74,9 +76,9 @@ def service_selects_nothing(ctx: Context) -> Iterator[Hit]:
         if ctx.workloads_for(service):
             continue
         group = ctx.group_of(service)
-        if not any(ctx.related(w, service) or ctx.group_of(w) == group for w in ctx.workloads):
+        if not ctx.any_related(ctx.workloads, service) and group not in workload_groups:
             continue  # no evidence: the Service's pods are defined elsewhere
-        if any(ctx.related(r, service) for r in _pod_making_resources(ctx)):
+        if ctx.any_related(operated, service):
             continue  # an operator may run the pods (a Prometheus, an Argo Rollout...)
         shown = ", ".join(f"{k}={v}" for k, v in selector.items())
         yield Hit(
