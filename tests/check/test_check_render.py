@@ -168,3 +168,18 @@ def test_patched_container_maps_by_name(cli: RunCli, tmp_path: Path) -> None:
         for f in json.loads(result.stdout)["findings"]
     }
     assert located["podinfod"] == ("base/deployment.yaml", 25)
+
+
+@needs_kubectl
+def test_yaml_beside_a_kustomization_is_still_checked(cli: RunCli, tmp_path: Path) -> None:
+    """A kustomization at the top of a repository does not hide YAML it does not use."""
+    shutil.copytree(PODINFO, tmp_path, dirs_exist_ok=True)
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    (examples / "standalone.yaml").write_text(
+        (HERE / "fixtures" / "LL201" / "fire" / "no_prestop.yaml").read_text(encoding="utf-8")
+    )
+    result = cli(".", "--select", "LL201", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    paths = sorted(line.split(":", 1)[0] for line in result.stdout.splitlines()[:-1])
+    assert paths == ["deployment.yaml", "examples/standalone.yaml"]

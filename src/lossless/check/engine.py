@@ -94,8 +94,8 @@ class Context:
     )
 
     def group_of(self, obj: K8sObject) -> tuple[str, str]:
-        """What ``obj`` belongs with: its render, its Helm release in a rendered stream (the
-        chart named by ``# Source:``), else the directory of its file."""
+        """What ``obj`` belongs with: its render, its Helm chart in a rendered stream (named by
+        ``# Source:``), else the directory of its file."""
         source = obj.document.source
         rendered = self.source_groups.get(id(source))
         if rendered is not None:
@@ -110,7 +110,11 @@ class Context:
         namespaces (equal or one unset) within one group."""
         if a.namespace is not None and b.namespace is not None:
             return a.namespace == b.namespace
-        return self.group_of(a) == self.group_of(b)
+        if self.group_of(a) != self.group_of(b):
+            return False
+        # Two Helm releases of one chart in one stream: their instance labels differ.
+        ra, rb = _release(a), _release(b)
+        return ra is None or rb is None or ra == rb
 
     def any_related(self, objects: Sequence[K8sObject], obj: K8sObject) -> bool:
         """``any(self.related(o, obj) for o in objects)`` in O(1) after one pass over
@@ -322,6 +326,22 @@ class Context:
         return None
 
 
+_RELEASE_LABELS = ("app.kubernetes.io/instance", "release")
+
+
+def _release(obj: K8sObject) -> str | None:
+    """The Helm release an object of a rendered chart belongs to, when its labels (or, for a
+    Service, its selector) say so."""
+    if not obj.document.helm_source:
+        return None
+    for labels in (obj.metadata.get("labels"), obj.get("spec", "selector")):
+        if isinstance(labels, Mapping):
+            for key in _RELEASE_LABELS:
+                if key in labels:
+                    return str(labels[key])
+    return None
+
+
 _METRICS = re.compile(r"(?:^|[-_.])(?:metrics|prometheus|prom)$")
 
 
@@ -351,16 +371,20 @@ def build_context(
     inputs, errors, notes = collect(operands)
     rendered_charts = {f"skipped Helm chart {t.path}:" for t in targets if t.kind == "helm"}
     notes = [n for n in notes if not any(n.startswith(c) for c in rendered_charts)]
-    inputs = [i for i in inputs if i.kind != "yaml" or not render_mod.owned_by(targets, i.path)]
     context = Context(config)
+    renders: list[render_mod.Rendered] = []
     for target in targets:
         rendered = render_mod.render(target)
         if isinstance(rendered, InputError):
             errors.append(rendered)
             continue
+        renders.append(rendered)
         output = Source(rendered.path, rendered.text)
         context.source_groups[id(output)] = (target.kind, str(target.path.resolve()))
         _load_yaml(context, output, errors)
+    inputs = [
+        i for i in inputs if i.kind != "yaml" or not render_mod.owned_by(targets, renders, i.path)
+    ]
     for item in inputs:
         source = read_source(item.path, max_bytes=max_bytes)
         if isinstance(source, InputError):

@@ -68,6 +68,8 @@ class Rendered:
     target: Target
     path: str
     text: str
+    #: Files the render read (resolved), from the kustomize origin annotations.
+    sources: frozenset[Path] = frozenset()
 
 
 def is_kustomization(directory: Path) -> bool:
@@ -152,14 +154,22 @@ def _referenced_dirs(directory: Path) -> set[Path]:
     return found
 
 
-def owned_by(targets: Sequence[Target], path: str) -> bool:
-    """Whether ``path`` (a file met by the directory walk) is a source of a rendered target.
+def owned_by(targets: Sequence[Target], rendered: Sequence[Rendered], path: str) -> bool:
+    """Whether ``path`` (a YAML file met by the directory walk) is read through a render.
 
-    Files under a chart, and the YAML files under a rendered kustomization (its own and its
-    bases'), are read through the render; Dockerfiles stay ordinary inputs.
+    Everything under a chart; for a kustomization, the files directly in its directory and its
+    bases' (the kustomization files, patches, resources) and every file its output names as an
+    origin. A YAML file in a subdirectory that no kustomization uses is still checked as plain
+    YAML: rendering must not hide it.
     """
     resolved = Path(path).resolve()
-    return any(resolved.is_relative_to(d) for target in targets for d in target.owns)
+    for target in targets:
+        if target.kind == "helm":
+            if any(resolved.is_relative_to(d) for d in target.owns):
+                return True
+        elif resolved.parent in target.owns:
+            return True
+    return any(resolved in r.sources for r in rendered)
 
 
 def render(target: Target, *, timeout: float = _RENDER_TIMEOUT) -> Rendered | InputError:
@@ -210,13 +220,20 @@ def _render_kustomize(target: Target, timeout: float) -> Rendered | InputError:
         if result is None:
             tool = "kustomize build" if kustomize is not None else "kubectl kustomize"
             return InputError(target.shown, f"{tool} failed: {problem}")
-        text = "\n".join(_rebase_origins(result.splitlines(), wrapper.resolve())) + "\n"
+        sources: set[Path] = set()
+        lines = _rebase_origins(result.splitlines(), wrapper.resolve(), sources)
+        text = "\n".join(lines) + "\n"
     name = next(n for n in KUSTOMIZATION_FILES if (target.path / n).is_file())
-    return Rendered(target, str(Path(target.shown) / name), text)
+    return Rendered(target, str(Path(target.shown) / name), text, frozenset(sources))
 
 
-def _rebase_origins(lines: list[str], wrapper: Path) -> Iterator[str]:
-    """Origin paths are relative to the wrapper: make them relative to the working directory."""
+def _rebase_origins(lines: list[str], wrapper: Path, sources: set[Path]) -> list[str]:
+    """Origin paths are relative to the wrapper: make them relative to the working directory
+    (and collect them, resolved, in ``sources``)."""
+    return list(_rebased(lines, wrapper, sources))
+
+
+def _rebased(lines: list[str], wrapper: Path, sources: set[Path]) -> Iterator[str]:
     in_origin = False
     for line in lines:
         if line.strip().startswith("config.kubernetes.io/origin:"):
@@ -226,8 +243,9 @@ def _rebase_origins(lines: list[str], wrapper: Path) -> Iterator[str]:
         match = _ORIGIN_PATH.match(line) if in_origin else None
         if match:
             in_origin = False
-            source = os.path.normpath(wrapper / match.group(2).strip("'\""))
-            yield match.group(1) + _display(Path(source))
+            source = Path(os.path.normpath(wrapper / match.group(2).strip("'\"")))
+            sources.add(source.resolve())
+            yield match.group(1) + _display(source)
             continue
         yield line
 
