@@ -183,3 +183,35 @@ def test_yaml_beside_a_kustomization_is_still_checked(cli: RunCli, tmp_path: Pat
     assert result.returncode == 1, result.stderr
     paths = sorted(line.split(":", 1)[0] for line in result.stdout.splitlines()[:-1])
     assert paths == ["deployment.yaml", "examples/standalone.yaml"]
+
+
+def test_render_that_hangs_is_bounded_and_leaves_no_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kustomize that never finishes (a remote base behind a dead network): the render gives
+    up after its timeout with one line, and its whole process group is gone."""
+    from lossless.check.render import Target, render
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    pid_file = tmp_path / "child.pid"
+    tool = bin_dir / "kustomize"
+    tool.write_text(f"#!/bin/sh\nsleep 300 &\necho $! > {pid_file}\nwait\n")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "kustomization.yaml").write_text("resources: []\n")
+    result = render(Target(tmp_path / "app", "kustomize"), timeout=1)
+    assert not isinstance(result, str)
+    assert getattr(result, "message", "") == "kustomize build failed: timed out after 1 s"
+    child = int(pid_file.read_text())
+    assert _dead(child), "the tool's child survived the timeout"
+
+
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie waiting for init to reap it (killed either way)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"

@@ -23,9 +23,11 @@ reported the same way. A render is bounded by ``timeout`` seconds.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -251,27 +253,40 @@ def _rebased(lines: list[str], wrapper: Path, sources: set[Path]) -> Iterator[st
 
 
 def _run(argv: list[str], timeout: float) -> tuple[str | None, str]:
-    """``(stdout, "")`` of ``argv``, or ``(None, why)``: one line saying why it failed."""
+    """``(stdout, "")`` of ``argv``, or ``(None, why)``: one line saying why it failed.
+
+    The tool runs in its own process group; on timeout the whole group is killed (kustomize
+    may run git for remote bases) and reaped before this returns.
+    """
     try:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             argv,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    except subprocess.TimeoutExpired:
-        return None, f"timed out after {timeout:g} s"
     except OSError as exc:
         return None, f"cannot run {argv[0]}: {exc.strerror or exc}"
-    stdout = proc.stdout.decode("utf-8", "replace")
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        return None, f"timed out after {timeout:g} s"
+    except BaseException:  # Ctrl-C: leave nothing behind
+        _kill_group(proc)
+        raise
     if proc.returncode != 0:
-        stderr = proc.stderr.decode("utf-8", "replace")
-        lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in err.decode("utf-8", "replace").splitlines() if ln.strip()]
         detail = _KLOG_PREFIX.sub("", lines[0]) if lines else f"exit status {proc.returncode}"
         return None, detail[:300]
-    return stdout, ""
+    return out.decode("utf-8", "replace"), ""
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
 
 
 def _display(path: Path) -> str:
