@@ -88,6 +88,16 @@ def test_kustomization_is_rendered_and_mapped_to_base_lines(cli: RunCli) -> None
 
 
 @needs_kubectl
+def test_rendered_positions_are_not_reported(cli: RunCli) -> None:
+    """The output of a render exists on no disk: JSON/SARIF carry no 'rendered' position."""
+    result = cli("precision/podinfo/kustomize", "--format", "json", cwd=HERE)
+    locations = [f["location"] for f in json.loads(result.stdout)["findings"]]
+    assert locations
+    assert all("rendered" not in loc for loc in locations)
+    assert all(loc["path"].endswith("/deployment.yaml") for loc in locations)
+
+
+@needs_kubectl
 def test_kustomize_paths_are_relative_to_the_working_directory(cli: RunCli) -> None:
     result = cli("kustomize", "--select", "LL201", cwd=PODINFO.parent)
     assert result.stdout.startswith("kustomize/deployment.yaml:25:9: LL201 "), result.stderr

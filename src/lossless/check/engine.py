@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -457,9 +457,15 @@ def run_check(
     mapper = OriginMapper(config.source_roots)
     sources = SourceMap(config.source_roots)
     findings: list[Finding] = []
+    # The output of a render we ran exists on no disk: a position in it helps nobody.
+    renders = {d.source.path for d in context.documents if id(d.source) in context.source_groups}
     for rule_ in enabled:
         for hit in rule_.func(context):
-            findings.append(_finding(rule_, hit, mapper, sources))
+            found = _finding(rule_, hit, mapper, sources)
+            rendered = found.location.rendered
+            if rendered is not None and rendered.path in renders:
+                found = replace(found, location=replace(found.location, rendered=None))
+            findings.append(found)
     findings.sort(key=Finding.sort_key)
     errors.sort(key=lambda e: (e.path, e.line or 0))
     return Report(findings, errors, notes, enabled, files, len(context.objects))
