@@ -33,6 +33,16 @@ spec:
   replicas: {{ .Values.replicaCount }}
 """
 
+# Not Helm (no .Values): YAML reads `{{ app_name }}` as a mapping used as a key.
+JINJA_TEMPLATE = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ app_name }}
+spec:
+  replicas: {{ replicas }}
+"""
+
 
 def assert_clean_error(result: object, *, code: int, lines: int = 1) -> list[str]:
     stderr: str = result.stderr  # type: ignore[attr-defined]
@@ -53,6 +63,12 @@ def assert_clean_error(result: object, *, code: int, lines: int = 1) -> list[str
         ),
         ("bomb.yaml", BOMB, "bomb.yaml:1: YAML aliases expand to more than 1,000,000 nodes"),
         ("chart.yaml", HELM_TEMPLATE, "chart.yaml:4: unrendered Helm template"),
+        (
+            "jinja.yaml",
+            JINJA_TEMPLATE,
+            "jinja.yaml:4: unrendered template ('name: {{ app_name }}'): '{{ ... }}' outside "
+            "quotes is not a value; render the template first and check its output",
+        ),
         ("tabs.yaml", "a:\n\tb: 1\n", "tabs.yaml:2: not valid YAML"),
         ("binary.yaml", "kind: \x00\x01", "binary.yaml: binary file"),
         ("deep.yaml", "[" * 5000 + "]" * 5000, "deep.yaml"),
@@ -157,21 +173,22 @@ def test_argparse_usage_error_exits_2(cli: RunCli) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_directory_walk_skips_chart_sources(cli: RunCli, tmp_path: Path) -> None:
-    chart = tmp_path / "charts" / "web"
-    (chart / "templates").mkdir(parents=True)
-    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: web\nversion: 0.1.0\n")
-    (chart / "templates" / "deployment.yaml").write_text(HELM_TEMPLATE)
-    (tmp_path / "app.yaml").write_text(GOOD.read_text())
-    result = cli(".", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.startswith("lossless check: note: skipped Helm chart charts/web")
-    assert "Traceback" not in result.stderr
-
-
 def test_output_file(cli: RunCli, tmp_path: Path) -> None:
     result = cli(BAD_RULE, "--format", "json", "-o", tmp_path / "out.json")
     assert result.returncode == 1
     assert result.stdout == ""
     assert (tmp_path / "out.json").read_text().startswith("{")
     assert result.stderr.startswith("lossless check: Found ")
+
+
+def test_quoted_and_block_templates_are_values(cli: RunCli, tmp_path: Path) -> None:
+    """Alert templates in strings (PrometheusRule, Argo) are values, not unrendered YAML."""
+    (tmp_path / "rule.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: alerts}\ndata:\n"
+        '  summary: "{{ $labels.instance }} is down"\n'
+        "  description: |\n    {{ $value }} errors\n",
+        encoding="utf-8",
+    )
+    result = cli("rule.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""

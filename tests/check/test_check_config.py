@@ -118,5 +118,5 @@ def test_json_shape(cli: RunCli) -> None:
     assert finding["code"] == "LL201"
     assert finding["severity"] == "error"
     assert finding["object"] == "Deployment/web"
-    assert finding["location"]["line"] == 14
+    assert finding["location"]["line"] == 16
     assert data["summary"]["by_severity"] == {"error": 1, "warning": 0, "info": 0}

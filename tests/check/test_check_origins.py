@@ -58,3 +58,19 @@ def test_source_root_option(cli: RunCli) -> None:
         "origins/helm/rendered.yaml", "--source-root", "origins/helm", "--select", "LL201", cwd=HERE
     )
     assert result.stdout.startswith("origins/helm/web/templates/deployment.yaml:18:11: LL201")
+
+
+def test_two_releases_in_one_stream_are_not_joined(cli: RunCli) -> None:
+    """`helm template a ./web; helm template b ./web`: release b's Service must not select
+    release a's pods (no namespace on either, one stream), though its selector would."""
+    rendered = (ORIGINS / "helm" / "rendered.yaml").read_text(encoding="utf-8")
+    other = (
+        "---\n# Source: web/templates/service.yaml\napiVersion: v1\nkind: Service\n"
+        "metadata:\n  name: other-web\n  labels:\n    app.kubernetes.io/instance: other\n"
+        "spec:\n  selector:\n    app.kubernetes.io/name: web\n"
+        "  ports:\n    - port: 80\n      targetPort: http\n"
+    )
+    result = cli("-", "--select", "LL601", cwd=ORIGINS / "helm", stdin=rendered + other)
+    assert "LL601 Service/other-web selector" in result.stdout, result.stdout
+    alone = cli("-", "--select", "LL601", cwd=ORIGINS / "helm", stdin=rendered)
+    assert alone.returncode == 0, alone.stdout

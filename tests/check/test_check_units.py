@@ -34,10 +34,37 @@ from lossless.check.shell import analyze, final_command
         ("server\nexit $?\n", False, False),
         ("exec server  # comment; with separator\n", False, True),
         ("start \\\n  --flag\n", False, False),
+        # docker-library: the work is in a function that execs, called at the end.
+        (
+            '_main() {\n\tmigrate\n\texec "$@"\n}\nif ! _is_sourced; then\n\t_main "$@"\nfi\n',
+            False,
+            True,
+        ),
+        ('function main {\n  exec server\n}\nmain "$@"\n', False, True),
+        ("main()\n{\n  exec server\n}\nmain\n", False, True),
+        ('main() {\n  server\n}\nmain "$@"\n', False, False),
+        ("main() {\n  if [ -x a ]; then { prep; }; fi\n  exec server\n}\nmain\n", False, True),
+        # A polling loop is the program; a loop that restarts a server is not.
+        ("while true; do\n  sync\n  sleep 30\ndone\n", False, True),
+        ("i=0; while true; do echo $i; sleep 1; done", True, True),
+        ("while true; do\n  server\ndone\n", False, False),
+        ("until server; do echo retry; done\n", False, False),
     ],
 )
 def test_shell_analysis(script: str, inline: bool, ok: bool) -> None:
     assert analyze(script, inline=inline).ok is ok, final_command(script)
+
+
+def test_function_call_points_into_the_function() -> None:
+    command = final_command('#!/bin/sh\nmain() {\n  migrate\n  "$@"\n}\nmain "$@"\n')
+    assert command is not None
+    assert (command.line, command.text, command.function) == (4, '"$@"', "main")
+
+
+def test_loop_advice_is_not_exec() -> None:
+    verdict = analyze("while true; do\n  server\ndone\n", inline=False)
+    assert not verdict.ok
+    assert "exec would end the loop" in verdict.advice
 
 
 def test_final_command_line_number() -> None:
@@ -79,6 +106,11 @@ def test_cmd_inherited_is_reset_by_entrypoint() -> None:
         ("cgr.dev/chainguard/static:latest", True),
         ("cgr.dev/chainguard/python:latest-dev", False),
         ("python:3.12-slim", False),
+        ("ubuntu/python:3.12-24.04_stable_chiseled", True),
+        ("mcr.microsoft.com/dotnet/aspnet:8.0-jammy-chiseled", True),
+        ("mcr.microsoft.com/dotnet/runtime-deps:8.0-azurelinux3.0-distroless", True),
+        ("ubuntu/chiselled-jre:8_edge", True),
+        ("ubuntu:24.04", False),
     ],
 )
 def test_base_lacks_sleep(image: str, lacks: bool) -> None:

@@ -254,9 +254,13 @@ def image_repository(image: str) -> str:
 
 
 def base_lacks_sleep(image: str) -> bool:
-    """Whether ``image`` ships no ``sleep`` (nor shell): scratch, distroless, Chainguard static.
+    """Whether ``image`` ships no ``sleep`` (nor shell): scratch, distroless, Chainguard static,
+    or Ubuntu chiseled images.
 
-    Distroless ``:debug`` tags and Chainguard ``-dev`` tags include BusyBox, so they do not count.
+    Chiseled images (Canonical's ``ubuntu/*:*_chiseled`` and ``chiselled``, Microsoft's
+    ``mcr.microsoft.com/dotnet/*:8.0-jammy-chiseled``) and tags that say ``distroless``
+    (``8.0-azurelinux3.0-distroless``) hold only the runtime's files. Distroless ``:debug`` tags
+    and Chainguard ``-dev`` tags include BusyBox, so they do not count.
     """
     lower = image.lower()
     if lower == "scratch":
@@ -267,6 +271,8 @@ def base_lacks_sleep(image: str) -> bool:
         return False
     return (
         "distroless" in repo
+        or "distroless" in tag
+        or any(word in repo or word in tag for word in ("chiseled", "chiselled"))
         or repo.endswith("chainguard/static")
         or repo.endswith("chainguard-images/static")
         or repo.endswith("wolfi-base/static")

@@ -4,27 +4,36 @@
 never raises on bad input: unreadable or invalid inputs become :class:`InputError` values in the
 :class:`Report`, and every other input is still checked.
 
-Rules receive a :class:`Context`: the objects of *all* inputs together (a Service in one file
-selects the Deployment in another), with the relationships the rules share computed once.
+Rules receive a :class:`Context`: the objects of all inputs, with the relationships the rules
+share computed once. Objects are joined (a Service to the pods it selects, a PDB or an HPA to its
+workload) only when they belong together (:meth:`Context.related`): in one *group* (the
+directory of a plain file, one kustomization or Helm chart rendered by
+:mod:`lossless.check.render`, one Helm release of a rendered stream) with compatible
+namespaces, or in the same explicit namespace. So a Service in ``k8s/web-svc.yaml`` selects the
+Deployment in ``k8s/web.yaml``, but not one in an unrelated directory given in the same run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
 from lossless.check import dockerfile as dockerfile_mod
+from lossless.check import render as render_mod
 from lossless.check.config import Config
 from lossless.check.dockerfile import Dockerfile, image_repository
 from lossless.check.k8s import (
+    CONTROLLER_LABELS,
     KNOWN_KINDS,
+    SCALED_KINDS,
     Container,
     K8sObject,
     Workload,
     as_int,
-    labels_match,
     objects_from,
     selector_matches,
 )
@@ -38,6 +47,7 @@ from lossless.check.load import (
     read_source,
 )
 from lossless.check.model import Finding, Hit, InputError, Location, Rule, Suppression, all_rules
+from lossless.check.sourcemap import SourceMap
 
 __all__ = ["Context", "Report", "run_check"]
 
@@ -77,6 +87,50 @@ class Context:
     objects: list[K8sObject] = field(default_factory=list)
     documents: list[Document] = field(default_factory=list)
     dockerfiles: list[Dockerfile] = field(default_factory=list)
+    #: The group of every object read from a rendered source (by ``id`` of the source).
+    source_groups: dict[int, tuple[str, str]] = field(default_factory=dict)
+    _related_index: dict[int, tuple[Any, set[str], set[Any], set[Any]]] = field(
+        default_factory=dict, repr=False
+    )
+
+    def group_of(self, obj: K8sObject) -> tuple[str, str]:
+        """What ``obj`` belongs with: its render, its Helm chart in a rendered stream (named by
+        ``# Source:``), else the directory of its file."""
+        source = obj.document.source
+        rendered = self.source_groups.get(id(source))
+        if rendered is not None:
+            return rendered
+        helm = obj.document.helm_source
+        if helm:
+            return ("helm", f"{source.path}::{helm.split('/', 1)[0]}")
+        return ("dir", os.path.dirname(source.path))
+
+    def related(self, a: K8sObject, b: K8sObject) -> bool:
+        """Whether two objects may be joined: the same explicit namespace, or compatible
+        namespaces (equal or one unset) within one group."""
+        if a.namespace is not None and b.namespace is not None:
+            return a.namespace == b.namespace
+        if self.group_of(a) != self.group_of(b):
+            return False
+        # Two Helm releases of one chart in one stream: their instance labels differ.
+        ra, rb = _release(a), _release(b)
+        return ra is None or rb is None or ra == rb
+
+    def any_related(self, objects: Sequence[K8sObject], obj: K8sObject) -> bool:
+        """``any(self.related(o, obj) for o in objects)`` in O(1) after one pass over
+        ``objects`` (indexed per list, so rules stay linear in the number of objects)."""
+        key = id(objects)
+        index = self._related_index.get(key)
+        if index is None:
+            namespaces = {o.namespace for o in objects if o.namespace is not None}
+            unset = {self.group_of(o) for o in objects if o.namespace is None}
+            every = {self.group_of(o) for o in objects}
+            index = self._related_index[key] = (objects, namespaces, unset, every)
+        _, namespaces, unset, every = index
+        group = self.group_of(obj)
+        if obj.namespace is not None:
+            return obj.namespace in namespaces or group in unset
+        return group in every
 
     @cached_property
     def workloads(self) -> list[Workload]:
@@ -107,9 +161,10 @@ class Context:
 
     def _candidates(self, labels: Any) -> list[Workload]:
         """Workloads that may match a selector whose required labels are ``labels``."""
-        if isinstance(labels, dict) and labels:
-            key, value = next(iter(labels.items()))
-            return self._label_index.get((str(key), str(value)), [])
+        if isinstance(labels, Mapping):
+            for key, value in labels.items():
+                if str(key) not in CONTROLLER_LABELS:
+                    return self._label_index.get((str(key), str(value)), [])
         return self.workloads
 
     @cached_property
@@ -122,7 +177,7 @@ class Context:
             table[id(service)] = [
                 w
                 for w in self._candidates(selector)
-                if w.same_namespace(service) and labels_match(selector, w.pod_labels)
+                if self.related(w, service) and w.selected_by(selector)
             ]
         return table
 
@@ -130,13 +185,16 @@ class Context:
     def _services_by_workload(self) -> dict[int, list[K8sObject]]:
         table: dict[int, list[K8sObject]] = {}
         for service in self.services:
+            if metrics_only(service):
+                continue
             for workload in self._workloads_by_service.get(id(service), []):
                 if not workload.is_batch:
                     table.setdefault(id(workload), []).append(service)
         return table
 
     def services_for(self, workload: Workload) -> list[K8sObject]:
-        """Services whose selector matches the workload's pods (never for Jobs/CronJobs)."""
+        """Traffic Services whose selector matches the workload's pods (never for Jobs or
+        CronJobs; metrics-only Services, :func:`metrics_only`, do not count)."""
         return self._services_by_workload.get(id(workload), [])
 
     def workloads_for(self, service: K8sObject) -> list[Workload]:
@@ -177,11 +235,17 @@ class Context:
         return table
 
     def hpa_for(self, workload: Workload) -> K8sObject | None:
-        """The HorizontalPodAutoscaler whose ``scaleTargetRef`` names this workload."""
-        for hpa in self._hpas.get((workload.kind, workload.name), []):
-            if hpa.same_namespace(workload):
-                return hpa
-        return None
+        """The HorizontalPodAutoscaler whose ``scaleTargetRef`` names exactly this workload
+        (kind and name) among the related objects (:meth:`related`), one of the same group
+        first."""
+        candidates = [
+            hpa
+            for hpa in self._hpas.get((workload.kind, workload.name), [])
+            if self.related(hpa, workload)
+        ]
+        group = self.group_of(workload)
+        candidates.sort(key=lambda hpa: self.group_of(hpa) != group)
+        return candidates[0] if candidates else None
 
     def min_replicas(self, workload: Workload) -> int:
         """Replicas the workload runs at least: the HPA's ``minReplicas`` (1) when one manages it,
@@ -193,6 +257,24 @@ class Context:
         replicas = workload.replicas
         return 1 if replicas is None else replicas
 
+    def pods_behind(self, service: K8sObject) -> int:
+        """Pods the Service routes to at least: the replicas of every long-running workload it
+        selects, added up (v1, v2 and v3 Deployments behind one Service count together)."""
+        return sum(self.min_replicas(w) for w in self.workloads_for(service) if not w.is_batch)
+
+    def serving_pods(self, workload: Workload) -> int:
+        """The most pods any of the workload's Services routes to (:meth:`pods_behind`)."""
+        return max((self.pods_behind(s) for s in self.services_for(workload)), default=0)
+
+    def siblings(self, workload: Workload) -> list[Workload]:
+        """The long-running workloads behind the same Services as ``workload`` (itself first)."""
+        found: dict[int, Workload] = {id(workload): workload}
+        for service in self.services_for(workload):
+            for other in self.workloads_for(service):
+                if not other.is_batch and other.kind in SCALED_KINDS | {"Pod"}:
+                    found.setdefault(id(other), other)
+        return list(found.values())
+
     @cached_property
     def _pdb_matches(self) -> dict[int, list[Workload]]:
         table: dict[int, list[Workload]] = {}
@@ -202,7 +284,7 @@ class Context:
             table[id(pdb)] = [
                 w
                 for w in self._candidates(labels)
-                if pdb.same_namespace(w) and selector_matches(selector, w.pod_labels)
+                if self.related(pdb, w) and selector_matches(selector, w.pod_labels)
             ]
         return table
 
@@ -244,12 +326,65 @@ class Context:
         return None
 
 
+_RELEASE_LABELS = ("app.kubernetes.io/instance", "release")
+
+
+def _release(obj: K8sObject) -> str | None:
+    """The Helm release an object of a rendered chart belongs to, when its labels (or, for a
+    Service, its selector) say so."""
+    if not obj.document.helm_source:
+        return None
+    for labels in (obj.metadata.get("labels"), obj.get("spec", "selector")):
+        if isinstance(labels, Mapping):
+            for key in _RELEASE_LABELS:
+                if key in labels:
+                    return str(labels[key])
+    return None
+
+
+_METRICS = re.compile(r"(?:^|[-_.])(?:metrics|prometheus|prom)$")
+
+
+def metrics_only(service: K8sObject) -> bool:
+    """A Service that only exposes metrics to a scraper: its name ends in ``metrics``
+    (``argocd-metrics``, ``kube-state-metrics``), or every port is named so (``metrics``,
+    ``http-metrics``). A missed scrape is retried at the next interval, not a failed request, so
+    such Services do not make their pods "Service-backed"."""
+    if _METRICS.search(service.name) or service.name.endswith("metrics"):
+        return True
+    ports = service.get("spec", "ports")
+    if not isinstance(ports, list) or not ports:
+        return False
+    names = [str(p.get("name") or "") for p in ports if isinstance(p, Mapping)]
+    return bool(names) and all(_METRICS.search(n) for n in names)
+
+
 def build_context(
     operands: Sequence[str], config: Config, *, max_bytes: int = MAX_FILE_BYTES
 ) -> tuple[Context, list[InputError], list[str], int]:
-    """Read and parse every operand; returns the context, input errors, notes, files read."""
+    """Read and parse every operand; returns the context, input errors, notes, files read.
+
+    Helm charts and kustomizations among the operands are rendered (:mod:`render`); the files
+    they consist of are read through the render, not as plain YAML.
+    """
+    targets = render_mod.discover(operands)
     inputs, errors, notes = collect(operands)
+    rendered_charts = {f"skipped Helm chart {t.path}:" for t in targets if t.kind == "helm"}
+    notes = [n for n in notes if not any(n.startswith(c) for c in rendered_charts)]
     context = Context(config)
+    renders: list[render_mod.Rendered] = []
+    for target in targets:
+        rendered = render_mod.render(target)
+        if isinstance(rendered, InputError):
+            errors.append(rendered)
+            continue
+        renders.append(rendered)
+        output = Source(rendered.path, rendered.text)
+        context.source_groups[id(output)] = (target.kind, str(target.path.resolve()))
+        _load_yaml(context, output, errors)
+    inputs = [
+        i for i in inputs if i.kind != "yaml" or not render_mod.owned_by(targets, renders, i.path)
+    ]
     for item in inputs:
         source = read_source(item.path, max_bytes=max_bytes)
         if isinstance(source, InputError):
@@ -259,15 +394,51 @@ def build_context(
             context.dockerfiles.append(dockerfile_mod.parse(item.path, source.text))
             continue
         _load_yaml(context, source, errors)
-    return context, errors, notes, len(inputs)
+    return context, errors, notes, len(inputs) + len(targets)
 
 
 def _load_yaml(context: Context, source: Source, errors: list[InputError]) -> None:
     documents, problems = load_documents(source)
     errors.extend(problems)
+    templated = "{{" in source.text  # only a template can make a mapping a key
     for document in documents:
+        line = _collection_key_line(document.data) if templated else None
+        if line is not None:
+            # `name: {{ app }}` is YAML for a mapping whose key is a mapping: a template that
+            # was not rendered (Jinja, gomplate, Ansible...), not a manifest to check.
+            text = source.lines[line].strip() if 0 <= line < len(source.lines) else ""
+            shown = f" ('{text[:60]}')" if text else ""
+            errors.append(
+                InputError(
+                    source.path,
+                    f"unrendered template{shown}: '{{{{ ... }}}}' outside quotes is not a "
+                    "value; render the template first and check its output",
+                    line + 1,
+                )
+            )
+            continue
         context.documents.append(document)
         context.objects.extend(objects_from(document))
+
+
+def _collection_key_line(data: Any) -> int | None:
+    """0-based line of the first mapping key that is itself a mapping or a sequence."""
+    found: list[int] = []
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if isinstance(key, Mapping | list | tuple):
+                    lc = getattr(node, "lc", None)
+                    try:
+                        found.append(int(lc.key(key)[0]) if lc is not None else 0)
+                    except (KeyError, TypeError):
+                        found.append(int(getattr(lc, "line", 0) or 0))
+                stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return min(found, default=None)
 
 
 def run_check(
@@ -284,16 +455,23 @@ def run_check(
         if config.enabled(r.code)
     ]
     mapper = OriginMapper(config.source_roots)
+    sources = SourceMap(config.source_roots)
     findings: list[Finding] = []
+    # The output of a render we ran exists on no disk: a position in it helps nobody.
+    renders = {d.source.path for d in context.documents if id(d.source) in context.source_groups}
     for rule_ in enabled:
         for hit in rule_.func(context):
-            findings.append(_finding(rule_, hit, mapper))
+            found = _finding(rule_, hit, mapper, sources)
+            rendered = found.location.rendered
+            if rendered is not None and rendered.path in renders:
+                found = replace(found, location=replace(found.location, rendered=None))
+            findings.append(found)
     findings.sort(key=Finding.sort_key)
     errors.sort(key=lambda e: (e.path, e.line or 0))
     return Report(findings, errors, notes, enabled, files, len(context.objects))
 
 
-def _finding(rule_: Rule, hit: Hit, mapper: OriginMapper) -> Finding:
+def _finding(rule_: Rule, hit: Hit, mapper: OriginMapper, sources: SourceMap) -> Finding:
     subject = hit.subject
     location: Location = hit.location
     suppression = None
@@ -302,7 +480,12 @@ def _finding(rule_: Rule, hit: Hit, mapper: OriginMapper) -> Finding:
         ref = subject.ref
         origin = subject.origin
         if origin is not None and location.path == subject.document.source.path:
-            location = mapper.map(location, subject.document, origin)
+            mapped = None
+            if origin.kind == "kustomize":  # YAML on both sides: map by path (sourcemap.py)
+                file = sources.resolve(origin.path, subject.document.source.path)
+                if file is not None:
+                    mapped = sources.locate(subject, location, file)
+            location = mapped or mapper.map(location, subject.document, origin)
     if isinstance(subject, K8sObject | Dockerfile):
         if isinstance(subject, Dockerfile):
             ref = subject.ref

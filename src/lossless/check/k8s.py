@@ -22,8 +22,10 @@ from lossless.check.model import Location
 
 __all__ = [
     "BATCH_KINDS",
+    "CONTROLLER_LABELS",
     "IGNORE_ANNOTATION",
     "KNOWN_KINDS",
+    "SCALED_KINDS",
     "WORKLOAD_KINDS",
     "Container",
     "K8sObject",
@@ -37,8 +39,19 @@ __all__ = [
 
 IGNORE_ANNOTATION = "lossless/ignore"
 WORKLOAD_KINDS = frozenset(
-    {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Pod", "Job", "CronJob"}
+    {
+        "Deployment",
+        "StatefulSet",
+        "DaemonSet",
+        "ReplicaSet",
+        "ReplicationController",
+        "Pod",
+        "Job",
+        "CronJob",
+    }
 )
+#: Kinds whose replica count is ``spec.replicas`` (1 when unset).
+SCALED_KINDS = frozenset({"Deployment", "StatefulSet", "ReplicaSet", "ReplicationController"})
 BATCH_KINDS = frozenset({"Job", "CronJob"})
 ANALYZED_KINDS = WORKLOAD_KINDS | {
     "Service",
@@ -68,7 +81,6 @@ PASSIVE_KINDS = frozenset(
         "PersistentVolumeClaim",
         "PodTemplate",
         "PriorityClass",
-        "ReplicationController",
         "ResourceQuota",
         "Role",
         "RoleBinding",
@@ -169,16 +181,16 @@ class K8sObject:
     def api_version(self) -> str:
         return str(self.data.get("apiVersion") or "")
 
-    @property
+    @cached_property
     def metadata(self) -> Mapping[str, Any]:
         meta = self.data.get("metadata")
         return meta if isinstance(meta, Mapping) else {}
 
-    @property
+    @cached_property
     def name(self) -> str:
         return str(self.metadata.get("name") or "")
 
-    @property
+    @cached_property
     def namespace(self) -> str | None:
         ns = self.metadata.get("namespace")
         return str(ns) if ns else None
@@ -323,8 +335,55 @@ class Container:
         return words
 
 
+#: Pod labels that a controller adds itself (never in the pod template): a Service selecting
+#: one of them still selects the controller's pods. Value: kinds whose controller adds it.
+CONTROLLER_LABELS = {
+    "statefulset.kubernetes.io/pod-name": frozenset({"StatefulSet"}),
+    "apps.kubernetes.io/pod-index": frozenset({"StatefulSet"}),
+    "controller-revision-hash": frozenset({"StatefulSet", "DaemonSet"}),
+    "pod-template-hash": frozenset({"Deployment", "ReplicaSet"}),
+    "batch.kubernetes.io/job-name": frozenset({"Job", "CronJob"}),
+    "job-name": frozenset({"Job", "CronJob"}),
+    "batch.kubernetes.io/controller-uid": frozenset({"Job", "CronJob"}),
+    "controller-uid": frozenset({"Job", "CronJob"}),
+}
+
+
 class Workload(K8sObject):
-    """A Deployment, StatefulSet, DaemonSet, ReplicaSet, Pod, Job or CronJob."""
+    """A Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Pod, Job or
+    CronJob."""
+
+    def controller_label(self, key: str, value: Any) -> bool:
+        """Whether this workload's controller gives its pods label ``key`` = ``value`` itself.
+
+        A StatefulSet's pods are ``<name>-<ordinal>`` (``statefulset.kubernetes.io/pod-name``)
+        with ``apps.kubernetes.io/pod-index`` = the ordinal; hashes and uids can be anything.
+        """
+        kinds = CONTROLLER_LABELS.get(key)
+        if kinds is None or self.kind not in kinds:
+            return False
+        text = str(value)
+        if key == "statefulset.kubernetes.io/pod-name":
+            return re.fullmatch(rf"{re.escape(self.name)}-\d+", text) is not None
+        if key == "apps.kubernetes.io/pod-index":
+            return text.isdigit()
+        if key in ("job-name", "batch.kubernetes.io/job-name") and self.kind == "Job":
+            return text == self.name
+        return True
+
+    def selected_by(self, selector: Mapping[str, Any]) -> bool:
+        """A Service-style selector (a plain map) matches this workload's pods: every pair is a
+        pod template label, or a label the controller adds itself (:meth:`controller_label`)."""
+        if not selector:
+            return False
+        labels = self.pod_labels
+        for key, value in selector.items():
+            if key in labels:
+                if str(labels[key]) != str(value):
+                    return False
+            elif not self.controller_label(str(key), value):
+                return False
+        return True
 
     @property
     def pod_path(self) -> tuple[PathPart, ...]:
@@ -351,7 +410,7 @@ class Workload(K8sObject):
     @property
     def replicas(self) -> int | None:
         """``spec.replicas`` as written (``None`` when unset: the API defaults it to 1)."""
-        if self.kind not in ("Deployment", "StatefulSet", "ReplicaSet"):
+        if self.kind not in SCALED_KINDS:
             return None
         return as_int(self.get("spec", "replicas"))
 
@@ -369,6 +428,17 @@ class Workload(K8sObject):
         for i, item in enumerate(items):
             if isinstance(item, Mapping):
                 yield Container(self, (*self.pod_spec_path, key, i), item, init)
+
+    def pod_containers(self) -> list[Container]:
+        """The containers that run for the pod's whole life: the regular ones and the native
+        sidecars (init containers with ``restartPolicy: Always``, Kubernetes >= 1.28), whose
+        ports serve traffic like any other."""
+        sidecars = [c for c in self.containers(init=True) if _is_native_sidecar(c)]
+        return [*self.containers(), *sidecars]
+
+
+def _is_native_sidecar(container: Container) -> bool:
+    return container.data.get("restartPolicy") == "Always"
 
 
 def objects_from(document: Document) -> Iterator[K8sObject]:

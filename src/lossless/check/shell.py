@@ -9,6 +9,11 @@ It is a line-oriented approximation, not a parser: continuation lines are joined
 dropped (quote-aware), commands split on ``;``, ``&&``, ``||``, ``|`` and ``&``, control words
 (``then``, ``do``, ``fi``, ``done``, case patterns...) skipped, trailing ``exit`` ignored. A script
 that traps TERM and ``wait``s for its children is taken as forwarding signals itself.
+
+Shell functions are followed: docker-library's entrypoints define ``_main() { ...; exec "$@"; }``
+and end with ``_main "$@"``, which execs. A script that ends in a polling loop (``while ...;
+do ...; sleep N; done``) is the process itself: ``exec`` would end the loop, so it is not
+flagged; a loop that restarts a server is, with advice that fits a loop.
 """
 
 from __future__ import annotations
@@ -40,6 +45,10 @@ class Command:
     line: int
     background: bool = False
     piped: bool = False
+    #: The function whose body holds this command (``None`` at the top level).
+    function: str | None = None
+    #: The loop (``while``/``until``/``for``) body holding it, as the loop's first line; else 0.
+    loop: int = 0
 
     @property
     def words(self) -> list[str]:
@@ -105,17 +114,51 @@ def _logical_lines(script: str) -> list[tuple[int, str]]:
     return lines
 
 
+_FUNCTION = re.compile(r"^(?:function\s+)?([A-Za-z_][\w-]*)\s*(?:\(\s*\))?\s*(\{)?\s*$")
+_FUNCTION_KEYWORD = re.compile(r"^function\s+[A-Za-z_][\w-]*")
+
+
+def _braces(text: str) -> int:
+    """Net ``{``/``}`` words in ``text`` (a brace group or a function body)."""
+    words = re.split(r"[\s;]+", text)
+    return words.count("{") - words.count("}")
+
+
 def split_commands(script: str) -> list[Command]:
     """The simple commands of ``script`` in order (see the module docstring for the limits)."""
     commands: list[Command] = []
     in_case = False
+    function: str | None = None
+    depth = 0  # brace depth inside the current function
+    pending_function: str | None = None  # "name()" seen, its "{" not yet
+    loops: list[int] = []  # first lines of the loops we are in
     for number, line in _logical_lines(script):
         if re.match(r"^case\b", line):
             in_case = True
         if re.match(r"^esac\b", line):
             in_case = False
+        header = _FUNCTION.match(line)
+        if function is None and header and ("(" in line or _FUNCTION_KEYWORD.match(line)):
+            if header.group(2):
+                function, depth = header.group(1), 1
+            else:
+                pending_function = header.group(1)
+            continue
+        if pending_function is not None and line.strip() == "{":
+            function, depth, pending_function = pending_function, 1, None
+            continue
+        pending_function = None
+        if function is not None:
+            depth += _braces(line)
+            if depth <= 0:
+                function, depth = None, 0
+                continue
         for part, sep in _split_line(line):
             text = part.strip()
+            if re.match(r"^(while|until|for)\b", text):
+                loops.append(number)
+            if re.match(r"^done\b", text) and loops:
+                loops.pop()
             if in_case:
                 text = _CASE_PATTERN.sub("", text, count=1) if text.endswith(")") else text
                 text = _CASE_PATTERN.sub("", text, count=1) if ")" in text[:40] else text
@@ -130,7 +173,16 @@ def split_commands(script: str) -> list[Command]:
                 continue
             if re.match(r"^(if|while|until|elif|case|for)\b", text):
                 continue
-            commands.append(Command(text, number, background=sep == "&", piped=sep == "|"))
+            commands.append(
+                Command(
+                    text,
+                    number,
+                    background=sep == "&",
+                    piped=sep == "|",
+                    function=function,
+                    loop=loops[-1] if loops else 0,
+                )
+            )
     return commands
 
 
@@ -170,12 +222,36 @@ def _split_line(line: str) -> list[tuple[str, str]]:
     return parts
 
 
-def final_command(script: str) -> Command | None:
-    """The last command the script runs (trailing ``exit``/``wait`` skipped), or ``None``."""
-    commands = [c for c in split_commands(script) if c.words]
-    while commands and commands[-1].words[0] in ("exit", "wait"):
+def _last(commands: list[Command]) -> Command | None:
+    commands = list(commands)
+    while commands and commands[-1].words[0] in ("exit", "wait", "return"):
         commands.pop()
     return commands[-1] if commands else None
+
+
+def _program(command: Command) -> str:
+    words = command.words
+    while words and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[0]):
+        words = words[1:]
+    return words[0] if words else ""
+
+
+def final_command(script: str) -> Command | None:
+    """The last command the script runs (trailing ``exit``/``wait`` skipped), or ``None``.
+
+    A call of a function the script defines is followed into the function's body (up to a
+    few levels), so ``_main "$@"`` yields ``_main``'s last command.
+    """
+    commands = [c for c in split_commands(script) if c.words]
+    last = _last([c for c in commands if c.function is None])
+    for _ in range(5):
+        if last is None:
+            return None
+        body = [c for c in commands if c.function == _program(last)]
+        if not body or last.function == _program(last):
+            return last
+        last = _last(body)
+    return last
 
 
 @dataclass(frozen=True)
@@ -185,6 +261,8 @@ class ShellVerdict:
     ok: bool
     command: Command | None = None
     reason: str = ""
+    #: What to do about it (the rules append it to their message).
+    advice: str = "prefix it with exec"
 
 
 def analyze(script: str, *, inline: bool) -> ShellVerdict:
@@ -202,10 +280,20 @@ def analyze(script: str, *, inline: bool) -> ShellVerdict:
         return ShellVerdict(True, reason="runs nothing")
     if last.is_exec:
         return ShellVerdict(True, last)
+    if last.loop:
+        body = [c for c in commands if c.loop == last.loop]
+        if any(_program(c) == "sleep" for c in body):
+            return ShellVerdict(True, last, "ends in a polling loop that the shell runs itself")
+        return ShellVerdict(
+            False,
+            last,
+            "is run in a loop that restarts it",
+            "trap TERM and forward it to the child (exec would end the loop)",
+        )
     if last.background:
         return ShellVerdict(False, last, "runs in the background")
     if last.piped or any(c.piped for c in commands if c.line == last.line):
         return ShellVerdict(False, last, "is part of a pipeline (a pipeline cannot be exec'ed)")
-    if inline and len(commands) == 1:
+    if inline and len(commands) == 1 and last.function is None:
         return ShellVerdict(True, last, "single command: the shell execs it")
     return ShellVerdict(False, last, "is not exec'ed")

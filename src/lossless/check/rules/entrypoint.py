@@ -97,7 +97,10 @@ def shell_c_without_exec(ctx: Context) -> Iterator[Hit]:
     Flags an exec-form `CMD`/`ENTRYPOINT` such as `["sh", "-c", "migrate && gunicorn app"]`,
     and a container `command`/`args` such as `[sh, -c, "..."]`, when the script's last command
     is not run with `exec`. A script that is a single simple command is accepted (bash, dash
-    and BusyBox ash replace themselves with it), as is a script that traps TERM and `wait`s.
+    and BusyBox ash replace themselves with it), as is a script that traps TERM and `wait`s,
+    and one that ends in a polling loop (`while true; do ...; sleep 10; done`: the shell is the
+    program, and `exec` would end the loop). A loop that restarts a server is flagged with
+    advice that fits a loop (trap TERM and forward it).
 
     ## Why is this bad?
     The shell stays PID 1 and the server runs as its child. A shell does not forward SIGTERM
@@ -126,7 +129,7 @@ def shell_c_without_exec(ctx: Context) -> Iterator[Hit]:
                     dockerfile.loc(instruction),
                     f"{instruction.keyword} runs '{argv[0] if argv else 'sh'} -c': "
                     f"{_verdict_text(verdict)}, so the shell stays PID 1 and does not forward "
-                    "SIGTERM; prefix it with exec",
+                    f"SIGTERM; {verdict.advice}",
                     dockerfile,
                 )
     for workload in ctx.workloads:
@@ -153,7 +156,7 @@ def shell_c_without_exec(ctx: Context) -> Iterator[Hit]:
             yield Hit(
                 where,
                 f"container '{container.name}' runs '{argv[0]} -c': {_verdict_text(verdict)}, "
-                "so the shell stays PID 1 and does not forward SIGTERM; prefix it with exec",
+                f"so the shell stays PID 1 and does not forward SIGTERM; {verdict.advice}",
                 workload,
             )
 
@@ -206,7 +209,10 @@ def entrypoint_script_without_exec(ctx: Context) -> Iterator[Hit]:
     Follows the final image's `ENTRYPOINT` (or `CMD` when there is none) to a shell script that
     the Dockerfile copies from the checked tree (`COPY docker-entrypoint.sh /usr/local/bin/`),
     also through `tini --`, and flags the script when its final command is not run with `exec`
-    (a script that traps TERM and `wait`s is accepted). The finding points at the script line.
+    (a script that traps TERM and `wait`s is accepted). Shell functions are followed: the
+    docker-library pattern `_main() { ...; exec "$@"; }` called as `_main "$@"` execs. A
+    script that ends in a polling loop (`while ...; sleep N; done`) is accepted. The finding
+    points at the script line.
 
     ## Why is this bad?
     The script's shell is PID 1 and the server its child. The shell does not forward SIGTERM,
@@ -261,6 +267,6 @@ def entrypoint_script_without_exec(ctx: Context) -> Iterator[Hit]:
             Location(shown, row, column, row, len(raw.rstrip()) + 1),
             f"entrypoint script {shown} ({instruction.keyword} of {dockerfile.path}:"
             f"{instruction.line}): {_verdict_text(verdict)}, so the shell stays PID 1 and does "
-            "not forward SIGTERM; prefix it with exec",
+            f"not forward SIGTERM; {verdict.advice}",
             dockerfile,
         )

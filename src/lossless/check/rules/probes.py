@@ -14,23 +14,41 @@ if TYPE_CHECKING:
 PROBES = ("readinessProbe", "livenessProbe", "startupProbe")
 
 
-def describe_action(probe: Mapping[str, Any]) -> tuple[Any, str] | None:
-    """A comparable key for the probe's action and a human description, or ``None``."""
+def resolve_port(port: Any, container: Container | None) -> str:
+    """A probe port as a comparable value: a named port is replaced by the number the
+    container declares for it (``http`` and ``8080`` are the same port), else kept."""
+    if container is not None and as_int(port) is None:
+        for declared in container.ports:
+            if declared.name == str(port) and declared.number is not None:
+                return str(declared.number)
+    return str(port)
+
+
+def describe_action(
+    probe: Mapping[str, Any], container: Container | None = None
+) -> tuple[Any, str] | None:
+    """A comparable key for the probe's action and a human description, or ``None``.
+
+    Named ports are resolved against ``container``'s ports, so the key of ``port: http`` equals
+    the key of ``port: 8080`` when ``http`` is 8080.
+    """
     http = probe.get("httpGet")
     if isinstance(http, Mapping):
         scheme = str(http.get("scheme") or "HTTP").upper()
         path = str(http.get("path") or "/")
         port = http.get("port")
         host = http.get("host") or ""
-        key = ("http", scheme, host, str(port), path)
+        key = ("http", scheme, host, resolve_port(port, container), path)
         return key, f"{'GET' if scheme == 'HTTP' else scheme + ' GET'} {path} on port {port}"
     tcp = probe.get("tcpSocket")
     if isinstance(tcp, Mapping):
-        return ("tcp", str(tcp.get("port"))), f"open a TCP connection to port {tcp.get('port')}"
+        port = tcp.get("port")
+        return ("tcp", resolve_port(port, container)), f"open a TCP connection to port {port}"
     grpc = probe.get("grpc")
     if isinstance(grpc, Mapping):
         service = grpc.get("service") or ""
-        return ("grpc", str(grpc.get("port")), service), f"call gRPC health on {grpc.get('port')}"
+        port = grpc.get("port")
+        return ("grpc", resolve_port(port, container), service), f"call gRPC health on {port}"
     exec_ = probe.get("exec")
     if isinstance(exec_, Mapping):
         command = [str(c) for c in exec_.get("command") or []]
@@ -114,7 +132,8 @@ def readiness_equals_liveness(ctx: Context) -> Iterator[Hit]:
 
     ## What it does
     Flags a container whose readiness and liveness probes perform the same action (same HTTP
-    path and port, same TCP port, same gRPC service or same command), and states what each
+    path and port, same TCP port, same gRPC service or same command; a named port is the same
+    port as the number it names), and states what each
     probe's thresholds mean: after how many seconds of failures the pod leaves the endpoints
     (readiness) and after how many it is restarted (liveness).
 
@@ -149,7 +168,8 @@ def readiness_equals_liveness(ctx: Context) -> Iterator[Hit]:
         readiness, liveness = container.get("readinessProbe"), container.get("livenessProbe")
         if not isinstance(readiness, Mapping) or not isinstance(liveness, Mapping):
             continue
-        r_action, l_action = describe_action(readiness), describe_action(liveness)
+        r_action = describe_action(readiness, container)
+        l_action = describe_action(liveness, container)
         if r_action is None or l_action is None or r_action[0] != l_action[0]:
             continue
         _, r_text = failure_window(readiness)
@@ -225,15 +245,15 @@ def probe_port_not_exposed(ctx: Context) -> Iterator[Hit]:
     """A probe targets a port the container does not declare.
 
     ## What it does
-    Flags an `httpGet`, `tcpSocket` or `grpc` probe whose port is a name that is not one of the
-    container's named ports, or a number that is not among the ports the container declares
-    (numbers are only checked when the container declares ports at all).
+    Flags an `httpGet`, `tcpSocket` or `grpc` probe whose port is a *name* that is not one of
+    the container's named ports. A numeric port is never flagged, declared or not: the kubelet
+    probes the pod's IP on that number, and health ports are commonly left out of `ports:` on
+    purpose (ingress-nginx's 10254, the OpenTelemetry collector's 13133).
 
     ## Why is this bad?
-    A named port that does not exist makes the probe fail on every attempt: the pod never
-    becomes ready (readiness) or is restarted in a loop (liveness), and a rollout stalls or
-    takes capacity away. A numeric port that is not declared is usually a typo or a stale
-    value after the port changed: the probe checks something other than what serves traffic.
+    A named port is resolved against the container's `ports:`; a name that does not exist
+    makes the probe fail on every attempt: the pod never becomes ready (readiness) or is
+    restarted in a loop (liveness), and a rollout stalls or takes capacity away.
 
     ## Example
     ```yaml
@@ -260,15 +280,9 @@ def probe_port_not_exposed(ctx: Context) -> Iterator[Hit]:
             if found is None:
                 continue
             action, port = found
-            if as_int(port) is None:
-                if container.exposes(port):
-                    continue
-                problem = f"port name '{port}' is not a named port of container"
-            else:
-                if not container.ports or container.exposes(port):
-                    continue
-                declared = ", ".join(str(p.number) for p in container.ports)
-                problem = f"port {port} is not among the ports ({declared}) of container"
+            if as_int(port) is not None or container.exposes(port):
+                continue  # a number needs no declaration (the kubelet probes the pod IP)
+            problem = f"port name '{port}' is not a named port of container"
             yield Hit(
                 container.loc(probe_name, action, "port"),
                 f"{probe_name} {problem} '{container.name}': the probe cannot succeed",

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from lossless.check.k8s import Workload, as_int
+from lossless.check.k8s import SCALED_KINDS, Workload, as_int
 from lossless.check.model import Hit, Severity, rule
 
 if TYPE_CHECKING:
@@ -158,8 +158,14 @@ def rollout_drops_capacity(ctx: Context) -> Iterator[Hit]:
 
 def _scaled(ctx: Context) -> Iterator[Workload]:
     for workload in ctx.serving:
-        if workload.kind in ("Deployment", "StatefulSet", "ReplicaSet"):
+        if workload.kind in SCALED_KINDS:
             yield workload
+
+
+def _together(ctx: Context, workload: Workload) -> str:
+    """`` (with reviews-v2, reviews-v3)`` when other workloads share its Services."""
+    others = [w.name for w in ctx.siblings(workload)[1:]]
+    return f" (with {', '.join(others)})" if others else ""
 
 
 @rule("LL403", "single-replica", family="rollout", severity=Severity.WARNING)
@@ -167,8 +173,11 @@ def single_replica(ctx: Context) -> Iterator[Hit]:
     """Service-backed workload runs fewer than 2 replicas.
 
     ## What it does
-    Flags a Deployment or StatefulSet behind a Service that runs a single replica: `replicas`
-    unset or below 2 with no HorizontalPodAutoscaler, or an HPA whose `minReplicas` is below 2.
+    Flags a Deployment, StatefulSet, ReplicaSet or ReplicationController behind a Service that
+    runs a single replica (`replicas` unset or below 2) when the Service has no other pod
+    either: the replicas of every workload a Service selects count together (reviews-v1, -v2
+    and -v3 behind one Service are 3 pods). A workload managed by a HorizontalPodAutoscaler is
+    left to LL405.
 
     ## Why is this bad?
     With one pod, anything that replaces it drops requests: a node drain, an eviction, a crash,
@@ -189,19 +198,61 @@ def single_replica(ctx: Context) -> Iterator[Hit]:
     or an HPA with `minReplicas: 2`.
     """
     for workload in _scaled(ctx):
-        replicas = ctx.min_replicas(workload)
-        if replicas >= 2:
+        if ctx.hpa_for(workload) is not None or ctx.serving_pods(workload) >= 2:
             continue
-        hpa = ctx.hpa_for(workload)
-        if hpa is not None:
-            where, subject = hpa.loc("spec", "minReplicas"), hpa
-        else:
-            where, subject = workload.loc("spec", "replicas"), workload
         yield Hit(
-            where,
+            workload.loc("spec", "replicas"),
             f"{workload.ref} runs {_replicas_text(ctx, workload)} behind a Service: a node "
             "drain, eviction or restart leaves it with no ready endpoint",
-            subject,
+            workload,
+        )
+
+
+@rule("LL405", "hpa-min-replicas-one", family="rollout", severity=Severity.WARNING)
+def hpa_min_replicas_one(ctx: Context) -> Iterator[Hit]:
+    """HorizontalPodAutoscaler lets a Service-backed workload scale down to 1 replica.
+
+    ## What it does
+    Flags a HorizontalPodAutoscaler whose `minReplicas` is 1 (or unset: the API defaults it
+    to 1) when its exact `scaleTargetRef` is a workload behind a Service, and no other workload
+    behind that Service keeps a second pod.
+
+    ## Why is this bad?
+    At night or on a quiet weekend the autoscaler scales the workload down to its minimum. With
+    one pod left, the next node drain, eviction, crash or rollout step has no other ready
+    endpoint: requests fail until a new pod is ready. The service is only highly available
+    while it is busy.
+
+    ## Example
+    ```yaml
+    kind: HorizontalPodAutoscaler
+    spec:
+      scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+      minReplicas: 1
+      maxReplicas: 10
+    ```
+
+    ## Use instead
+    ```yaml
+    kind: HorizontalPodAutoscaler
+    spec:
+      scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+      minReplicas: 2
+      maxReplicas: 10
+    ```
+    """
+    for workload in _scaled(ctx):
+        hpa = ctx.hpa_for(workload)
+        if hpa is None or ctx.serving_pods(workload) >= 2:
+            continue
+        written = hpa.get("spec", "minReplicas")
+        shown = "unset (1)" if written is None else str(written)
+        yield Hit(
+            hpa.loc("spec", "minReplicas"),
+            f"HPA {hpa.name} lets {workload.ref} scale down to 1 replica (minReplicas "
+            f"{shown}) behind a Service{_together(ctx, workload)}: at low load a node drain, "
+            "eviction or restart leaves it with no ready endpoint",
+            hpa,
         )
 
 
@@ -211,7 +262,8 @@ def static_replicas_with_hpa(ctx: Context) -> Iterator[Hit]:
 
     ## What it does
     Flags a Deployment or StatefulSet that sets `spec.replicas` while a
-    HorizontalPodAutoscaler in the checked inputs targets it.
+    HorizontalPodAutoscaler in the checked inputs targets it (its exact `scaleTargetRef`, in
+    the same namespace, directory, kustomization or Helm release).
 
     ## Why is this bad?
     Every `kubectl apply` (or GitOps sync) of the manifest resets the replica count to the

@@ -105,18 +105,50 @@ class Drain:
     location: Location
 
 
-def declared_drain(container: Container) -> Drain | None:
-    """``LOSSLESS_*`` environment variables, or a command running ``lossless serve``/``run``.
+#: Pod-template annotation by which an app that drains itself in code says so (docs/check.md).
+DRAIN_ANNOTATION = "lossless.dev/drain"
 
-    The runtime's shutdown deadline covers the drain delay (DESIGN.md: one deadline), so the time
-    it may take is ``LOSSLESS_SHUTDOWN_TIMEOUT`` (default 25 s), at least the drain delay.
+
+def annotated_drain(container: Container) -> Drain | None:
+    """The ``lossless.dev/drain`` annotation on the pod template (or the workload).
+
+    ``app`` says the application keeps serving after SIGTERM until endpoint removal has
+    propagated, then drains (its time is not stated: LL202 counts 0 s for it); ``app 20s`` (or
+    ``20s``) also says how long that takes. Any other value is ignored (the rule then fires, and
+    says nothing about the annotation).
+    """
+    workload = container.workload
+    for path in ((*workload.pod_path, "metadata", "annotations"), ("metadata", "annotations")):
+        annotations = workload.get(*path)
+        if not isinstance(annotations, Mapping) or DRAIN_ANNOTATION not in annotations:
+            continue
+        words = str(annotations.get(DRAIN_ANNOTATION) or "").replace(",", " ").split()
+        if words and words[0].lower() == "app":
+            words = words[1:]
+        elif not words or parse_seconds(words[0]) is None:
+            return None
+        seconds = parse_seconds(words[0]) if words else 0.0
+        if seconds is None:
+            return None
+        where = workload.loc(*path, DRAIN_ANNOTATION)
+        return Drain(f"the {DRAIN_ANNOTATION} annotation", seconds, where)
+    return None
+
+
+def declared_drain(container: Container) -> Drain | None:
+    """The in-app drain a container declares, or ``None``.
+
+    ``LOSSLESS_*`` environment variables or a command running ``lossless serve``/``run``: the
+    runtime's shutdown deadline covers the drain delay (DESIGN.md: one deadline), so the time it
+    may take is ``LOSSLESS_SHUTDOWN_TIMEOUT`` (default 25 s), at least the drain delay. Else the
+    ``lossless.dev/drain`` annotation (:func:`annotated_drain`), for apps that drain in code.
     """
     env = container.env
     names = [n for n in env if n.startswith("LOSSLESS_")]
     words = " ".join(container.argv)
     runs_lossless = re.search(r"\blossless\s+(serve|run)\b", words) is not None
     if not names and not runs_lossless:
-        return None
+        return annotated_drain(container)
     timeout = parse_seconds(env.get("LOSSLESS_SHUTDOWN_TIMEOUT"))
     delay = parse_seconds(env.get("LOSSLESS_DRAIN_DELAY"))
     seconds = timeout if timeout is not None else RUNTIME_SHUTDOWN_TIMEOUT
@@ -141,7 +173,10 @@ def no_prestop_or_drain(ctx: Context) -> Iterator[Hit]:
     ## What it does
     Flags a container that serves a Service's traffic and declares no way to keep serving while
     its endpoint is being removed: no `lifecycle.preStop` hook, no `LOSSLESS_*` environment
-    variable of the lossless runtime, and no `lossless serve` / `lossless run` command.
+    variable of the lossless runtime, no `lossless serve` / `lossless run` in its command or
+    args, and no `lossless.dev/drain` annotation on the pod template (the way an app that
+    drains itself in code says so: `lossless.dev/drain: app`, or `app 20s` with the time it
+    takes, which LL202 then counts).
 
     ## Why is this bad?
     When a pod is deleted, Kubernetes removes it from the endpoints *and* sends SIGTERM at the
@@ -169,7 +204,14 @@ def no_prestop_or_drain(ctx: Context) -> Iterator[Hit]:
           preStop:
             sleep: {seconds: 5}     # Kubernetes >= 1.30; else exec: [sleep, "5"]
     ```
-    or run the application under `lossless serve` and set `LOSSLESS_DRAIN_DELAY`.
+    or run the application under `lossless serve` and set `LOSSLESS_DRAIN_DELAY`; or, when the
+    application itself keeps serving after SIGTERM until its endpoint is gone, say so:
+    ```yaml
+    template:
+      metadata:
+        annotations:
+          lossless.dev/drain: app 20s   # keeps serving 5 s, then drains within 20 s
+    ```
     """
     for workload in ctx.serving:
         for container in ctx.serving_containers(workload):
@@ -191,7 +233,8 @@ def shutdown_exceeds_grace(ctx: Context) -> Iterator[Hit]:
     Adds up the preStop sleep (native `sleep` action, exec `sleep N`, `sh -c "sleep N"`,
     `lossless prestop --sleep N`), the time the application may take to drain after SIGTERM
     (`LOSSLESS_SHUTDOWN_TIMEOUT`, 25 s by default under the lossless runtime, at least
-    `LOSSLESS_DRAIN_DELAY`) and a safety margin (`grace-margin`, 2 s), and flags the container
+    `LOSSLESS_DRAIN_DELAY`; or the time given in a `lossless.dev/drain: app 20s` annotation)
+    and a safety margin (`grace-margin`, 2 s), and flags the container
     when the sum exceeds `terminationGracePeriodSeconds` (30 s by default).
 
     ## Why is this bad?
@@ -267,8 +310,9 @@ def prestop_sleep_missing_binary(ctx: Context) -> Iterator[Hit]:
 
     ## What it does
     Flags an exec preStop hook that runs `sleep` or `sh -c ...` in a container whose image has
-    no such binary: the image is `scratch`, distroless (not a `:debug` tag) or Chainguard
-    `static`, either named directly in the manifest or as the base of the final stage of the
+    no such binary: the image is `scratch`, distroless (not a `:debug` tag), Chainguard
+    `static` or an Ubuntu chiseled image (`ubuntu/python:3.12-24.04_chiseled`,
+    `mcr.microsoft.com/dotnet/aspnet:8.0-jammy-chiseled`), either named directly in the manifest or as the base of the final stage of the
     Dockerfile in the checked tree that builds it (matched by name: image `…/orders` and
     `orders/Dockerfile`, `orders.Dockerfile` or `Dockerfile.orders`).
 
