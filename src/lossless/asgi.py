@@ -122,7 +122,7 @@ class LosslessMiddleware:
                 await self.app(scope, receive, send)
         finally:
             del inflight[key]
-            if flag[0] or lc._idle_waiters:
+            if flag[0]:
                 lc._finished_slow_path()
 
     async def _answer_admin(self, lc: Lifecycle, scope: Scope, send: Send) -> None:

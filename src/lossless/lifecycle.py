@@ -112,14 +112,11 @@ class Lifecycle:
         self._shutdown_hooks: list[Hook] = []
         self._drain_hooks: list[tuple[str, Hook, float | None]] = []
         self._ready_callbacks: list[Callable[[], Any]] = []
-        self._state_callbacks: list[Callable[[State], Any]] = []
         # token -> (what, started): a tuple, not an object, to keep request_started cheap.
         self._inflight: dict[int, tuple[object, float]] = {}
         #: Byte 0 is non-zero from t0 on: the cheapest "are we draining?" for hot paths.
         self.drain_flag: mmap.mmap = self._shared._mem
         self._ids = itertools.count(1)
-        self._idle = threading.Condition(self._lock)
-        self._idle_waiters = 0
         self._skip = threading.Event()
         self.served_during_drain = 0
         self.forced: list[str] = []
@@ -159,10 +156,6 @@ class Lifecycle:
         """Drop the ``on_ready`` callbacks: a forked gunicorn worker must not run the
         instance-level ones (discovery registration) it inherited; its master runs them."""
         self._ready_callbacks.clear()
-
-    def on_state(self, fn: Callable[[State], Any]) -> None:
-        """Call ``fn(state)`` on every transition (metrics, tests)."""
-        self._state_callbacks.append(fn)
 
     def add_check(
         self,
@@ -244,8 +237,6 @@ class Lifecycle:
         with self._lock:
             self._local = state
         events.emit(state.value, t_plus=self.since_t0(), **fields)
-        for callback in self._state_callbacks:
-            callback(state)
 
     # -- startup ----------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -278,8 +269,6 @@ class Lifecycle:
 
     def _fire_ready(self) -> None:
         events.emit("ready")
-        for state_cb in self._state_callbacks:
-            state_cb(State.READY)
         for callback in self._ready_callbacks:
             try:
                 callback()
@@ -322,8 +311,6 @@ class Lifecycle:
             shutdown_timeout=s.shutdown_timeout,
             in_flight=self.in_flight,
         )
-        for state_cb in self._state_callbacks:
-            state_cb(State.DRAINING)
         for name, hook, timeout in self._drain_hooks:
             bound = min(s.drain_hook_timeout if timeout is None else timeout, self.remaining())
             thread = threading.Thread(
@@ -401,18 +388,12 @@ class Lifecycle:
         if self._inflight.pop(token, None) is not None and self.drain_flag[0]:
             with self._lock:
                 self.served_during_drain += 1
-        if self._idle_waiters and not self._inflight:
-            with self._idle:
-                self._idle.notify_all()
 
     def _finished_slow_path(self) -> None:
-        """After a hot-path request ended while draining or while someone waits for idle."""
+        """After a hot-path request ended while draining: count it as served during the drain."""
         if self.drain_flag[0]:
             with self._lock:
                 self.served_during_drain += 1
-        if self._idle_waiters and not self._inflight:
-            with self._idle:
-                self._idle.notify_all()
 
     @contextlib.contextmanager
     def track(self, what: object = "request") -> Iterator[None]:
@@ -428,21 +409,6 @@ class Lifecycle:
 
     def in_flight_requests(self) -> list[InFlight]:
         return [InFlight(_describe(w), t) for w, t in self._inflight.copy().values()]
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Block until no request is in flight (``True``) or ``timeout`` passes (``False``)."""
-        end = time.monotonic() + timeout
-        with self._idle:
-            self._idle_waiters += 1
-            try:
-                while self._inflight:
-                    left = end - time.monotonic()
-                    if left <= 0:
-                        return False
-                    self._idle.wait(min(left, 0.05))
-            finally:
-                self._idle_waiters -= 1
-        return True
 
     def record_forced(self, what: str) -> None:
         """Note something the deadline cut (a request, a hook, a worker); it is logged and makes

@@ -32,9 +32,8 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.gthread import ThreadWorker
 
-from lossless import events
+from lossless import drain, events
 from lossless.lifecycle import Lifecycle, get_lifecycle
-from lossless.serve import _signals
 from lossless.wsgi import LosslessWSGIMiddleware
 
 _POLL = 0.005
@@ -121,29 +120,17 @@ class LosslessArbiter(Arbiter):  # type: ignore[misc]
 
     def __init__(self, app: Any, lifecycle: Lifecycle) -> None:
         self.lifecycle = lifecycle
-        self._signal_count = 0
+        self._signals = drain.SignalCounter(lifecycle)
         self._delay_over = threading.Event()
         self._worker_forced = False
         super().__init__(app)
 
     # Signals (called from the main loop, not from the handler).
     def _stop_signal(self, sig: int) -> None:
-        self._signal_count += 1
-        action = _signals.meaning(self._signal_count)
-        lc = self.lifecycle
-        events.emit(
-            "signal",
-            signal=_signals.name(sig),
-            count=self._signal_count,
-            action=action,
-            t_plus=lc.since_t0(),
-        )
-        if action == "drain":
-            lc.drain(reason=_signals.name(sig))
+        action = self._signals.handle(sig)
+        if action is drain.Action.DRAIN:
             threading.Thread(target=self._wait_delay, daemon=True).start()
-        elif action == "skip_delay":
-            lc.skip_delay()
-        else:
+        elif action is drain.Action.EXIT_NOW:
             self._exit_now()
 
     def _wait_delay(self) -> None:
@@ -185,9 +172,9 @@ class LosslessArbiter(Arbiter):  # type: ignore[misc]
             self.lifecycle.draining and self.lifecycle.delay_remaining() <= 0
         ):
             raise StopIteration
-        if self.lifecycle.draining and not self._signal_count:
+        if self.lifecycle.draining and not self._signals.count:
             # drain() was called from code in the master: serve through the delay, then stop.
-            self._signal_count = 1
+            self._signals.drain_started_elsewhere()
             threading.Thread(target=self._wait_delay, daemon=True).start()
         super().maybe_promote_master()
 

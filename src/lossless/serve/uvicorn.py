@@ -30,9 +30,8 @@ from typing import Any
 
 import uvicorn
 
-from lossless import events
+from lossless import drain, events
 from lossless.lifecycle import Lifecycle
-from lossless.serve import _signals
 
 
 class LosslessServer(uvicorn.Server):
@@ -41,7 +40,8 @@ class LosslessServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle) -> None:
         super().__init__(config)
         self.lifecycle = lifecycle
-        self._signal_count = 0
+        self._signals = drain.SignalCounter(lifecycle)
+        self._early_signals = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._exit = asyncio.Event()
         self._drain_task: asyncio.Task[None] | None = None
@@ -58,7 +58,7 @@ class LosslessServer(uvicorn.Server):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _signals.HANDLED_SIGNALS}
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in drain.HANDLED_SIGNALS}
         try:
             yield
         finally:
@@ -69,31 +69,19 @@ class LosslessServer(uvicorn.Server):
         loop = self._loop
         if loop is None:  # before the loop runs: behave like uvicorn
             self.should_exit = True
-            self._signal_count += 1
-            if self._signal_count >= 3:
+            self._early_signals += 1
+            if drain.action_for(self._early_signals) is drain.Action.EXIT_NOW:
                 os._exit(self.lifecycle.settings.forced_exit_code)
             return
         loop.call_soon_threadsafe(self._on_signal, sig)
 
     def _on_signal(self, sig: int) -> None:
-        self._signal_count += 1
-        action = _signals.meaning(self._signal_count)
-        events.emit(
-            "signal",
-            signal=_signals.name(sig),
-            count=self._signal_count,
-            action=action,
-            t_plus=self.lifecycle.since_t0(),
-        )
         lc = self.lifecycle
-        if action == "drain":
-            lc.drain(reason=_signals.name(sig))
+        action = self._signals.handle(sig)
+        if action is drain.Action.DRAIN:
             self._start_drain()
-        elif action == "skip_delay":
-            lc.skip_delay()
-        else:
+        elif action is drain.Action.EXIT_NOW:
             lc.cut_in_flight()
-            events.emit("exit_now", t_plus=lc.since_t0())
             os._exit(lc.settings.forced_exit_code)
 
     def _start_drain(self) -> None:
@@ -127,6 +115,7 @@ class LosslessServer(uvicorn.Server):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._exit.wait(), 0.1)
             if self.lifecycle.draining and self._drain_task is None:
+                self._signals.drain_started_elsewhere()
                 self._start_drain()  # drain() was called from code, not by a signal
             should_exit = await self.on_tick(counter)
 
