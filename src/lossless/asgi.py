@@ -28,6 +28,7 @@ from lossless import metrics, probes
 from lossless._asgi_types import ASGIApp, Message, Receive, Scope, Send
 from lossless.admin import ADMIN_PATH
 from lossless.lifecycle import Lifecycle, get_lifecycle
+from lossless.streams import AsgiResponse
 
 _monotonic = time.monotonic
 
@@ -111,15 +112,19 @@ class LosslessMiddleware:
         key = id(scope)
         inflight[key] = (scope, _monotonic())
         flag = lc.drain_flag
+        # Not draining when the request arrived: no Connection: close (if t0 comes before its
+        # response, the connection is idle afterwards and is closed at t0 + D like every idle
+        # keep-alive connection). The response wrapper ends streams at t0 + D (lossless.streams).
+        response = AsgiResponse(lc.streams, receive, _closing(send) if flag[0] else send)
         try:
-            if flag[0]:
-                await self.app(scope, receive, _closing(send))
+            try:
+                await self.app(scope, response.receive, response.send)
+            except Exception as exc:
+                if not await response.finish(exc):
+                    raise
             else:
-                # Not draining when the request arrived: no wrapper (the hot path). If t0 comes
-                # before its response, the connection is idle afterwards and is closed at t0 + D
-                # like every idle keep-alive connection; a next request on it during D is
-                # answered with Connection: close.
-                await self.app(scope, receive, send)
+                if response.ended:
+                    await response.finish(None)
         finally:
             del inflight[key]
             if flag[0]:

@@ -31,6 +31,12 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="the pod's terminationGracePeriodSeconds, to validate the timeout against",
     )
+    g.add_argument(
+        "--stream-close-window",
+        type=argtypes.duration,
+        metavar="SECONDS",
+        help="end open streams and WebSockets over this window from t0 + D (default 10%% of D)",
+    )
     g.add_argument("--readiness-path", metavar="PATH")
     g.add_argument("--liveness-path", metavar="PATH")
     g.add_argument("--startup-path", metavar="PATH")
@@ -48,6 +54,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         drain_delay=args.drain_delay,
         shutdown_timeout=args.shutdown_timeout,
         grace_period=args.grace_period,
+        stream_close_window=args.stream_close_window,
         readiness_path=args.readiness_path,
         liveness_path=args.liveness_path,
         startup_path=args.startup_path,

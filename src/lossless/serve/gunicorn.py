@@ -20,12 +20,15 @@ Ctrl-C too, decides. Requires the gthread worker of gunicorn 27 (pinned in the e
 from __future__ import annotations
 
 import errno
+import inspect
 import math
 import os
 import signal
+import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -33,6 +36,7 @@ from gunicorn.arbiter import Arbiter
 from gunicorn.workers.gthread import ThreadWorker
 
 from lossless import drain, events
+from lossless.errors import LosslessError
 from lossless.lifecycle import Lifecycle, get_lifecycle
 from lossless.wsgi import LosslessWSGIMiddleware
 
@@ -66,9 +70,13 @@ class LosslessWorker(ThreadWorker):  # type: ignore[misc]
 
         lc = get_lifecycle()
         # Stop accepting and close our copy of the listeners now: the master closed its own.
+        # First take what the kernel already queued: closing the last copy would reset it.
         self.set_accept_enabled(False)
+        taken = accept_backlog(self.sockets, self._serve_accepted)
         for sock in self.sockets:
             sock.close()
+        if taken:
+            events.emit("backlog_accepted", connections=taken, t_plus=lc.since_t0())
         # Idle keep-alive connections: close them now; busy ones close after their response.
         self.murder_keepalived(force=True)
         while self.nr_conns > 0 and lc.remaining() > 0:
@@ -91,6 +99,36 @@ class LosslessWorker(ThreadWorker):  # type: ignore[misc]
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code or lc.settings.forced_exit_code)
+
+    def _serve_accepted(self, client: socket.socket, addr: Any, listener: Any) -> None:
+        from gunicorn.workers.gthread import TConn
+
+        self.nr_conns += 1
+        client.setblocking(True)
+        self.enqueue_req(TConn(self.cfg, client, addr, listener.getsockname()))
+
+
+def accept_backlog(listeners: Any, serve: Callable[[socket.socket, Any, Any], None]) -> int:
+    """Accept (non-blocking) every connection waiting in the accept queue of each listener and
+    hand it to ``serve(client, address, listener)``; return how many were taken."""
+    taken = 0
+    for listener in listeners:
+        try:
+            listener.setblocking(False)
+        except OSError:
+            continue
+        while True:
+            try:
+                client, addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            except ConnectionAbortedError:
+                continue
+            except OSError:
+                break
+            serve(client, addr, listener)
+            taken += 1
+    return taken
 
 
 def _pre_request(worker: Any, req: Any) -> None:
@@ -254,28 +292,119 @@ class LosslessArbiter(Arbiter):  # type: ignore[misc]
 
 
 class LosslessApplication(BaseApplication):  # type: ignore[misc]
-    """A gunicorn application serving ``wsgi_app`` wrapped in the WSGI middleware."""
+    """A gunicorn application serving ``app`` under the lifecycle: a WSGI app on the gthread
+    :class:`LosslessWorker`, or (``asgi=True``) an ASGI app on uvicorn workers
+    (:class:`lossless.serve.workers.Worker`, which reads ``uvicorn_options``)."""
 
-    def __init__(self, wsgi_app: Any, lifecycle: Lifecycle, options: dict[str, Any]) -> None:
-        self.wsgi_app = wsgi_app
+    #: Tells the uvicorn worker that this master drives the drain sequence.
+    lossless_managed = True
+
+    def __init__(
+        self,
+        app: Any,
+        lifecycle: Lifecycle,
+        options: dict[str, Any],
+        *,
+        defaults: dict[str, Any] | None = None,
+        config_file: str | None = None,
+        asgi: bool = False,
+        uvicorn_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.wsgi_app = app
         self.lifecycle = lifecycle
         self.options = options
+        self.defaults = dict(defaults or {})
+        self.config_file = config_file
+        self.asgi = asgi
+        self.uvicorn_options = dict(uvicorn_options or {})
         super().__init__()
 
     def load_config(self) -> None:
+        """Our defaults, then the user's config file (``-c``), then the explicit flags; then the
+        settings the drain sequence needs, with the user's hooks chained after ours."""
+        for key, value in self.defaults.items():
+            self.cfg.set(key, value)
+        if self.config_file is not None:
+            self._load_user_config(self.config_file)
         for key, value in self.options.items():
             self.cfg.set(key, value)
-        self.cfg.set("worker_class", "lossless.serve.gunicorn.LosslessWorker")
+        worker = "lossless.serve.workers.Worker" if self.asgi else _dotted(LosslessWorker)
+        self.cfg.set("worker_class", worker)
         self.cfg.set("graceful_timeout", math.ceil(self.lifecycle.settings.shutdown_timeout))
-        self.cfg.set("pre_request", _pre_request)
-        self.cfg.set("post_worker_init", _post_worker_init)
-        self.cfg.set("post_fork", _post_fork)
+        for name, ours in (
+            ("pre_request", _pre_request),
+            ("post_worker_init", _post_worker_init),
+            ("post_fork", _post_fork),
+        ):
+            self.cfg.set(name, _chain(ours, self.cfg.settings[name].get()))
+
+    def _load_user_config(self, path: str) -> None:
+        namespace = _read_config_file(path)
+        for key, value in namespace.items():
+            if key not in self.cfg.settings:
+                continue
+            if key == "worker_class":
+                raise LosslessError(
+                    f"{path}: worker_class cannot be honoured: lossless serve runs its own "
+                    "workers (use gunicorn -k lossless.serve.workers.Worker to keep yours)"
+                )
+            if key == "graceful_timeout":
+                events.emit(
+                    "config_overridden",
+                    setting="graceful_timeout",
+                    file=path,
+                    reason="it follows --shutdown-timeout",
+                )
+                continue
+            try:
+                self.cfg.set(key.lower(), value)
+            except Exception as exc:
+                raise LosslessError(f"{path}: invalid value for {key}: {exc}") from None
 
     def load(self) -> Any:
         app = self.wsgi_app
+        if self.asgi:
+            from lossless.asgi import LosslessMiddleware
+
+            if not isinstance(app, LosslessMiddleware):
+                app = LosslessMiddleware(app, lifecycle=self.lifecycle)
+            return app
         if not isinstance(app, LosslessWSGIMiddleware):
             app = LosslessWSGIMiddleware(app, lifecycle=self.lifecycle)
         return app
 
     def run(self) -> None:
         LosslessArbiter(self, self.lifecycle).run()
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    """Run a gunicorn config file; a one-line error naming the file and line when it fails."""
+    import runpy
+    import traceback
+
+    try:
+        return runpy.run_path(path, run_name="__config__")
+    except SyntaxError as exc:
+        raise LosslessError(f"{path}:{exc.lineno}: {exc.msg}") from None
+    except Exception as exc:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == path]
+        where = f"{path}:{frames[-1].lineno}" if frames else path
+        raise LosslessError(f"{where}: {type(exc).__name__}: {exc}") from None
+
+
+def _chain(ours: Callable[..., Any], theirs: Callable[..., Any]) -> Callable[..., Any]:
+    """A gunicorn hook that runs ours, then the user's (from their config file)."""
+    if getattr(theirs, "__module__", "").startswith("gunicorn."):
+        return ours  # gunicorn's default no-op
+
+    def both(*args: Any) -> None:
+        ours(*args)
+        theirs(*args)
+
+    # gunicorn checks a hook's arity: give the chain the same signature as ours.
+    both.__signature__ = inspect.signature(ours)  # type: ignore[attr-defined]
+    return both
+
+
+def _dotted(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"

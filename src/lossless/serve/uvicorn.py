@@ -22,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
+import socket
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from types import FrameType
 from typing import Any
 
@@ -32,6 +34,18 @@ import uvicorn
 
 from lossless import drain, events
 from lossless.lifecycle import Lifecycle
+
+#: How long a connection that has not sent its first request when the listeners close may take
+#: to send it (it was accepted, its client is sending): then it is closed like an idle one.
+_FRESH_GRACE = 1.0
+
+
+def _is_websocket(connection: object) -> bool:
+    return type(connection).__module__.startswith("uvicorn.protocols.websockets")
+
+
+def _given(protocol: asyncio.Protocol) -> Callable[[], asyncio.Protocol]:
+    return lambda: protocol
 
 
 class LosslessServer(uvicorn.Server):
@@ -45,6 +59,9 @@ class LosslessServer(uvicorn.Server):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._exit = asyncio.Event()
         self._drain_task: asyncio.Task[None] | None = None
+        self._backlog_tasks: set[asyncio.Task[Any]] = set()
+        #: The signals :meth:`capture_signals` handles (drain signals, by rank: lossless.drain).
+        self.handled_signals: tuple[int, ...] = drain.HANDLED_SIGNALS
 
     def exit_code(self) -> int:
         return self.lifecycle.stopped()
@@ -58,7 +75,7 @@ class LosslessServer(uvicorn.Server):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in drain.HANDLED_SIGNALS}
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in self.handled_signals}
         try:
             yield
         finally:
@@ -123,18 +140,35 @@ class LosslessServer(uvicorn.Server):
     async def shutdown(self, sockets: list[Any] | None = None) -> None:
         lc = self.lifecycle
         lc.drain(reason="server exit")  # no-op when already draining
+        # 1. Take what the kernel already queued, then close the listeners (gunicorn#3397).
+        taken = self._accept_backlog()
         for server in self.servers:
             server.close()
         for sock in sockets or []:
             sock.close()
+        if self._backlog_tasks:
+            await asyncio.gather(*self._backlog_tasks, return_exceptions=True)
+        # 2. End open streams and WebSockets over the close window; close idle connections
+        #    (busy ones close after their response). A connection that has not sent its first
+        #    request yet (accepted just before the close) gets a moment to send it.
+        window = lc.settings.stream_window
+        lc.streams.end_all(window)
+        loop = asyncio.get_running_loop()
         connections = list(self.server_state.connections)
+        grace = min(_FRESH_GRACE, lc.remaining())
         for connection in connections:
-            connection.shutdown()  # idle: closed now; busy: closed after the response
+            if _is_websocket(connection):
+                loop.call_later(random.uniform(0.0, window), connection.shutdown)
+            elif getattr(connection, "cycle", True) is None:
+                loop.call_later(grace, connection.shutdown)  # closed then if still idle
+            else:
+                connection.shutdown()  # idle: closed now; busy: closed after the response
         events.emit(
             "listeners_closed",
             t_plus=lc.since_t0(),
             connections=len(connections),
             in_flight=lc.in_flight,
+            backlog=taken or None,
         )
         while self.server_state.connections or self.server_state.tasks:
             if self.force_exit or lc.remaining() <= 0:
@@ -151,6 +185,45 @@ class LosslessServer(uvicorn.Server):
             except TimeoutError:
                 lc.record_forced("lifespan shutdown cut at the deadline")
         await lc.shutdown()  # no-op when the middleware already ran it on lifespan.shutdown
+
+    def _accept_backlog(self) -> int:
+        """Accept every connection waiting in the listeners' accept queues (non-blocking) and
+        serve it like any other; return how many. Without this, closing a listening socket
+        resets them: the kernel completed their handshake, so their clients believe they are
+        connected (gunicorn#3397). Left: the microseconds between the last accept and close."""
+        loop = asyncio.get_running_loop()
+        config = self.config
+        taken = 0
+        for server in self.servers:
+            for listener in server.sockets or ():
+                try:
+                    sock = socket.socket(fileno=os.dup(listener.fileno()))
+                except OSError:
+                    continue
+                with sock:
+                    sock.setblocking(False)
+                    while True:
+                        try:
+                            conn, _addr = sock.accept()
+                        except (BlockingIOError, InterruptedError):
+                            break
+                        except ConnectionAbortedError:
+                            continue
+                        except OSError:
+                            break
+                        conn.setblocking(False)
+                        protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                            config=config,
+                            server_state=self.server_state,
+                            app_state=self.lifespan.state,
+                        )
+                        self._backlog_tasks.add(
+                            loop.create_task(
+                                loop.connect_accepted_socket(_given(protocol), conn, ssl=config.ssl)
+                            )
+                        )
+                        taken += 1
+        return taken
 
     def _cut(self) -> None:
         lc = self.lifecycle
