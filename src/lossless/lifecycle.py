@@ -341,6 +341,10 @@ class Lifecycle:
         try:
             asyncio.run(_call_bounded(hook, bound))
         except TimeoutError:
+            if self.remaining() <= 0.01:  # cut by the deadline, not by its own timeout
+                self._cut_hooks.add(name)
+                self.record_forced(f"drain hook {name} cut at the deadline")
+                return
             events.emit(
                 "drain_hook_timeout",
                 logging.WARNING,

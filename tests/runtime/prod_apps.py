@@ -5,6 +5,8 @@ by ``lossless serve`` as ``prod_apps:asgi`` / ``prod_apps:wsgi``; other paths go
   forever; with ``?bye=1`` it sends a last ``event: bye`` on its own once the drain starts.
 - ``/chunked``: a raw ASGI (or WSGI generator) chunked body, a chunk every 100 ms forever.
 - ``/pid``: the serving process id.
+- ``/block?s=SECONDS`` (ASGI): blocks the event loop (``time.sleep``), so nothing is accepted
+  meanwhile and new connections wait in the kernel's accept queue.
 
 Each stream's ``finally`` appends its name to ``APP_FINALLY_FILE``. ``APP_DRAIN_HOOK_FILE``:
 an ``on_drain`` hook that sleeps ``APP_DRAIN_HOOK_SECONDS`` then writes that file;
@@ -83,7 +85,9 @@ async def asgi(scope, receive, send):  # type: ignore[no-untyped-def]
                 await asyncio.sleep(0.1)
         finally:
             _finally("chunked")
-    if scope["type"] == "http" and path == "/pid":
+    if scope["type"] == "http" and path == "/block":
+        time.sleep(float(scope["query_string"].decode().partition("=")[2] or "0.5"))
+    if scope["type"] == "http" and path in ("/pid", "/block"):
         body = str(os.getpid()).encode()
         await send(
             {
