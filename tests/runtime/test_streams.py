@@ -46,7 +46,7 @@ class StreamClient(threading.Thread):
                 if not chunk:
                     return
                 self.data += chunk
-                head, sep, body = self.data.partition(b"\r\n\r\n")
+                _head, sep, body = self.data.partition(b"\r\n\r\n")
                 if sep and body:
                     self.first.set()  # headers and a first chunk arrived
                 if self.data.endswith(b"\r\n0\r\n\r\n") and self.ended_at is None:

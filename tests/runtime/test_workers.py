@@ -140,8 +140,10 @@ def test_drop_in_worker_class_under_plain_gunicorn(tmp_path) -> None:
     env.update(PYTHONPATH=f"{ROOT}:{HERE}", LOSSLESS_DRAIN_DELAY="0.5")
     env["LOSSLESS_SHUTDOWN_TIMEOUT"] = "8"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-k", "lossless.serve.workers.Worker", "-w", "2"]
-        + ["-b", f"127.0.0.1:{port}", "prod_apps:asgi"],
+        [
+            *(sys.executable, "-m", "gunicorn", "-k", "lossless.serve.workers.Worker"),
+            *("-w", "2", "-b", f"127.0.0.1:{port}", "prod_apps:asgi"),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

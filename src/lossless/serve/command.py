@@ -36,6 +36,7 @@ _DEFAULTS: dict[str, Any] = {
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "serve",
+        allow_abbrev=False,  # --ws is uvicorn's option, not an abbreviation of --wsgi
         help="run an ASGI (uvicorn) or WSGI (gunicorn) app with the lossless drain sequence",
         description=(
             "Run MODULE:APP so that SIGTERM drains it without dropping a request. Every uvicorn "

@@ -317,6 +317,8 @@ class LosslessApplication(BaseApplication):  # type: ignore[misc]
         self.config_file = config_file
         self.asgi = asgi
         self.uvicorn_options = dict(uvicorn_options or {})
+        # Read the user's file before gunicorn's loader, which turns our errors into exit 1.
+        self._user_config = None if config_file is None else _read_config_file(config_file)
         super().__init__()
 
     def load_config(self) -> None:
@@ -324,8 +326,8 @@ class LosslessApplication(BaseApplication):  # type: ignore[misc]
         settings the drain sequence needs, with the user's hooks chained after ours."""
         for key, value in self.defaults.items():
             self.cfg.set(key, value)
-        if self.config_file is not None:
-            self._load_user_config(self.config_file)
+        if self.config_file is not None and self._user_config is not None:
+            self._load_user_config(self.config_file, self._user_config)
         for key, value in self.options.items():
             self.cfg.set(key, value)
         worker = "lossless.serve.workers.Worker" if self.asgi else _dotted(LosslessWorker)
@@ -338,8 +340,7 @@ class LosslessApplication(BaseApplication):  # type: ignore[misc]
         ):
             self.cfg.set(name, _chain(ours, self.cfg.settings[name].get()))
 
-    def _load_user_config(self, path: str) -> None:
-        namespace = _read_config_file(path)
+    def _load_user_config(self, path: str, namespace: dict[str, Any]) -> None:
         for key, value in namespace.items():
             if key not in self.cfg.settings:
                 continue
