@@ -124,7 +124,7 @@ class Lifecycle:
         self.forced: list[str] = []
         self._drain_hook_threads: list[threading.Thread] = []
         #: Open ASGI streaming responses of this process (see :mod:`lossless.streams`).
-        self.streams = StreamRegistry()
+        self.streams = StreamRegistry(self.settings.stream_end)
         self._drain_events: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Event]
         self._drain_events = weakref.WeakKeyDictionary()
         self._drain_watchers: set[asyncio.Task[None]] = set()

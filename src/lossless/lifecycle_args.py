@@ -37,6 +37,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="end open streams and WebSockets over this window from t0 + D (default 10%% of D)",
     )
+    g.add_argument(
+        "--stream-end",
+        choices=["all", "sse", "none"],
+        help="streams ended at t0 + D: all (SSE and chunked, default), sse, none",
+    )
     g.add_argument("--readiness-path", metavar="PATH")
     g.add_argument("--liveness-path", metavar="PATH")
     g.add_argument("--startup-path", metavar="PATH")
@@ -55,6 +60,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         shutdown_timeout=args.shutdown_timeout,
         grace_period=args.grace_period,
         stream_close_window=args.stream_close_window,
+        stream_end=args.stream_end,
         readiness_path=args.readiness_path,
         liveness_path=args.liveness_path,
         startup_path=args.startup_path,

@@ -48,6 +48,10 @@ class Settings:
     #: at a random moment, so their clients do not all reconnect at once. ``None``: 10 % of D,
     #: at most 2 s. Env LOSSLESS_STREAM_CLOSE_WINDOW.
     stream_close_window: float | None = None
+    #: Which streaming responses end at t0 + D: ``all`` (SSE and chunked, default), ``sse``
+    #: (text/event-stream only: finite chunked downloads run to their end, bounded by the
+    #: deadline) or ``none``. Env LOSSLESS_STREAM_END.
+    stream_end: str = "all"
     liveness_path: str = "/livez"
     readiness_path: str = "/readyz"
     startup_path: str = "/startupz"
@@ -71,6 +75,7 @@ class Settings:
             "grace_period": "LOSSLESS_GRACE_PERIOD",
             "drain_hook_timeout": "LOSSLESS_DRAIN_HOOK_TIMEOUT",
             "stream_close_window": "LOSSLESS_STREAM_CLOSE_WINDOW",
+            "stream_end": "LOSSLESS_STREAM_END",
             "liveness_path": "LOSSLESS_LIVENESS_PATH",
             "readiness_path": "LOSSLESS_READINESS_PATH",
             "startup_path": "LOSSLESS_STARTUP_PATH",
@@ -165,6 +170,10 @@ class Settings:
                 f"pod's grace period ({self._label('grace_period')} = {self.grace_period:g} s): "
                 "the kubelet would SIGKILL before the drain ends; lower the timeout or raise "
                 "terminationGracePeriodSeconds"
+            )
+        if self.stream_end not in ("all", "sse", "none"):
+            raise SettingsError(
+                f"{self._label('stream_end')} must be all, sse or none, got {self.stream_end!r}"
             )
         paths: dict[str, str] = {}
         for name in ("liveness_path", "readiness_path", "startup_path", "metrics_path"):

@@ -22,7 +22,9 @@ not reconnect in the same millisecond. At its end time:
 Apps that want to send a last event learn that the drain started from ``Lifecycle.draining`` or
 ``await Lifecycle.wait_draining()`` (at t0) and have until their end time (t0 + D + their share of
 the window) to finish on their own. Responses with a ``Content-Length`` are never ended early:
-they would be truncated.
+they would be truncated. A finite chunked body (a streamed export) ended at t0 + D looks
+complete to its client: set ``stream_end`` to ``sse`` (``--stream-end sse``) when such
+responses must run to their end (bounded by the deadline).
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from lossless import events
 from lossless._asgi_types import Message, Receive, Send
 
-__all__ = ["AsgiResponse", "StreamEnded", "StreamRegistry", "wsgi_chunks"]
+__all__ = ["AsgiResponse", "StreamEnded", "StreamRegistry", "endable", "wsgi_chunks"]
 
 _DISCONNECT: Message = {"type": "http.disconnect"}
 
@@ -50,7 +53,9 @@ class StreamRegistry:
     """The open ASGI streams of one process, and when they end. Thread-safe for registration;
     :meth:`end_all` runs on the event loop that serves the streams."""
 
-    def __init__(self) -> None:
+    def __init__(self, mode: str = "all") -> None:
+        #: ``all``, ``sse`` or ``none``: which streams are ended (``Settings.stream_end``).
+        self.mode = mode
         self._open: set[AsgiResponse] = set()
         self._lock = threading.Lock()
         #: Set by :meth:`end_all`: streams opened later end within what is left of the window.
@@ -100,6 +105,23 @@ class StreamRegistry:
             loop.call_soon_threadsafe(loop.call_later, delay, stream.end)
 
 
+def endable(mode: str, headers: Iterable[tuple[Any, Any]]) -> bool:
+    """Whether a response with these headers (bytes or str pairs) may be ended at t0 + D under
+    ``mode``: never with a Content-Length (it would be truncated); SSE unless ``none``; other
+    chunked bodies only under ``all``."""
+    if mode == "none":
+        return False
+    sse = False
+    for key, value in headers:
+        name = key.lower() if isinstance(key, str) else key.decode("latin-1").lower()
+        if name == "content-length":
+            return False
+        if name == "content-type":
+            text = value if isinstance(value, str) else value.decode("latin-1")
+            sse = text.lower().startswith("text/event-stream")
+    return mode == "all" or sse
+
+
 class AsgiResponse:
     """One HTTP request's ``receive``/``send`` pair as the app sees it: tracks whether the
     response is a stream, and ends it when the registry says so. Create one per request; pass
@@ -146,10 +168,7 @@ class AsgiResponse:
                     self._registry.discard(self)
         elif kind == "http.response.start":
             self.started = True
-            for key, _value in message.get("headers", ()):
-                if key.lower() == b"content-length":
-                    self.endable = False
-                    break
+            self.endable = endable(self._registry.mode, message.get("headers", ()))
         await self._send(message)
 
     async def receive(self) -> Message:

@@ -154,23 +154,23 @@ class _Tracked:
         self.inner: Iterable[bytes] = ()
         self._lc = lc
         self._token: int | None = token
-        self._sized = False
+        self._kept = False
 
     def start_response(self, start_response: StartResponse) -> StartResponse:
         def start(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
-            self._sized = any(k.lower() == "content-length" for k, _ in headers)
+            self._kept = not streams.endable(self._lc.settings.stream_end, headers)
             return start_response(status, headers, *exc_info)
 
         return start
 
     def __iter__(self) -> Iterator[bytes]:
-        if isinstance(self.inner, (list, tuple)) or self._sized:
+        if isinstance(self.inner, (list, tuple)) or self._kept:
             return iter(self.inner)
         offset = random.random()
         return streams.wsgi_chunks(self.inner, lambda: self._end_at(offset))
 
     def _end_at(self, offset: float) -> float | None:
-        if self._sized or not self._lc.drain_flag[0]:
+        if self._kept or not self._lc.drain_flag[0]:
             return None
         return self._lc.stream_end_at(offset)
 
