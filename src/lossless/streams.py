@@ -33,7 +33,7 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 from lossless import events
@@ -133,7 +133,7 @@ class AsgiResponse:
         "_send",
         "_wake",
         "complete",
-        "endable",
+        "headers",
         "ended",
         "loop",
         "started",
@@ -146,30 +146,36 @@ class AsgiResponse:
         self._registry = registry
         self._wake: asyncio.Event | None = None
         self.started = False
-        self.endable = True  # False once the response declares a Content-Length
+        self.headers: Iterable[tuple[bytes, bytes]] = ()
         self.streaming = False
         self.complete = False
         self.ended = False
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    async def send(self, message: Message) -> None:
-        if self.ended:
+    def send(self, message: Message) -> Awaitable[None]:
+        # On every response's path, so a plain function returning the server's own awaitable
+        # (no coroutine of ours per message): one dict lookup for a part that is not a stream.
+        if message.get("more_body"):
+            if self.ended:
+                raise StreamEnded("lossless: the drain ended this stream")
+            if not self.streaming:
+                self._begin_stream()
+        elif self.ended:
             raise StreamEnded("lossless: the drain ended this stream")
-        kind = message["type"]
-        if kind == "http.response.body":
-            if message.get("more_body", False):
-                if not self.streaming and self.endable:
-                    self.streaming = True
-                    self.loop = asyncio.get_running_loop()
-                    self._registry.add(self)
-            else:
-                self.complete = True
-                if self.streaming:
-                    self._registry.discard(self)
-        elif kind == "http.response.start":
+        elif message["type"] == "http.response.start":
             self.started = True
-            self.endable = endable(self._registry.mode, message.get("headers", ()))
-        await self._send(message)
+            self.headers = message.get("headers", ())
+        elif self.streaming:
+            self.complete = True
+            self._registry.discard(self)
+        return self._send(message)
+
+    def _begin_stream(self) -> None:
+        """The first body part with more to come: register the stream if it may be ended."""
+        self.streaming = True
+        if endable(self._registry.mode, self.headers):
+            self.loop = asyncio.get_running_loop()
+            self._registry.add(self)
 
     async def receive(self) -> Message:
         if not self.started:
