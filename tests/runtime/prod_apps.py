@@ -5,6 +5,7 @@ by ``lossless serve`` as ``prod_apps:asgi`` / ``prod_apps:wsgi``; other paths go
   forever; with ``?bye=1`` it sends a last ``event: bye`` on its own once the drain starts.
 - ``/chunked``: a raw ASGI (or WSGI generator) chunked body, a chunk every 100 ms forever.
 - ``/pid``: the serving process id.
+- WebSocket ``/ws``: echoes text messages.
 - ``/block?s=SECONDS`` (ASGI): blocks the event loop (``time.sleep``), so nothing is accepted
   meanwhile and new connections wait in the kernel's accept queue.
 
@@ -70,6 +71,12 @@ async def _events(bye: bool):  # type: ignore[no-untyped-def]
 
 async def asgi(scope, receive, send):  # type: ignore[no-untyped-def]
     path = scope.get("path")
+    if scope["type"] == "websocket":  # /ws: accept, then echo until the connection closes
+        await receive()
+        await send({"type": "websocket.accept"})
+        while (message := await receive())["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message.get("text") or ""})
+        return
     if scope["type"] == "http" and path == "/sse":
         bye = b"bye=1" in scope.get("query_string", b"")
         response = StreamingResponse(_events(bye), media_type="text/event-stream")
