@@ -122,7 +122,18 @@ class LosslessServer(uvicorn.Server):
         if self.started and not self.lifecycle.started and starter is not None:
             await starter()  # lifespan was off: start the lifecycle through the middleware
         if self.started:
-            events.emit("listening", address=f"{self.config.host}:{self.config.port}")
+            events.emit("listening", address=self._address(sockets))
+
+    def _address(self, sockets: list[Any] | None) -> str:
+        config = self.config
+        if sockets:  # a worker of a master that bound them (possibly a UNIX socket)
+            name = sockets[0].getsockname()
+            return f"{name[0]}:{name[1]}" if isinstance(name, tuple) else str(name)
+        if config.uds:
+            return f"unix:{config.uds}"
+        if config.fd is not None:
+            return f"fd:{config.fd}"
+        return f"{config.host}:{config.port}"
 
     async def main_loop(self) -> None:
         counter = 0
