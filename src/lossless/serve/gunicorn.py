@@ -41,6 +41,9 @@ from lossless.lifecycle import Lifecycle, get_lifecycle
 from lossless.wsgi import LosslessWSGIMiddleware
 
 _POLL = 0.005
+#: Workers cut what is left at the deadline and log it themselves; the master SIGKILLs the ones
+#: still alive this long after it (a backstop, not the normal path).
+_KILL_GRACE = 0.1
 
 
 class LosslessWorker(ThreadWorker):  # type: ignore[misc]
@@ -245,13 +248,13 @@ class LosslessArbiter(Arbiter):  # type: ignore[misc]
         self.LISTENERS = []
         events.emit("listeners_closed", t_plus=lc.since_t0(), workers=len(self.WORKERS))
         self.kill_workers(signal.SIGTERM if graceful else signal.SIGQUIT)
-        while self.WORKERS and lc.remaining() > 0:
+        while self.WORKERS and lc.remaining() + _KILL_GRACE > 0:
             self._reap()
             self._poll_signals()
             if self.WORKERS:
-                self._wait_signal(min(_POLL, lc.remaining()))
+                self._wait_signal(min(_POLL, lc.remaining() + _KILL_GRACE))
         if self.WORKERS:
-            lc.record_forced(f"{len(self.WORKERS)} worker(s) SIGKILLed at the deadline")
+            lc.record_forced(f"{len(self.WORKERS)} worker(s) SIGKILLed after the deadline")
             self.kill_workers(signal.SIGKILL)
             end = time.monotonic() + 1.0
             while self.WORKERS and time.monotonic() < end:
