@@ -133,6 +133,10 @@ def _serve_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (("--keep-alive", "3", "--timeout-keep-alive", "3"), "--timeout-keep-alive"),
         (("--env-file", "/nonexistent/.env"), "--env-file"),
         (("--wsgi", "-c", "/nonexistent/gunicorn.conf.py"), "--config"),
+        (
+            ("--workers", "2", "--registry", "etcd://127.0.0.1:1", "--service-name", "s"),
+            "--registry",
+        ),
     ],
 )
 def test_options_that_cannot_be_honoured_are_refused_in_one_line(

@@ -86,6 +86,10 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run, accepts_extra=True)
 
 
+def _env_registry() -> bool:
+    return bool(os.environ.get("LOSSLESS_REGISTRY", "").strip())
+
+
 def _given(args: argparse.Namespace, name: str) -> Any:
     value = getattr(args, name)
     return _DEFAULTS[name] if value is None else value
@@ -154,7 +158,12 @@ def run(args: argparse.Namespace) -> int:
     lifecycle = Lifecycle(settings)
     set_lifecycle(lifecycle)  # before the import, so the app's get_lifecycle() finds this one
     port = _given(args, "port")
-    discovery_cli.attach_from_args(lifecycle, args, port)
+    if master and not args.wsgi and (getattr(args, "registry", None) or _env_registry()):
+        raise LosslessError(
+            "--registry is supported with one uvicorn process only: under a master with "
+            "workers, each worker would register"
+        )
+    discovery_cli.attach_from_args(lifecycle, args, port, host=_given(args, "host"))
     if port != 0 and "uds" not in uv and "fd" not in uv and args.config is None:
         _port_free(_given(args, "host"), port)
     app = load_app(args.app, args.app_dir, args.factory)
