@@ -115,6 +115,14 @@ class LosslessMiddleware:
         # Not draining when the request arrived: no Connection: close (if t0 comes before its
         # response, the connection is idle afterwards and is closed at t0 + D like every idle
         # keep-alive connection). The response wrapper ends streams at t0 + D (lossless.streams).
+        if lc.streams.mode == "none":  # streams are never ended: no wrapper at all
+            try:
+                await self.app(scope, receive, _closing(send) if flag[0] else send)
+            finally:
+                del inflight[key]
+                if flag[0]:
+                    lc._finished_slow_path()
+            return
         response = AsgiResponse(lc.streams, receive, _closing(send) if flag[0] else send)
         try:
             try:
