@@ -6,15 +6,21 @@ Plain gunicorn closes its listeners the moment the master gets SIGTERM. Here:
    shared memory) drains: every worker's readiness answers 503 at once and every response carries
    ``Connection: close``; deregistration hooks run in the master. Workers keep accepting for D.
 2. At t0 + D (or at once on a second signal) the master closes its listeners and sends SIGTERM to
-   the workers. Each worker closes its copy of the listeners at once (so new connections are
-   refused, never queued into a backlog nobody reads), closes idle keep-alive connections, and
+   the workers. Each worker first accepts what is already queued in the accept backlog (served
+   with ``Connection: close``; closing the last copy of a listener would reset it), then closes
+   its copy of the listeners (so new connections are refused, never queued into a backlog nobody
+   reads), closes idle keep-alive connections, and
    finishes in-flight requests until the deadline; at the deadline it records what it cut and
    exits with the forced exit code. Shutdown hooks run in each worker, bounded by the deadline.
-3. The master reaps workers as they exit (5 ms resolution), SIGKILLs any left at the deadline, and
+3. The master reaps workers as they exit (woken by SIGCHLD), SIGKILLs any left 100 ms after the
+   deadline (workers cut and name their requests at the deadline themselves), and
    exits 0, or the forced exit code when a worker was cut or killed.
 
 A third signal kills the workers and exits at once. Workers ignore SIGINT: the master, which gets
-Ctrl-C too, decides. Requires the gthread worker of gunicorn 27 (pinned in the extra).
+Ctrl-C too, decides. Requires the gthread worker of gunicorn 27 (pinned in the extra). The same
+master runs uvicorn workers for ``lossless serve APP --workers N`` (:mod:`lossless.serve.workers`).
+A user's gunicorn config file (``-c``) is applied between our defaults and the explicit flags; its
+hooks are chained after ours.
 """
 
 from __future__ import annotations

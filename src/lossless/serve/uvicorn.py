@@ -6,12 +6,17 @@ is unchanged:
 
 1. First SIGTERM/SIGINT: t0. The lifecycle drains (readiness 503, deregistration, every response
    ``Connection: close``) while listeners stay open for the drain delay D.
-2. At t0 + D (or at once on a second signal): listeners close, idle keep-alive connections close,
-   busy ones close after their current response.
+2. At t0 + D (or at once on a second signal): connections already queued in the listeners'
+   accept backlog are accepted and served (not reset by the close), then listeners close; idle
+   keep-alive connections close, busy ones after their current response, and one that has not
+   sent its first request yet gets up to 1 s to send it. Open streams (SSE, chunked) end with
+   their terminating chunk and WebSockets close with 1012, each at a random moment of the
+   stream close window (:mod:`lossless.streams`).
 3. In-flight requests are awaited, event-driven at 5 ms resolution, until the deadline (t0 +
    shutdown timeout). At the deadline the remaining ones are recorded as forced, their tasks
    cancelled and their connections aborted.
-4. Lifespan shutdown runs the app's and the lifecycle's shutdown hooks, bounded by the deadline.
+4. Lifespan shutdown runs the app's and the lifecycle's shutdown hooks, bounded by the deadline,
+   after the ``on_drain`` hooks started at t0 have ended (each bounded by its own timeout).
 5. :meth:`LosslessServer.run` returns the exit code: 0, or 1 when anything was forced.
 
 A third signal exits at once with the forced exit code, after logging what was in flight.
