@@ -130,6 +130,10 @@ class LosslessMiddleware:
             except Exception as exc:
                 if not await response.finish(exc):
                     raise
+            except asyncio.CancelledError:
+                if not response.was_cancelled():  # not our stream end: propagate
+                    raise
+                await response.finish(None)
             else:
                 if response.ended:
                     await response.finish(None)

@@ -12,7 +12,9 @@ not reconnect in the same millisecond. At its end time:
   iterator, whose ``finally`` runs), and a later ``send`` raises :class:`StreamEnded` (apps that do
   not listen for a disconnect stop at their next chunk). When the app returns, the middleware
   sends the terminating chunk itself; the request ends as served, not forced, and nothing is
-  logged as an error. The server integration starts the ends at t0 + D by calling
+  logged as an error. An app that does neither within ``APP_GRACE`` (1 s: blocked on a queue)
+  is cancelled, its ``finally`` runs, and the response still ends cleanly. The server
+  integration starts the ends at t0 + D by calling
   :meth:`StreamRegistry.end_all` (``lossless serve`` does; under other servers streams run on).
 * WSGI (:func:`wsgi_chunks`, used by :class:`lossless.wsgi.LosslessWSGIMiddleware`): the
   iteration over the app's body stops at the first chunk boundary after the end time; the server
@@ -42,6 +44,10 @@ from lossless._asgi_types import Message, Receive, Send
 __all__ = ["AsgiResponse", "StreamEnded", "StreamRegistry", "endable", "wsgi_chunks"]
 
 _DISCONNECT: Message = {"type": "http.disconnect"}
+
+#: Seconds an app gets after its stream's end time to return (after ``receive`` answered
+#: ``http.disconnect``, or ``send`` raised) before it is cancelled.
+APP_GRACE = 1.0
 
 
 class StreamEnded(OSError):
@@ -131,7 +137,9 @@ class AsgiResponse:
         "_receive",
         "_registry",
         "_send",
+        "_task",
         "_wake",
+        "cancelled",
         "complete",
         "ended",
         "headers",
@@ -175,6 +183,8 @@ class AsgiResponse:
         self.streaming = True
         if endable(self._registry.mode, self.headers):
             self.loop = asyncio.get_running_loop()
+            self._task = asyncio.current_task()
+            self.cancelled = False
             self._registry.add(self)
 
     async def receive(self) -> Message:
@@ -202,6 +212,27 @@ class AsgiResponse:
         self.ended = True
         if self._wake is not None:
             self._wake.set()
+        if self.loop is not None:
+            self.loop.call_later(APP_GRACE, self._cancel_app)
+
+    def _cancel_app(self) -> None:
+        """The app neither returned nor touched ``send``/``receive`` within :data:`APP_GRACE` of
+        its end (blocked on something else): cancel it (its ``finally`` runs); the middleware
+        then ends the response cleanly (see :meth:`was_cancelled`)."""
+        if self.complete or self._task is None or self._task.done():
+            return
+        self.cancelled = True
+        self._task.cancel(msg="lossless: stream ended by the drain")
+
+    def was_cancelled(self) -> bool:
+        """True when :meth:`_cancel_app` cancelled the app: the middleware absorbs that
+        cancellation (``Task.uncancel``) and finishes the response instead of propagating it."""
+        if not (self.ended and self.streaming and self.cancelled):
+            return False
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        return True
 
     async def finish(self, error: BaseException | None) -> bool:
         """After the app returned (``error`` None) or raised ``error``: when the drain ended this
@@ -212,7 +243,7 @@ class AsgiResponse:
         if not self.ended:
             return False
         if not self.complete:
-            self.complete = True
+            self.complete = True  # also: no cancellation of the app from now on
             try:
                 await self._send({"type": "http.response.body", "body": b"", "more_body": False})
             except OSError:

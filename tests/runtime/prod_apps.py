@@ -4,6 +4,8 @@ by ``lossless serve`` as ``prod_apps:asgi`` / ``prod_apps:wsgi``; other paths go
 - ``/sse``: a Starlette ``StreamingResponse`` (text/event-stream) yielding an event every 100 ms
   forever; with ``?bye=1`` it sends a last ``event: bye`` on its own once the drain starts.
 - ``/chunked``: a raw ASGI (or WSGI generator) chunked body, a chunk every 100 ms forever.
+- ``/stuck``: a raw ASGI chunked body that sends one chunk, then waits forever on an event
+  (neither sends nor receives again).
 - ``/pid``: the serving process id.
 - WebSocket ``/ws``: echoes text messages.
 - ``/block?s=SECONDS`` (ASGI): blocks the event loop (``time.sleep``), so nothing is accepted
@@ -92,6 +94,13 @@ async def asgi(scope, receive, send):  # type: ignore[no-untyped-def]
                 await asyncio.sleep(0.1)
         finally:
             _finally("chunked")
+    if scope["type"] == "http" and path == "/stuck":  # one chunk, then waits for nothing
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"first\n", "more_body": True})
+        try:
+            await asyncio.Event().wait()
+        finally:
+            _finally("stuck")
     if scope["type"] == "http" and path == "/block":
         time.sleep(float(scope["query_string"].decode().partition("=")[2] or "0.5"))
     if scope["type"] == "http" and path in ("/pid", "/block"):

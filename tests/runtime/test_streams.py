@@ -125,3 +125,35 @@ def test_app_sends_its_last_event_once_the_drain_starts(serve, tmp_path: Path) -
     t0 = float(next(e for e in server.events() if e["event"] == "draining")["ts"])  # type: ignore[arg-type]
     assert client.ended_at is not None and client.ended_at < t0 + 1.0
     assert "sse-bye" in finally_file.read_text()
+
+
+def test_a_stream_blocked_elsewhere_is_cancelled_then_ended_cleanly(serve, tmp_path: Path) -> None:
+    """1. a raw ASGI stream that sent one chunk and then waits on an event forever (it never
+    calls send or receive again) 2. SIGTERM, D = 0.5 s, window 0. Result: about 1 s after
+    t0 + D (the app's grace) it is cancelled, its ``finally`` runs, the client still gets the
+    terminating chunk; exit 0, nothing forced, no traceback."""
+    finally_file = tmp_path / "finally"
+    server: Server = serve(
+        "uvicorn",
+        "--drain-delay",
+        "0.5",
+        "--stream-close-window",
+        "0",
+        "--shutdown-timeout",
+        "10",
+        target="prod_apps:asgi",
+        env={"APP_FINALLY_FILE": str(finally_file)},
+    )
+    server.wait_ready()
+    client = StreamClient(server.port, "/stuck")
+    client.start()
+    assert client.first.wait(10)
+    server.signal()
+    client.join(15)
+    assert server.wait_exit(15) == 0, server.stderr()
+    assert client.error is None and client.ended_at is not None, client.data[-80:]
+    t0 = float(next(e for e in server.events() if e["event"] == "draining")["ts"])  # type: ignore[arg-type]
+    assert client.ended_at >= t0 + 0.5 + 1.0  # its end time, then the app's grace
+    assert not [e for e in server.events() if e["event"] == "forced"], server.stderr()
+    assert "Traceback" not in "\n".join(server.lines), server.stderr()
+    assert "stuck" in finally_file.read_text()
