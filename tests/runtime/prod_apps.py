@@ -11,7 +11,8 @@ by ``lossless serve`` as ``prod_apps:asgi`` / ``prod_apps:wsgi``; other paths go
 - ``/block?s=SECONDS`` (ASGI): blocks the event loop (``time.sleep``), so nothing is accepted
   meanwhile and new connections wait in the kernel's accept queue.
 
-Each stream's ``finally`` appends its name to ``APP_FINALLY_FILE``. ``APP_DRAIN_HOOK_FILE``:
+``APP_STARTED_FILE``: every ``/slow`` request appends a line when it reaches the app
+(:func:`wait_started`). Each stream's ``finally`` appends its name to ``APP_FINALLY_FILE``. ``APP_DRAIN_HOOK_FILE``:
 an ``on_drain`` hook that sleeps ``APP_DRAIN_HOOK_SECONDS`` then writes that file;
 ``APP_DRAIN_HOOK_HANG``: a second hook that hangs, with that timeout.
 """
@@ -29,6 +30,30 @@ from lossless.lifecycle import get_lifecycle
 from tests.runtime import apps
 
 lc = get_lifecycle()
+
+
+def _started(path: str) -> None:
+    """``/slow`` requests append a line to ``APP_STARTED_FILE`` when they reach the app, so a
+    test can wait for them instead of sleeping."""
+    marker = os.environ.get("APP_STARTED_FILE")
+    if marker and path == "/slow":
+        with open(marker, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+
+def wait_started(marker: str, count: int, timeout: float = 10.0) -> None:
+    """Block until ``count`` ``/slow`` requests have reached the app (bounded polling)."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            with open(marker) as f:
+                if len(f.read().split()) >= count:
+                    return
+        except FileNotFoundError:
+            pass
+        if time.monotonic() > end:
+            raise AssertionError(f"{count} /slow request(s) did not reach the app in {timeout} s")
+        time.sleep(0.01)
 
 
 def _finally(name: str) -> None:
@@ -114,6 +139,8 @@ async def asgi(scope, receive, send):  # type: ignore[no-untyped-def]
         )
         await send({"type": "http.response.body", "body": body})
         return
+    if scope["type"] == "http":
+        _started(path)
     await apps.asgi(scope, receive, send)
 
 
@@ -138,4 +165,5 @@ def wsgi(environ, start_response):  # type: ignore[no-untyped-def]
         body = str(os.getpid()).encode()
         start_response("200 OK", [("Content-Length", str(len(body)))])
         return [body]
+    _started(path)
     return apps.wsgi(environ, start_response)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.runtime.conftest import HERE, ROOT, Server
+from tests.runtime.prod_apps import wait_started
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def _tls_get(port: int, path: str, out: dict[str, object]) -> None:
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_tls_drains_like_plain_http(serve, certificate, workers: str) -> None:
+def test_tls_drains_like_plain_http(serve, certificate, workers: str, tmp_path: Path) -> None:
     """1. lossless serve --ssl-keyfile --ssl-certfile (self-signed) 2. a 1.5 s request over TLS
     3. SIGTERM, D = 0.5 s. Result: the request is answered 200 over TLS; a new TLS request during
     D gets Connection: close; exit 0."""
@@ -63,6 +64,7 @@ def test_tls_drains_like_plain_http(serve, certificate, workers: str) -> None:
         "--drain-delay",
         "0.5",
         target="prod_apps:asgi",
+        env={"APP_STARTED_FILE": str(tmp_path / "started")},
     )
     end = time.monotonic() + 20
     ready: dict[str, object] = {}
@@ -74,7 +76,7 @@ def test_tls_drains_like_plain_http(serve, certificate, workers: str) -> None:
     slow: dict[str, object] = {}
     thread = threading.Thread(target=_tls_get, args=(server.port, "/slow?s=1.5", slow))
     thread.start()
-    time.sleep(0.3)
+    wait_started(str(tmp_path / "started"), 1)
     server.signal()
     during: dict[str, object] = {}
     _tls_get(server.port, "/", during)

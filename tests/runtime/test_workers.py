@@ -10,6 +10,7 @@ import time
 
 from tests.conftest import _children
 from tests.runtime.conftest import Server, refused
+from tests.runtime.prod_apps import wait_started
 
 
 def _get(server: Server, path: str, out: dict[str, object]) -> None:
@@ -30,7 +31,7 @@ def _workers(server: Server, count: int, timeout: float = 20.0) -> set[int]:
     raise AssertionError(f"expected {count} workers, got {_children(server.proc.pid)}")
 
 
-def test_four_workers_drain_as_one(serve) -> None:
+def test_four_workers_drain_as_one(serve, tmp_path) -> None:
     """1. 4 workers; requests spread over them 2. 8 slow requests (1.5 s) in flight 3. SIGTERM,
     D = 0.5 s. Result: every worker's readiness is 503 at once; new connections are served with
     Connection: close during D and refused after; the 8 slow requests end 200; the master exits
@@ -44,6 +45,7 @@ def test_four_workers_drain_as_one(serve) -> None:
         "--shutdown-timeout",
         "8",
         target="prod_apps:asgi",
+        env={"APP_STARTED_FILE": str(tmp_path / "started")},
     )
     server.wait_ready()
     _workers(server, 4)
@@ -53,7 +55,7 @@ def test_four_workers_drain_as_one(serve) -> None:
     threads = [threading.Thread(target=_get, args=(server, "/slow?s=1.5", r)) for r in results]
     for thread in threads:
         thread.start()
-    time.sleep(0.3)  # the slow requests reach their workers (bounded by their 1.5 s)
+    wait_started(str(tmp_path / "started"), 8)
     t0 = server.signal()
     end = time.monotonic() + 1
     while server.get("/readyz")[0] != 503:
@@ -138,6 +140,7 @@ def test_drop_in_worker_class_under_plain_gunicorn(tmp_path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOSSLESS_")}
     env.update(PYTHONPATH=f"{ROOT}:{HERE}", LOSSLESS_DRAIN_DELAY="0.5")
+    env["APP_STARTED_FILE"] = str(tmp_path / "started")
     env["LOSSLESS_SHUTDOWN_TIMEOUT"] = "8"
     proc = subprocess.Popen(
         [
@@ -165,7 +168,7 @@ def test_drop_in_worker_class_under_plain_gunicorn(tmp_path) -> None:
         out: dict[str, object] = {}
         thread = threading.Thread(target=_get, args=(server, "/slow?s=1.5", out))
         thread.start()
-        time.sleep(0.3)
+        wait_started(str(tmp_path / "started"), 1)
         proc.send_signal(signal.SIGTERM)
         end = time.monotonic() + 1
         while server.get("/readyz")[0] != 503:
