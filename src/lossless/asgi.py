@@ -135,7 +135,7 @@ class LosslessMiddleware:
                     raise
                 await response.finish(None)
             else:
-                if response.ended:
+                if response.streaming:  # ended by the drain, or forgot its last body part
                     await response.finish(None)
         finally:
             del inflight[key]

@@ -157,3 +157,36 @@ def test_a_stream_blocked_elsewhere_is_cancelled_then_ended_cleanly(serve, tmp_p
     assert not [e for e in server.events() if e["event"] == "forced"], server.stderr()
     assert "Traceback" not in "\n".join(server.lines), server.stderr()
     assert "stuck" in finally_file.read_text()
+
+
+def test_registry_forgets_streams_that_end_without_their_last_part() -> None:
+    """A streaming response whose app returns without the final body part (uvicorn then closes
+    the connection) leaves nothing behind in the open-stream registry."""
+    import asyncio
+
+    from lossless.asgi import LosslessMiddleware
+    from lossless.lifecycle import Lifecycle
+    from lossless.settings import Settings
+
+    lc = Lifecycle(Settings(drain_delay=0))
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x", "more_body": True})
+
+    middleware = LosslessMiddleware(app, lifecycle=lc, loop_check=False)
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+
+    async def receive():  # type: ignore[no-untyped-def]
+        return {"type": "http.request"}
+
+    async def send(message):  # type: ignore[no-untyped-def]
+        return None
+
+    async def main() -> None:
+        for _ in range(3):
+            await middleware(scope, receive, send)
+
+    asyncio.run(main())
+    assert len(lc.streams) == 0
+    lc.health.stop()
