@@ -78,9 +78,22 @@ def _one(kind: str) -> float | None:
         env=env,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    listening = threading.Semaphore(0)
+
+    def read_log() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if '"event":"listening"' in line:
+                listening.release()
+
+    threading.Thread(target=read_log, daemon=True).start()
     try:
+        if kind == "lossless uvicorn x4":  # every worker up, not only the first one
+            for _ in range(4):
+                listening.acquire(timeout=15)
         end = time.monotonic() + 15
         while time.monotonic() < end:
             try:

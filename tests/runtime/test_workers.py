@@ -22,13 +22,15 @@ def _get(server: Server, path: str, out: dict[str, object]) -> None:
 
 
 def _workers(server: Server, count: int, timeout: float = 20.0) -> set[int]:
+    """The master's ``count`` worker pids, once each of them is serving (``listening``)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         found = _children(server.proc.pid)
-        if len(found) == count:
+        listening = {e["pid"] for e in server.events() if e["event"] == "listening"}
+        if len(found) == count and found <= listening:
             return found
         time.sleep(0.05)
-    raise AssertionError(f"expected {count} workers, got {_children(server.proc.pid)}")
+    raise AssertionError(f"expected {count} serving workers: {server.stderr()}")
 
 
 def test_four_workers_drain_as_one(serve, tmp_path) -> None:
@@ -145,7 +147,7 @@ def test_drop_in_worker_class_under_plain_gunicorn(tmp_path) -> None:
     proc = subprocess.Popen(
         [
             *(sys.executable, "-m", "gunicorn", "-k", "lossless.serve.workers.Worker"),
-            *("-w", "2", "-b", f"127.0.0.1:{port}", "prod_apps:asgi"),
+            *("-w", "2", "-b", f"127.0.0.1:{port}", "--no-control-socket", "prod_apps:asgi"),
         ],
         env=env,
         stdout=subprocess.DEVNULL,
@@ -155,6 +157,14 @@ def test_drop_in_worker_class_under_plain_gunicorn(tmp_path) -> None:
     )
     server = Server.__new__(Server)
     server.port = port
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stderr is not None
+        lines.extend(proc.stderr)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
         end = time.monotonic() + 20
         while True:
@@ -177,7 +187,15 @@ def test_drop_in_worker_class_under_plain_gunicorn(tmp_path) -> None:
         assert status == 200 and headers.get("connection") == "close"
         thread.join(15)
         assert out.get("status") == 200, out
-        assert proc.wait(15) == 0
+        try:
+            code = proc.wait(15)
+        except subprocess.TimeoutExpired:
+            code = None
+        log = "".join(lines)
+        assert code == 0, log[-3000:]
+        reader.join(5)
+        log = "".join(lines)
+        assert '"event":"draining"' in log and '"event":"stopped"' in log, log[-2000:]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -187,5 +205,6 @@ def test_drop_in_worker_class_under_plain_gunicorn(tmp_path) -> None:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        reader.join(5)
         assert proc.stderr is not None
         proc.stderr.close()

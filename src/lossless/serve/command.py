@@ -255,6 +255,9 @@ def _run_gunicorn(
         "loglevel": _DEFAULTS["log_level"],
         "backlog": _DEFAULTS["backlog"],
         "timeout": _DEFAULTS["timeout"],
+        # gunicorn 27's control socket has one default path per user: two servers on a machine
+        # (tests, sidecars) would fight over it. On again with control_socket_disable = False.
+        "control_socket_disable": True,
     }
     if args.wsgi:
         defaults["threads"] = _DEFAULTS["threads"]

@@ -225,6 +225,14 @@ class LosslessArbiter(Arbiter):  # type: ignore[misc]
             threading.Thread(target=self._wait_delay, daemon=True).start()
         super().maybe_promote_master()
 
+    def manage_workers(self) -> None:
+        """gunicorn's: replace workers that died, except from t0 on. A replacement would start
+        draining at once, and its boot (gunicorn spreads spawns over up to 100 ms each) would
+        delay the master's own stop; uvicorn workers also end by themselves at t0 + D."""
+        if self.lifecycle.draining:
+            return
+        super().manage_workers()
+
     def _exit_now(self) -> None:
         lc = self.lifecycle
         lc.record_forced(f"third signal: {len(self.WORKERS)} worker(s) killed")

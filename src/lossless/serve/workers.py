@@ -121,6 +121,8 @@ class Worker(GunicornWorker):  # type: ignore[misc]
         self.notify()
 
     def run(self) -> None:
+        if not self.managed:
+            events.configure()  # under lossless serve the master already did
         lc = get_lifecycle()
         if not self.managed and self.cfg.graceful_timeout <= lc.settings.shutdown_timeout:
             events.emit(
