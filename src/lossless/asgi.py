@@ -39,6 +39,7 @@ from lossless import events
 from lossless._asgi_types import ASGIApp, Message, Receive, Scope, Send
 from lossless.lifecycle import FastPath, Lifecycle, adopt_lifecycle, follow_default
 from lossless.routing import Router
+from lossless.streams import AsgiResponse, StreamRegistry
 
 _monotonic = time.monotonic
 
@@ -76,6 +77,7 @@ class LosslessMiddleware:
         self._lifecycle: Lifecycle | None = None
         self._router: Router | None = None
         self._fast: FastPath | None = None
+        self._streams: StreamRegistry | None = None
         if lifecycle is not None:
             adopt_lifecycle(lifecycle, user=f"LosslessMiddleware({_name(app)})")
             self.use_lifecycle(lifecycle)
@@ -93,6 +95,7 @@ class LosslessMiddleware:
         self._lifecycle = lifecycle
         self._router = Router(lifecycle)
         self._fast = lifecycle.fast_path()
+        self._streams = lifecycle.streams
         self._starting = None
         task, self._heartbeat = self._heartbeat, None
         if task is not None and not task.done():
@@ -134,15 +137,32 @@ class LosslessMiddleware:
             # An outer LosslessMiddleware on the same lifecycle tracks this request already.
             await self.app(scope, receive, send)
             return
+        # Not draining when the request arrived: no Connection: close (if t0 comes before its
+        # response, the connection is idle afterwards and is closed at t0 + D like every idle
+        # keep-alive connection). The response wrapper ends streams at t0 + D (lossless.streams).
+        streams = self._streams
+        if streams is None or streams.mode == "none":  # streams are never ended: no wrapper
+            try:
+                await self.app(scope, receive, _closing(send) if flag[0] else send)
+            finally:
+                del inflight[key]
+                if flag[0]:
+                    finished_while_draining()
+            return
+        response = AsgiResponse(streams, receive, _closing(send) if flag[0] else send)
         try:
-            if flag[0]:
-                await self.app(scope, receive, _closing(send))
+            try:
+                await self.app(scope, response.receive, response.send)
+            except Exception as exc:
+                if not await response.finish(exc):
+                    raise
+            except asyncio.CancelledError:
+                if not response.was_cancelled():  # not our stream end: propagate
+                    raise
+                await response.finish(None)
             else:
-                # Not draining when the request arrived: no wrapper (the hot path). If t0 comes
-                # before its response, the connection is idle afterwards and is closed at t0 + D
-                # like every idle keep-alive connection; a next request on it during D is
-                # answered with Connection: close.
-                await self.app(scope, receive, send)
+                if response.streaming:  # ended by the drain, or forgot its last body part
+                    await response.finish(None)
         finally:
             del inflight[key]
             if flag[0]:

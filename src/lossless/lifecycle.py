@@ -47,6 +47,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 from lossless import events
 from lossless.health import CheckFn, Health, _call_in_thread
 from lossless.settings import Settings
+from lossless.streams import StreamRegistry
 
 Hook = Callable[[], Any] | Callable[[], Awaitable[Any]]
 H = TypeVar("H", bound=Hook)
@@ -224,6 +225,12 @@ class Lifecycle:
         self.served_during_drain = 0
         self.forced: list[str] = []
         self._drain_hook_threads: list[threading.Thread] = []
+        #: Open ASGI streaming responses of this process (see :mod:`lossless.streams`).
+        self.streams = StreamRegistry(self.settings.stream_end)
+        self._drain_events: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Event]
+        self._drain_events = weakref.WeakKeyDictionary()
+        self._drain_watchers: set[asyncio.Task[None]] = set()
+        self._cut_hooks: set[str] = set()
 
     # -- registration -----------------------------------------------------------------------
     def on_startup(self, fn: H) -> H:
@@ -238,9 +245,13 @@ class Lifecycle:
         return fn
 
     def on_drain(self, fn: H, *, name: str | None = None, timeout: float | None = None) -> H:
-        """Register a hook that runs at t0 (deregistration from service discovery). Each runs in
-        its own thread, bounded by ``timeout`` (default ``drain_hook_timeout``); the drain never
-        waits for a hook past that, and never past the deadline."""
+        """Register a hook that runs at t0 (deregistration, flushing a buffer, acknowledging a
+        queue). Each starts at t0 in its own thread, bounded by ``timeout`` (default
+        ``drain_hook_timeout``) and by the deadline, and is awaited before the process exits,
+        whatever the drain delay D is (:meth:`wait_drain_hooks`). Its start, end, failure or
+        timeout is logged (``drain_hook_started``, ``drain_hook_done``, ``drain_hook_failed``,
+        ``drain_hook_timeout``). Under a multi-process server hooks run once, in the process that
+        received the signal (the master)."""
         label = name or str(getattr(fn, "__name__", "hook"))
         self._drain_hooks.append((label, fn, timeout, os.getpid()))
         return fn
@@ -465,7 +476,7 @@ class Lifecycle:
                 continue
             bound = min(s.drain_hook_timeout if timeout is None else timeout, self.remaining())
             thread = threading.Thread(
-                target=self._run_drain_hook, args=(name, hook, bound), daemon=True
+                target=self._run_drain_hook, args=(name, hook, bound), name=name, daemon=True
             )
             thread.start()
             self._drain_hook_threads.append(thread)
@@ -500,10 +511,17 @@ class Lifecycle:
 
     def _run_drain_hook(self, name: str, hook: Hook, bound: float) -> None:
         start = time.monotonic()
+        events.emit(
+            "drain_hook_started", hook=name, timeout=round(bound, 6), t_plus=self.since_t0()
+        )
 
         try:
             asyncio.run(_call_bounded(hook, bound))
         except TimeoutError:
+            if self.remaining() <= 0.01:  # cut by the deadline, not by its own timeout
+                self._cut_hooks.add(name)
+                self.record_forced(f"drain hook {name} cut at the deadline")
+                return
             events.emit(
                 "drain_hook_timeout",
                 logging.WARNING,
@@ -526,6 +544,58 @@ class Lifecycle:
                 duration=round(time.monotonic() - start, 6),
                 t_plus=self.since_t0(),
             )
+
+    async def wait_draining(self) -> None:
+        """Return at t0 (at once when the drain has begun), in any process that shares this
+        lifecycle (gunicorn and multi-worker uvicorn workers see their master's t0). For apps
+        that want to end a stream on their own (send a last SSE event, then return) before the
+        server ends it at t0 + D. One 10 ms watcher per event loop, however many callers wait."""
+        if self.drain_flag[0]:
+            return
+        loop = asyncio.get_running_loop()
+        event = self._drain_events.get(loop)
+        if event is None:
+            event = self._drain_events[loop] = asyncio.Event()
+            self._drain_watchers.add(loop.create_task(self._watch_drain(event)))
+        await event.wait()
+
+    async def _watch_drain(self, event: asyncio.Event) -> None:
+        while not self.drain_flag[0]:
+            await asyncio.sleep(0.01)
+        event.set()
+
+    def stream_end_at(self, offset: float) -> float | None:
+        """When a stream whose share of the close window is ``offset`` (0..1) ends: t0 + D +
+        offset x window; ``None`` before t0."""
+        end = self.delay_end
+        if end is None:
+            return None
+        return end + offset * self.settings.stream_window
+
+    def drain_hooks_running(self) -> list[str]:
+        """Names of the ``on_drain`` hooks started at t0 that have not finished yet."""
+        return [t.name for t in self._drain_hook_threads if t.is_alive()]
+
+    def wait_drain_hooks(self) -> None:
+        """Block until every ``on_drain`` hook started at t0 has ended (done, failed or cut at its
+        own timeout, each logged), and never past the deadline: a hook still running then is
+        recorded as forced. Called by :meth:`shutdown` and :meth:`stopped`, so whatever D is, no
+        process under the lifecycle exits while a drain hook runs. Idempotent."""
+        for thread in self._drain_hook_threads:
+            thread.join(max(self.remaining(), 0.0) + 0.05)
+        self._cut_drain_hooks()
+
+    async def wait_drain_hooks_async(self) -> None:
+        """:meth:`wait_drain_hooks` without blocking the event loop (5 ms resolution)."""
+        while self.drain_hooks_running() and self.remaining() > 0:
+            await asyncio.sleep(min(0.005, self.remaining()))
+        self._cut_drain_hooks()
+
+    def _cut_drain_hooks(self) -> None:
+        for thread in self._drain_hook_threads:
+            if thread.is_alive() and thread.name not in self._cut_hooks:
+                self._cut_hooks.add(thread.name)
+                self.record_forced(f"drain hook {thread.name} cut at the deadline")
 
     def skip_delay(self) -> None:
         """End the drain delay now (a second signal does this). No-op before t0."""
@@ -613,6 +683,7 @@ class Lifecycle:
             if self._local in (State.STOPPING, State.STOPPED):
                 return
         self._set(State.STOPPING, in_flight=self.in_flight)
+        await self.wait_drain_hooks_async()
         for hook in reversed(self._shutdown_hooks):
             name = getattr(hook, "__qualname__", repr(hook))
             left = self.remaining()
@@ -628,7 +699,9 @@ class Lifecycle:
         asyncio.run(self.shutdown())
 
     def stopped(self) -> int:
-        """Enter STOPPED and return the exit code the process should use."""
+        """Wait for the drain hooks (bounded by the deadline, see :meth:`wait_drain_hooks`), enter
+        STOPPED and return the exit code the process should use."""
+        self.wait_drain_hooks()
         code = self.settings.forced_exit_code if self.forced else self.settings.exit_code
         t0 = self.t0
         self._set(

@@ -44,6 +44,14 @@ class Settings:
     grace_period: float | None = None
     #: Seconds a deregistration (drain hook) may take at t0 before the drain goes on without it.
     drain_hook_timeout: float = 2.0
+    #: Seconds over which open streams (SSE, chunked) and WebSockets are ended from t0 + D, each
+    #: at a random moment, so their clients do not all reconnect at once. ``None``: 10 % of D,
+    #: at most 2 s. Env LOSSLESS_STREAM_CLOSE_WINDOW.
+    stream_close_window: float | None = None
+    #: Which streaming responses end at t0 + D: ``all`` (SSE and chunked, default), ``sse``
+    #: (text/event-stream only: finite chunked downloads run to their end, bounded by the
+    #: deadline) or ``none``. Env LOSSLESS_STREAM_END.
+    stream_end: str = "all"
     liveness_path: str = "/livez"
     readiness_path: str = "/readyz"
     startup_path: str = "/startupz"
@@ -66,6 +74,8 @@ class Settings:
             "shutdown_timeout": "LOSSLESS_SHUTDOWN_TIMEOUT",
             "grace_period": "LOSSLESS_GRACE_PERIOD",
             "drain_hook_timeout": "LOSSLESS_DRAIN_HOOK_TIMEOUT",
+            "stream_close_window": "LOSSLESS_STREAM_CLOSE_WINDOW",
+            "stream_end": "LOSSLESS_STREAM_END",
             "liveness_path": "LOSSLESS_LIVENESS_PATH",
             "readiness_path": "LOSSLESS_READINESS_PATH",
             "startup_path": "LOSSLESS_STARTUP_PATH",
@@ -116,11 +126,24 @@ class Settings:
             return KUBERNETES_DRAIN_DELAY if in_kubernetes() else 0.0
         return self.drain_delay
 
+    @property
+    def stream_window(self) -> float:
+        """The stream close window in seconds (see ``stream_close_window``)."""
+        if self.stream_close_window is None:
+            return min(0.1 * self.delay, 2.0)
+        return self.stream_close_window
+
     def validate(self) -> None:
         """Raise :class:`SettingsError` (one line, naming the setting) unless every value is
         usable: non-negative finite numbers, D < shutdown timeout, shutdown timeout < the pod's
         grace period when that is known, probe paths that start with ``/`` and differ."""
-        for name in ("drain_delay", "shutdown_timeout", "grace_period", "drain_hook_timeout"):
+        for name in (
+            "drain_delay",
+            "shutdown_timeout",
+            "grace_period",
+            "drain_hook_timeout",
+            "stream_close_window",
+        ):
             value = getattr(self, name)
             if value is not None and (not math.isfinite(value) or value < 0):
                 raise SettingsError(
@@ -147,6 +170,10 @@ class Settings:
                 f"pod's grace period ({self._label('grace_period')} = {self.grace_period:g} s): "
                 "the kubelet would SIGKILL before the drain ends; lower the timeout or raise "
                 "terminationGracePeriodSeconds"
+            )
+        if self.stream_end not in ("all", "sse", "none"):
+            raise SettingsError(
+                f"{self._label('stream_end')} must be all, sse or none, got {self.stream_end!r}"
             )
         paths: dict[str, str] = {}
         for name in ("liveness_path", "readiness_path", "startup_path", "metrics_path"):

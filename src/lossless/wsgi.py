@@ -20,11 +20,12 @@ set to its own lifecycle by the outer one and passes the request through.
 from __future__ import annotations
 
 import os
+import random
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from lossless import events
+from lossless import events, streams
 from lossless.lifecycle import Lifecycle, adopt_lifecycle, follow_default
 from lossless.routing import Router
 
@@ -97,28 +98,46 @@ class LosslessWSGIMiddleware:
         environ["lossless.lifecycle"] = lc
         if lc.draining:
             environ["lossless.close_connection"] = True
+        tracked = _Tracked(lc, token)
         try:
-            result = self.app(environ, start_response)
+            tracked.inner = self.app(environ, tracked.start_response(start_response))
         except BaseException:
             lc.request_finished(token)
             raise
-        return _Tracked(result, lc, token)
+        return tracked
 
 
 class _Tracked:
-    """The app's response iterable; the request stays in flight until ``close()``."""
+    """The app's response iterable; the request stays in flight until ``close()``. A response
+    without ``Content-Length`` (a stream) stops at its end time from t0 + D (lossless.streams)."""
 
-    def __init__(self, inner: Iterable[bytes], lc: Lifecycle, token: int) -> None:
-        self._inner = inner
+    def __init__(self, lc: Lifecycle, token: int) -> None:
+        self.inner: Iterable[bytes] = ()
         self._lc = lc
         self._token: int | None = token
+        self._kept = False
+
+    def start_response(self, start_response: StartResponse) -> StartResponse:
+        def start(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+            self._kept = not streams.endable(self._lc.settings.stream_end, headers)
+            return start_response(status, headers, *exc_info)
+
+        return start
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._inner)
+        if isinstance(self.inner, (list, tuple)) or self._kept:
+            return iter(self.inner)
+        offset = random.random()
+        return streams.wsgi_chunks(self.inner, lambda: self._end_at(offset))
+
+    def _end_at(self, offset: float) -> float | None:
+        if self._kept or not self._lc.drain_flag[0]:
+            return None
+        return self._lc.stream_end_at(offset)
 
     def close(self) -> None:
         try:
-            close = getattr(self._inner, "close", None)
+            close = getattr(self.inner, "close", None)
             if close is not None:
                 close()
         finally:

@@ -1,6 +1,7 @@
 """A gRPC server under ``lossless.grpc``, no generated code: generic handlers on raw bytes.
 
-``python grpc_app.py sync|aio PORT``; drain settings from ``LOSSLESS_*`` variables.
+``python grpc_app.py sync|aio PORT``; drain settings from ``LOSSLESS_*`` variables;
+``APP_DRAIN_HOOK_FILE``: an ``on_drain`` hook that takes 0.5 s, then writes that file.
 
 - ``/t.Test/Slow``: unary; the request is a number of seconds to sleep; answers ``done``.
 - ``/t.Test/Stream``: unary -> stream; the request is ``N,INTERVAL``; sends ``0``..``N-1``.
@@ -9,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -66,6 +68,15 @@ def main() -> int:
     mode, port = sys.argv[1], int(sys.argv[2])
     events.configure()
     lc = Lifecycle()
+    if os.environ.get("APP_DRAIN_HOOK_FILE"):  # a 0.5 s on_drain hook that writes a file
+        marker = os.environ["APP_DRAIN_HOOK_FILE"]
+
+        @lc.on_drain
+        def flush() -> None:
+            time.sleep(0.5)
+            with open(marker, "w") as f:
+                f.write("flushed\n")
+
     if mode == "aio":
         return asyncio.run(main_aio(port, lc))
     srv = lossless.grpc.server(lifecycle=lc)

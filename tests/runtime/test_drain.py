@@ -177,11 +177,15 @@ def test_third_signal_exits_at_once(serve, kind: str) -> None:
     thread.join(15)
 
 
+@pytest.mark.parametrize("stream_end", ["sse", "none"])
 @pytest.mark.parametrize("kind", SERVERS)
-def test_streaming_response_is_tracked_to_its_last_byte(serve, kind: str) -> None:
-    """1. a streaming response (5 chunks, 0.3 s apart) 2. SIGTERM with D = 0.2 s. Result: all
-    chunks arrive, exit 0 after the last one."""
-    server = serve(kind, "--drain-delay", "0.2", "--shutdown-timeout", "5")
+def test_streaming_response_is_tracked_to_its_last_byte(serve, kind: str, stream_end: str) -> None:
+    """1. a finite chunked response (5 chunks, 0.3 s apart), with ``--stream-end sse`` (only SSE
+    streams end at t0 + D) or ``none`` 2. SIGTERM with D = 0.2 s. Result: all chunks arrive, exit 0 after
+    the last one. (With the default ``all``, test_streams.py: it ends cleanly at t0 + D.)"""
+    server = serve(
+        kind, "--drain-delay", "0.2", "--shutdown-timeout", "5", "--stream-end", stream_end
+    )
     server.wait_ready()
     out: dict[str, object] = {}
     thread = threading.Thread(target=_request, args=(server, "/stream?n=5&s=0.3", out))

@@ -14,103 +14,90 @@ import os
 import sys
 from typing import Any, NoReturn
 
-from lossless import argtypes, events
+from lossless import events
 from lossless.discovery import cli as discovery_cli
 from lossless.errors import LosslessError
 from lossless.lifecycle import Lifecycle, set_lifecycle
-from lossless.settings import Settings
+from lossless.lifecycle_args import add_settings_arguments, settings_from_args
+from lossless.serve import options
 
-
-def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """The lifecycle flags shared by ``serve`` and ``run``; unset flags fall back to env vars."""
-    g = parser.add_argument_group("drain sequence (each also from a LOSSLESS_* variable)")
-    g.add_argument(
-        "--drain-delay",
-        type=argtypes.duration,
-        metavar="SECONDS",
-        help="D: keep serving this long after SIGTERM (default 5 in Kubernetes, else 0)",
-    )
-    g.add_argument(
-        "--shutdown-timeout",
-        type=argtypes.duration,
-        metavar="SECONDS",
-        help="deadline for the whole drain, from SIGTERM (default 25)",
-    )
-    g.add_argument(
-        "--grace-period",
-        type=argtypes.duration,
-        metavar="SECONDS",
-        help="the pod's terminationGracePeriodSeconds, to validate the timeout against",
-    )
-    g.add_argument("--readiness-path", metavar="PATH")
-    g.add_argument("--liveness-path", metavar="PATH")
-    g.add_argument("--startup-path", metavar="PATH")
-    g.add_argument("--metrics-path", metavar="PATH", help="serve Prometheus metrics here")
-    g.add_argument(
-        "--expose-details",
-        action="store_true",
-        default=None,
-        help="show check outputs to non-loopback callers",
-    )
-
-
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env(
-        drain_delay=args.drain_delay,
-        shutdown_timeout=args.shutdown_timeout,
-        grace_period=args.grace_period,
-        readiness_path=args.readiness_path,
-        liveness_path=args.liveness_path,
-        startup_path=args.startup_path,
-        metrics_path=args.metrics_path,
-        expose_details=args.expose_details,
-    )
-    return settings.resolved()
+_DEFAULTS: dict[str, Any] = {
+    "host": "127.0.0.1",
+    "port": 8000,
+    "workers": 1,
+    "threads": 8,
+    "keep_alive": 5.0,
+    "log_level": "warning",
+    "backlog": 2048,
+    "timeout": 30,
+}
 
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "serve",
+        allow_abbrev=False,  # --ws is uvicorn's option, not an abbreviation of --wsgi
         help="run an ASGI (uvicorn) or WSGI (gunicorn) app with the lossless drain sequence",
-        description="Run MODULE:APP so that SIGTERM drains it without dropping a request.",
+        description=(
+            "Run MODULE:APP so that SIGTERM drains it without dropping a request. Every uvicorn "
+            "option is also accepted with its uvicorn name (--ssl-keyfile, --uds, --ws, "
+            "--env-file, ...: see uvicorn --help); one that cannot be honoured is refused."
+        ),
     )
     parser.add_argument("app", metavar="MODULE:APP", help="the application, e.g. main:app")
     parser.add_argument("--wsgi", action="store_true", help="a WSGI app, served by gunicorn")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--host", help="default 127.0.0.1")
+    parser.add_argument("--port", type=int, help="default 8000")
     parser.add_argument("--factory", action="store_true", help="APP is a factory to call")
     parser.add_argument("--app-dir", default=".", help="prepended to sys.path (default: .)")
-    parser.add_argument("--workers", type=int, default=1, help="gunicorn workers (--wsgi)")
-    parser.add_argument("--threads", type=int, default=8, help="threads per worker (--wsgi)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes under one master: uvicorn workers (ASGI) or gunicorn's (--wsgi)",
+    )
+    parser.add_argument("--threads", type=int, help="threads per worker (--wsgi, default 8)")
     parser.add_argument(
         "--keep-alive",
         type=float,
-        default=5.0,
         metavar="SECONDS",
-        help="idle keep-alive timeout (default 5)",
+        help="idle keep-alive timeout (default 5; uvicorn's --timeout-keep-alive too)",
     )
     parser.add_argument(
         "--log-level",
-        default="warning",
-        choices=["critical", "error", "warning", "info", "debug"],
-        help="the server's own log level (lossless events are always logged)",
+        choices=["critical", "error", "warning", "info", "debug", "trace"],
+        help="the server's own log level (default warning; lossless events are always logged)",
     )
     parser.add_argument("--access-log", action="store_true", help="enable the server access log")
-    parser.add_argument("--backlog", type=int, default=2048)
+    parser.add_argument("--backlog", type=int, help="listen backlog (default 2048)")
     parser.add_argument("--root-path", default="", help="ASGI root_path (uvicorn)")
     parser.add_argument(
         "--proxy-headers", action="store_true", help="trust X-Forwarded-* (uvicorn)"
     )
     parser.add_argument("--limit-concurrency", type=int, default=None, help="(uvicorn)")
-    parser.add_argument("--timeout", type=int, default=30, help="worker timeout (gunicorn)")
+    parser.add_argument("--timeout", type=int, help="worker timeout (gunicorn master, default 30)")
     parser.add_argument(
         "--preload",
         action="store_true",
         help="import the app in the gunicorn master before forking (default: in each worker)",
     )
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="a gunicorn config file (--wsgi, or ASGI with a master); its hooks are called",
+    )
     add_settings_arguments(parser)
     discovery_cli.add_arguments(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, accepts_extra=True)
+
+
+def _env_registry() -> bool:
+    return bool(os.environ.get("LOSSLESS_REGISTRY", "").strip())
+
+
+def _given(args: argparse.Namespace, name: str) -> Any:
+    value = getattr(args, name)
+    return _DEFAULTS[name] if value is None else value
 
 
 def load_app(target: str, app_dir: str, factory: bool) -> Any:
@@ -179,13 +166,30 @@ def _port_free(host: str, port: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    uv = options.parse_uvicorn_options(args.app, getattr(args, "extra", []))
+    if "timeout_keep_alive" in uv and args.keep_alive is not None:
+        raise LosslessError("--keep-alive and --timeout-keep-alive are the same option: give one")
+    workers = _given(args, "workers")
+    if workers < 1 or (args.threads is not None and args.threads < 1):
+        raise LosslessError("--workers and --threads must be at least 1")
+    master = args.wsgi or workers > 1 or args.config is not None
+    if args.config is not None and not os.path.isfile(args.config):
+        raise LosslessError(f"--config {args.config}: no such file")
+    gunicorn_settings = options.gunicorn_options(uv) if args.wsgi else {}
+    options.load_env_file(uv.get("env_file"))
     events.configure()
     lifecycle = Lifecycle(settings)
     set_lifecycle(lifecycle)  # before the import, so the app's get_lifecycle() finds this one
-    discovery_cli.attach_from_args(lifecycle, args, args.port)
-    if args.port != 0:
-        _port_free(args.host, args.port)
-    if args.wsgi and not args.preload:
+    port = _given(args, "port")
+    if master and not args.wsgi and (getattr(args, "registry", None) or _env_registry()):
+        raise LosslessError(
+            "--registry is supported with one uvicorn process only: under a master with "
+            "workers, each worker would register"
+        )
+    discovery_cli.attach_from_args(lifecycle, args, port, host=_given(args, "host"))
+    if port != 0 and "uds" not in uv and "fd" not in uv and args.config is None:
+        _port_free(_given(args, "host"), port)
+    if master and not args.preload:
         # gunicorn's default: each worker imports the app after the fork (threads and sockets
         # opened at import would be dead or shared in forked workers). Only find it here.
         _find_module(args.app, args.app_dir)
@@ -195,14 +199,14 @@ def run(args: argparse.Namespace) -> int:
     events.emit(
         "serve",
         app=args.app,
-        server="gunicorn" if args.wsgi else "uvicorn",
+        server=("gunicorn" if args.wsgi else "uvicorn") + (f" x{workers}" if master else ""),
         drain_delay=settings.delay,
         shutdown_timeout=settings.shutdown_timeout,
     )
-    if args.wsgi:
-        code = _run_gunicorn(app, lifecycle, args)
+    if master:
+        code = _run_gunicorn(app, lifecycle, args, uv, gunicorn_settings)
     else:
-        code = _run_uvicorn(app, lifecycle, args)
+        code = _run_uvicorn(app, lifecycle, args, uv)
     _exit_now(code)
 
 
@@ -220,7 +224,9 @@ def _exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _run_uvicorn(app: Any, lifecycle: Lifecycle, args: argparse.Namespace) -> int:
+def _run_uvicorn(
+    app: Any, lifecycle: Lifecycle, args: argparse.Namespace, uv: dict[str, Any]
+) -> int:
     try:
         import uvicorn
     except ImportError:
@@ -230,50 +236,108 @@ def _run_uvicorn(app: Any, lifecycle: Lifecycle, args: argparse.Namespace) -> in
 
     if not isinstance(app, LosslessMiddleware):
         app = LosslessMiddleware(app, lifecycle=lifecycle)
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        lifespan="auto",
-        log_level=args.log_level,
-        access_log=args.access_log,
-        backlog=args.backlog,
-        root_path=args.root_path,
-        proxy_headers=args.proxy_headers,
-        limit_concurrency=args.limit_concurrency,
-        timeout_keep_alive=int(args.keep_alive),
-        timeout_graceful_shutdown=None,
-    )
+    kwargs: dict[str, Any] = {
+        "host": _given(args, "host"),
+        "port": _given(args, "port"),
+        "lifespan": "auto",
+        "log_level": _given(args, "log_level"),
+        "access_log": args.access_log,
+        "backlog": _given(args, "backlog"),
+        "root_path": args.root_path,
+        "proxy_headers": args.proxy_headers,
+        "limit_concurrency": args.limit_concurrency,
+        "timeout_keep_alive": int(_given(args, "keep_alive")),
+    }
+    kwargs.update(uv)
+    kwargs.update(app=app, timeout_graceful_shutdown=None)
+    try:
+        config = uvicorn.Config(**kwargs)
+    except (OSError, ValueError) as exc:
+        raise LosslessError(f"uvicorn: {exc}") from None
     server = LosslessServer(config, lifecycle)
     server.run()
     if not server.started:
-        raise LosslessError(f"uvicorn did not start on {args.host}:{args.port} (see the log above)")
+        where = uv.get("uds") or (f"fd {uv['fd']}" if "fd" in uv else None)
+        where = where or f"{kwargs['host']}:{kwargs['port']}"
+        raise LosslessError(f"uvicorn did not start on {where} (see the log above)")
     return server.exit_code()
 
 
-def _run_gunicorn(app: Any, lifecycle: Lifecycle, args: argparse.Namespace) -> int:
+def _run_gunicorn(
+    app: Any,
+    lifecycle: Lifecycle,
+    args: argparse.Namespace,
+    uv: dict[str, Any],
+    translated: dict[str, Any],
+) -> int:
+    """gunicorn's master (LosslessArbiter) with gthread workers (--wsgi) or uvicorn workers."""
     try:
         from lossless.serve.gunicorn import LosslessApplication
     except ImportError:
         raise LosslessError("gunicorn is not installed: pip install 'lossless[gunicorn]'") from None
-    if args.workers < 1 or args.threads < 1:
-        raise LosslessError("--workers and --threads must be at least 1")
-    options = {
-        "bind": [f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"],
-        "workers": args.workers,
-        "threads": args.threads,
-        "keepalive": max(1, math.ceil(args.keep_alive)),
-        "loglevel": args.log_level,
-        "accesslog": "-" if args.access_log else None,
-        "backlog": args.backlog,
-        "timeout": args.timeout,
+    host = _given(args, "host")
+    port = _given(args, "port")
+    defaults: dict[str, Any] = {
+        "bind": [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
+        "workers": _DEFAULTS["workers"],
+        "keepalive": max(1, math.ceil(_DEFAULTS["keep_alive"])),
+        "loglevel": _DEFAULTS["log_level"],
+        "backlog": _DEFAULTS["backlog"],
+        "timeout": _DEFAULTS["timeout"],
+        # gunicorn 27's control socket has one default path per user: two servers on a machine
+        # (tests, sidecars) would fight over it. On again with control_socket_disable = False.
+        "control_socket_disable": True,
     }
+    if args.wsgi:
+        defaults["threads"] = _DEFAULTS["threads"]
+    given: dict[str, Any] = {}
+    if args.host is not None or args.port is not None:
+        given["bind"] = defaults["bind"]
+    for name, setting in (
+        ("workers", "workers"),
+        ("threads", "threads"),
+        ("log_level", "loglevel"),
+        ("backlog", "backlog"),
+        ("timeout", "timeout"),
+    ):
+        if getattr(args, name) is not None:
+            given[setting] = getattr(args, name)
+    if args.keep_alive is not None:
+        given["keepalive"] = max(1, math.ceil(args.keep_alive))
+    if args.access_log:
+        given["accesslog"] = "-"
+    worker_options: dict[str, Any] = {}
+    if args.wsgi:
+        given.update(translated)
+    else:
+        worker_options = dict(uv)
+        for key in ("uds", "fd"):  # the master binds; workers get its sockets
+            if key in worker_options:
+                value = worker_options.pop(key)
+                given["bind"] = [f"unix:{value}" if key == "uds" else f"fd://{value}"]
+        worker_options.update(
+            root_path=args.root_path,
+            proxy_headers=args.proxy_headers,
+            limit_concurrency=args.limit_concurrency,
+            access_log=args.access_log,
+        )
+        if args.keep_alive is not None:
+            worker_options["timeout_keep_alive"] = int(args.keep_alive)
 
     def load() -> Any:
         return app if app is not None else load_app(args.app, args.app_dir, args.factory)
 
     try:
-        LosslessApplication(load, lifecycle, options, preload=args.preload).run()
+        LosslessApplication(
+            load,
+            lifecycle,
+            given,
+            defaults=defaults,
+            config_file=args.config,
+            asgi=not args.wsgi,
+            uvicorn_options=worker_options,
+            preload=args.preload,
+        ).run()
     except SystemExit as exc:  # the arbiter's halt() exits with the lifecycle's code
         return exc.code if isinstance(exc.code, int) else 1
     return 0

@@ -6,23 +6,31 @@ Plain gunicorn closes its listeners the moment the master gets SIGTERM. Here:
    shared memory) drains: every worker's readiness answers 503 at once and every response carries
    ``Connection: close``; deregistration hooks run in the master. Workers keep accepting for D.
 2. At t0 + D (or at once on a second signal) the master closes its listeners and sends SIGTERM to
-   the workers. Each worker closes its copy of the listeners at once (so new connections are
-   refused, never queued into a backlog nobody reads), closes idle keep-alive connections, and
+   the workers. Each worker first accepts what is already queued in the accept backlog (served
+   with ``Connection: close``; closing the last copy of a listener would reset it), then closes
+   its copy of the listeners (so new connections are refused, never queued into a backlog nobody
+   reads), closes idle keep-alive connections, and
    finishes in-flight requests until the deadline; at the deadline it records what it cut and
    exits with the forced exit code. Shutdown hooks run in each worker, bounded by the deadline.
-3. The master reaps workers as they exit (5 ms resolution), SIGKILLs any left at the deadline, and
+3. The master reaps workers as they exit (woken by SIGCHLD), SIGKILLs any left 100 ms after the
+   deadline (workers cut and name their requests at the deadline themselves), and
    exits 0, or the forced exit code when a worker was cut or killed.
 
 A third signal kills the workers and exits at once. Workers ignore SIGINT: the master, which gets
-Ctrl-C too, decides. Requires the gthread worker of gunicorn 27 (pinned in the extra).
+Ctrl-C too, decides. Requires the gthread worker of gunicorn 27 (pinned in the extra). The same
+master runs uvicorn workers for ``lossless serve APP --workers N`` (:mod:`lossless.serve.workers`).
+A user's gunicorn config file (``-c``) is applied between our defaults and the explicit flags; its
+hooks are chained after ours.
 """
 
 from __future__ import annotations
 
 import errno
+import inspect
 import math
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -33,12 +41,15 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.gthread import ThreadWorker
 
-from lossless import events
+from lossless import drain, events
+from lossless.errors import LosslessError
 from lossless.lifecycle import Lifecycle, get_lifecycle
-from lossless.serve import _signals
 from lossless.wsgi import LosslessWSGIMiddleware
 
 _POLL = 0.005
+#: Workers cut what is left at the deadline and log it themselves; the master SIGKILLs the ones
+#: still alive this long after it (a backstop, not the normal path).
+_KILL_GRACE = 0.1
 
 
 class LosslessWorker(ThreadWorker):  # type: ignore[misc]
@@ -68,9 +79,13 @@ class LosslessWorker(ThreadWorker):  # type: ignore[misc]
 
         lc = get_lifecycle()
         # Stop accepting and close our copy of the listeners now: the master closed its own.
+        # First take what the kernel already queued: closing the last copy would reset it.
         self.set_accept_enabled(False)
+        taken = accept_backlog(self.sockets, self._serve_accepted)
         for sock in self.sockets:
             sock.close()
+        if taken:
+            events.emit("backlog_accepted", connections=taken, t_plus=lc.since_t0())
         # Idle keep-alive connections: close them now; busy ones close after their response.
         self.murder_keepalived(force=True)
         while self.nr_conns > 0 and lc.remaining() > 0:
@@ -93,6 +108,36 @@ class LosslessWorker(ThreadWorker):  # type: ignore[misc]
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code or lc.settings.forced_exit_code)
+
+    def _serve_accepted(self, client: socket.socket, addr: Any, listener: Any) -> None:
+        from gunicorn.workers.gthread import TConn
+
+        self.nr_conns += 1
+        client.setblocking(True)
+        self.enqueue_req(TConn(self.cfg, client, addr, listener.getsockname()))
+
+
+def accept_backlog(listeners: Any, serve: Callable[[socket.socket, Any, Any], None]) -> int:
+    """Accept (non-blocking) every connection waiting in the accept queue of each listener and
+    hand it to ``serve(client, address, listener)``; return how many were taken."""
+    taken = 0
+    for listener in listeners:
+        try:
+            listener.setblocking(False)
+        except OSError:
+            continue
+        while True:
+            try:
+                client, addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            except ConnectionAbortedError:
+                continue
+            except OSError:
+                break
+            serve(client, addr, listener)
+            taken += 1
+    return taken
 
 
 def _pre_request(worker: Any, req: Any) -> None:
@@ -122,29 +167,17 @@ class LosslessArbiter(Arbiter):  # type: ignore[misc]
 
     def __init__(self, app: Any, lifecycle: Lifecycle) -> None:
         self.lifecycle = lifecycle
-        self._signal_count = 0
+        self._signals = drain.SignalCounter(lifecycle)
         self._delay_over = threading.Event()
         self._worker_forced = False
         super().__init__(app)
 
     # Signals (called from the main loop, not from the handler).
     def _stop_signal(self, sig: int) -> None:
-        self._signal_count += 1
-        action = _signals.meaning(self._signal_count)
-        lc = self.lifecycle
-        events.emit(
-            "signal",
-            signal=_signals.name(sig),
-            count=self._signal_count,
-            action=action,
-            t_plus=lc.since_t0(),
-        )
-        if action == "drain":
-            lc.drain(reason=_signals.name(sig))
+        action = self._signals.handle(sig)
+        if action is drain.Action.DRAIN:
             threading.Thread(target=self._wait_delay, daemon=True).start()
-        elif action == "skip_delay":
-            lc.skip_delay()
-        else:
+        elif action is drain.Action.EXIT_NOW:
             self._exit_now()
 
     def _wait_delay(self) -> None:
@@ -186,11 +219,19 @@ class LosslessArbiter(Arbiter):  # type: ignore[misc]
             self.lifecycle.draining and self.lifecycle.delay_remaining() <= 0
         ):
             raise StopIteration
-        if self.lifecycle.draining and not self._signal_count:
+        if self.lifecycle.draining and not self._signals.count:
             # drain() was called from code in the master: serve through the delay, then stop.
-            self._signal_count = 1
+            self._signals.drain_started_elsewhere()
             threading.Thread(target=self._wait_delay, daemon=True).start()
         super().maybe_promote_master()
+
+    def manage_workers(self) -> None:
+        """gunicorn's: replace workers that died, except from t0 on. A replacement would start
+        draining at once, and its boot (gunicorn spreads spawns over up to 100 ms each) would
+        delay the master's own stop; uvicorn workers also end by themselves at t0 + D."""
+        if self.lifecycle.draining:
+            return
+        super().manage_workers()
 
     def _exit_now(self) -> None:
         lc = self.lifecycle
@@ -221,13 +262,13 @@ class LosslessArbiter(Arbiter):  # type: ignore[misc]
         self.LISTENERS = []
         events.emit("listeners_closed", t_plus=lc.since_t0(), workers=len(self.WORKERS))
         self.kill_workers(signal.SIGTERM if graceful else signal.SIGQUIT)
-        while self.WORKERS and lc.remaining() > 0:
+        while self.WORKERS and lc.remaining() + _KILL_GRACE > 0:
             self._reap()
             self._poll_signals()
             if self.WORKERS:
-                time.sleep(_POLL)
+                self._wait_signal(min(_POLL, lc.remaining() + _KILL_GRACE))
         if self.WORKERS:
-            lc.record_forced(f"{len(self.WORKERS)} worker(s) SIGKILLed at the deadline")
+            lc.record_forced(f"{len(self.WORKERS)} worker(s) SIGKILLed after the deadline")
             self.kill_workers(signal.SIGKILL)
             end = time.monotonic() + 1.0
             while self.WORKERS and time.monotonic() < end:
@@ -235,6 +276,16 @@ class LosslessArbiter(Arbiter):  # type: ignore[misc]
                 time.sleep(_POLL)
         if self._worker_forced:
             lc.record_forced("a worker cut requests at the deadline")
+
+    def _wait_signal(self, timeout: float) -> None:
+        """Sleep until a signal is queued (SIGCHLD: a worker exited) or ``timeout`` passes, so a
+        worker's exit is reaped at once rather than at the next 5 ms tick."""
+        try:
+            sig = self.SIG_QUEUE.get(timeout=max(timeout, 0.0))
+        except Exception:
+            return
+        if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            self._stop_signal(sig)
 
     def _poll_signals(self) -> None:
         while True:
@@ -268,8 +319,9 @@ class LosslessArbiter(Arbiter):  # type: ignore[misc]
 
 
 class LosslessApplication(BaseApplication):  # type: ignore[misc]
-    """A gunicorn application serving the app that ``load_app()`` returns, wrapped in the WSGI
-    middleware.
+    """A gunicorn application serving the app ``load_app()`` returns under the lifecycle: a WSGI
+    app on the gthread :class:`LosslessWorker`, or (``asgi=True``) an ASGI app on uvicorn workers
+    (:class:`lossless.serve.workers.Worker`, which reads ``uvicorn_options``).
 
     Like gunicorn, the app is imported in each worker after the fork (``preload=False``, the
     default): threads it starts and connections it opens at import belong to that worker. With
@@ -279,6 +331,9 @@ class LosslessApplication(BaseApplication):  # type: ignore[misc]
     import the app prints one line and exits with gunicorn's "app failed to load" code, which
     stops the master."""
 
+    #: Tells the uvicorn worker that this master drives the drain sequence.
+    lossless_managed = True
+
     def __init__(
         self,
         load_app: Callable[[], Any],
@@ -286,20 +341,62 @@ class LosslessApplication(BaseApplication):  # type: ignore[misc]
         options: dict[str, Any],
         *,
         preload: bool = False,
+        defaults: dict[str, Any] | None = None,
+        config_file: str | None = None,
+        asgi: bool = False,
+        uvicorn_options: dict[str, Any] | None = None,
     ) -> None:
         self.load_app = load_app
         self.lifecycle = lifecycle
-        self.options = {**options, "preload_app": preload}
+        self.options = {**options, "preload_app": True} if preload else options
+        self.defaults = dict(defaults or {})
+        self.config_file = config_file
+        self.asgi = asgi
+        self.uvicorn_options = dict(uvicorn_options or {})
+        # Read the user's file before gunicorn's loader, which turns our errors into exit 1.
+        self._user_config = None if config_file is None else _read_config_file(config_file)
         super().__init__()
 
     def load_config(self) -> None:
+        """Our defaults, then the user's config file (``-c``), then the explicit flags; then the
+        settings the drain sequence needs, with the user's hooks chained after ours."""
+        for key, value in self.defaults.items():
+            self.cfg.set(key, value)
+        if self.config_file is not None and self._user_config is not None:
+            self._load_user_config(self.config_file, self._user_config)
         for key, value in self.options.items():
             self.cfg.set(key, value)
-        self.cfg.set("worker_class", "lossless.serve.gunicorn.LosslessWorker")
+        worker = "lossless.serve.workers.Worker" if self.asgi else _dotted(LosslessWorker)
+        self.cfg.set("worker_class", worker)
         self.cfg.set("graceful_timeout", math.ceil(self.lifecycle.settings.shutdown_timeout))
-        self.cfg.set("pre_request", _pre_request)
-        self.cfg.set("post_worker_init", _post_worker_init)
-        self.cfg.set("post_fork", _post_fork)
+        for name, ours in (
+            ("pre_request", _pre_request),
+            ("post_worker_init", _post_worker_init),
+            ("post_fork", _post_fork),
+        ):
+            self.cfg.set(name, _chain(ours, self.cfg.settings[name].get()))
+
+    def _load_user_config(self, path: str, namespace: dict[str, Any]) -> None:
+        for key, value in namespace.items():
+            if key not in self.cfg.settings:
+                continue
+            if key == "worker_class":
+                raise LosslessError(
+                    f"{path}: worker_class cannot be honoured: lossless serve runs its own "
+                    "workers (use gunicorn -k lossless.serve.workers.Worker to keep yours)"
+                )
+            if key == "graceful_timeout":
+                events.emit(
+                    "config_overridden",
+                    setting="graceful_timeout",
+                    file=path,
+                    reason="it follows --shutdown-timeout",
+                )
+                continue
+            try:
+                self.cfg.set(key.lower(), value)
+            except Exception as exc:
+                raise LosslessError(f"{path}: invalid value for {key}: {exc}") from None
 
     def load(self) -> Any:
         from gunicorn.errors import AppImportError
@@ -310,9 +407,48 @@ class LosslessApplication(BaseApplication):  # type: ignore[misc]
             app = self.load_app()
         except LosslessError as exc:
             raise AppImportError(f"lossless serve: {exc}") from None
+        if self.asgi:
+            from lossless.asgi import LosslessMiddleware
+
+            if not isinstance(app, LosslessMiddleware):
+                app = LosslessMiddleware(app, lifecycle=self.lifecycle)
+            return app
         if not isinstance(app, LosslessWSGIMiddleware):
             app = LosslessWSGIMiddleware(app, lifecycle=self.lifecycle)
         return app
 
     def run(self) -> None:
         LosslessArbiter(self, self.lifecycle).run()
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    """Run a gunicorn config file; a one-line error naming the file and line when it fails."""
+    import runpy
+    import traceback
+
+    try:
+        return runpy.run_path(path, run_name="__config__")
+    except SyntaxError as exc:
+        raise LosslessError(f"{path}:{exc.lineno}: {exc.msg}") from None
+    except Exception as exc:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == path]
+        where = f"{path}:{frames[-1].lineno}" if frames else path
+        raise LosslessError(f"{where}: {type(exc).__name__}: {exc}") from None
+
+
+def _chain(ours: Callable[..., Any], theirs: Callable[..., Any]) -> Callable[..., Any]:
+    """A gunicorn hook that runs ours, then the user's (from their config file)."""
+    if getattr(theirs, "__module__", "").startswith("gunicorn."):
+        return ours  # gunicorn's default no-op
+
+    def both(*args: Any) -> None:
+        ours(*args)
+        theirs(*args)
+
+    # gunicorn checks a hook's arity: give the chain the same signature as ours.
+    both.__signature__ = inspect.signature(ours)  # type: ignore[attr-defined]
+    return both
+
+
+def _dotted(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"

@@ -6,12 +6,17 @@ is unchanged:
 
 1. First SIGTERM/SIGINT: t0. The lifecycle drains (readiness 503, deregistration, every response
    ``Connection: close``) while listeners stay open for the drain delay D.
-2. At t0 + D (or at once on a second signal): listeners close, idle keep-alive connections close,
-   busy ones close after their current response.
+2. At t0 + D (or at once on a second signal): connections already queued in the listeners'
+   accept backlog are accepted and served (not reset by the close), then listeners close; idle
+   keep-alive connections close, busy ones after their current response, and one that has not
+   sent its first request yet gets up to 1 s to send it. Open streams (SSE, chunked) end with
+   their terminating chunk and WebSockets close with 1012, each at a random moment of the
+   stream close window (:mod:`lossless.streams`).
 3. In-flight requests are awaited, event-driven at 5 ms resolution, until the deadline (t0 +
    shutdown timeout). At the deadline the remaining ones are recorded as forced, their tasks
    cancelled and their connections aborted.
-4. Lifespan shutdown runs the app's and the lifecycle's shutdown hooks, bounded by the deadline.
+4. Lifespan shutdown runs the app's and the lifecycle's shutdown hooks, bounded by the deadline,
+   after the ``on_drain`` hooks started at t0 have ended (each bounded by its own timeout).
 5. :meth:`LosslessServer.run` returns the exit code: 0, or 1 when anything was forced.
 
 A third signal exits at once with the forced exit code, after logging what was in flight.
@@ -22,17 +27,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
+import socket
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from types import FrameType
 from typing import Any
 
 import uvicorn
 
-from lossless import events
+from lossless import drain, events
 from lossless.lifecycle import Lifecycle
-from lossless.serve import _signals
+
+#: How long a connection that has not sent its first request when the listeners close may take
+#: to send it (it was accepted, its client is sending): then it is closed like an idle one.
+_FRESH_GRACE = 1.0
+
+
+def _is_websocket(connection: object) -> bool:
+    return type(connection).__module__.startswith("uvicorn.protocols.websockets")
+
+
+def _given(protocol: asyncio.Protocol) -> Callable[[], asyncio.Protocol]:
+    return lambda: protocol
 
 
 class LosslessServer(uvicorn.Server):
@@ -41,10 +59,14 @@ class LosslessServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle) -> None:
         super().__init__(config)
         self.lifecycle = lifecycle
-        self._signal_count = 0
+        self._signals = drain.SignalCounter(lifecycle)
+        self._early_signals = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._exit = asyncio.Event()
         self._drain_task: asyncio.Task[None] | None = None
+        self._backlog_tasks: set[asyncio.Task[Any]] = set()
+        #: The signals :meth:`capture_signals` handles (drain signals, by rank: lossless.drain).
+        self.handled_signals: tuple[int, ...] = drain.HANDLED_SIGNALS
 
     def exit_code(self) -> int:
         return self.lifecycle.stopped()
@@ -58,7 +80,7 @@ class LosslessServer(uvicorn.Server):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _signals.HANDLED_SIGNALS}
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in self.handled_signals}
         try:
             yield
         finally:
@@ -69,31 +91,19 @@ class LosslessServer(uvicorn.Server):
         loop = self._loop
         if loop is None:  # before the loop runs: behave like uvicorn
             self.should_exit = True
-            self._signal_count += 1
-            if self._signal_count >= 3:
+            self._early_signals += 1
+            if drain.action_for(self._early_signals) is drain.Action.EXIT_NOW:
                 os._exit(self.lifecycle.settings.forced_exit_code)
             return
         loop.call_soon_threadsafe(self._on_signal, sig)
 
     def _on_signal(self, sig: int) -> None:
-        self._signal_count += 1
-        action = _signals.meaning(self._signal_count)
-        events.emit(
-            "signal",
-            signal=_signals.name(sig),
-            count=self._signal_count,
-            action=action,
-            t_plus=self.lifecycle.since_t0(),
-        )
         lc = self.lifecycle
-        if action == "drain":
-            lc.drain(reason=_signals.name(sig))
+        action = self._signals.handle(sig)
+        if action is drain.Action.DRAIN:
             self._start_drain()
-        elif action == "skip_delay":
-            lc.skip_delay()
-        else:
+        elif action is drain.Action.EXIT_NOW:
             lc.cut_in_flight()
-            events.emit("exit_now", t_plus=lc.since_t0())
             os._exit(lc.settings.forced_exit_code)
 
     def _start_drain(self) -> None:
@@ -117,7 +127,18 @@ class LosslessServer(uvicorn.Server):
         if self.started and not self.lifecycle.started and starter is not None:
             await starter()  # lifespan was off: start the lifecycle through the middleware
         if self.started:
-            events.emit("listening", address=f"{self.config.host}:{self.config.port}")
+            events.emit("listening", address=self._address(sockets))
+
+    def _address(self, sockets: list[Any] | None) -> str:
+        config = self.config
+        if sockets:  # a worker of a master that bound them (possibly a UNIX socket)
+            name = sockets[0].getsockname()
+            return f"{name[0]}:{name[1]}" if isinstance(name, tuple) else str(name)
+        if config.uds:
+            return f"unix:{config.uds}"
+        if config.fd is not None:
+            return f"fd:{config.fd}"
+        return f"{config.host}:{config.port}"
 
     async def main_loop(self) -> None:
         counter = 0
@@ -127,6 +148,7 @@ class LosslessServer(uvicorn.Server):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._exit.wait(), 0.1)
             if self.lifecycle.draining and self._drain_task is None:
+                self._signals.drain_started_elsewhere()
                 self._start_drain()  # drain() was called from code, not by a signal
             should_exit = await self.on_tick(counter)
 
@@ -134,18 +156,35 @@ class LosslessServer(uvicorn.Server):
     async def shutdown(self, sockets: list[Any] | None = None) -> None:
         lc = self.lifecycle
         lc.drain(reason="server exit")  # no-op when already draining
+        # 1. Take what the kernel already queued, then close the listeners (gunicorn#3397).
+        taken = self._accept_backlog()
         for server in self.servers:
             server.close()
         for sock in sockets or []:
             sock.close()
+        if self._backlog_tasks:
+            await asyncio.gather(*self._backlog_tasks, return_exceptions=True)
+        # 2. End open streams and WebSockets over the close window; close idle connections
+        #    (busy ones close after their response). A connection that has not sent its first
+        #    request yet (accepted just before the close) gets a moment to send it.
+        window = lc.settings.stream_window
+        lc.streams.end_all(window)
+        loop = asyncio.get_running_loop()
         connections = list(self.server_state.connections)
+        grace = min(_FRESH_GRACE, lc.remaining())
         for connection in connections:
-            connection.shutdown()  # idle: closed now; busy: closed after the response
+            if _is_websocket(connection):
+                loop.call_later(random.uniform(0.0, window), connection.shutdown)
+            elif getattr(connection, "cycle", True) is None:
+                loop.call_later(grace, connection.shutdown)  # closed then if still idle
+            else:
+                connection.shutdown()  # idle: closed now; busy: closed after the response
         events.emit(
             "listeners_closed",
             t_plus=lc.since_t0(),
             connections=len(connections),
             in_flight=lc.in_flight,
+            backlog=taken or None,
         )
         while self.server_state.connections or self.server_state.tasks:
             if self.force_exit or lc.remaining() <= 0:
@@ -162,6 +201,45 @@ class LosslessServer(uvicorn.Server):
             except TimeoutError:
                 lc.record_forced("lifespan shutdown cut at the deadline")
         await lc.shutdown()  # no-op when the middleware already ran it on lifespan.shutdown
+
+    def _accept_backlog(self) -> int:
+        """Accept every connection waiting in the listeners' accept queues (non-blocking) and
+        serve it like any other; return how many. Without this, closing a listening socket
+        resets them: the kernel completed their handshake, so their clients believe they are
+        connected (gunicorn#3397). Left: the microseconds between the last accept and close."""
+        loop = asyncio.get_running_loop()
+        config = self.config
+        taken = 0
+        for server in self.servers:
+            for listener in server.sockets or ():
+                try:
+                    sock = socket.socket(fileno=os.dup(listener.fileno()))
+                except OSError:
+                    continue
+                with sock:
+                    sock.setblocking(False)
+                    while True:
+                        try:
+                            conn, _addr = sock.accept()
+                        except (BlockingIOError, InterruptedError):
+                            break
+                        except ConnectionAbortedError:
+                            continue
+                        except OSError:
+                            break
+                        conn.setblocking(False)
+                        protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                            config=config,
+                            server_state=self.server_state,
+                            app_state=self.lifespan.state,
+                        )
+                        self._backlog_tasks.add(
+                            loop.create_task(
+                                loop.connect_accepted_socket(_given(protocol), conn, ssl=config.ssl)
+                            )
+                        )
+                        taken += 1
+        return taken
 
     def _cut(self) -> None:
         lc = self.lifecycle

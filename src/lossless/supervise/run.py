@@ -39,15 +39,14 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 
-from lossless import events
+from lossless import drain, events
 from lossless.errors import LosslessError
 from lossless.lifecycle import DRAIN_STATE_ENV, Lifecycle
-from lossless.serve import _signals
 from lossless.supervise import _checks, _process
 from lossless.supervise._probe_server import ProbeServer
 
 #: Signals that drive the drain sequence instead of being forwarded (as in ``lossless serve``).
-DRAIN_SIGNALS = frozenset(_signals.HANDLED_SIGNALS)
+DRAIN_SIGNALS = frozenset(drain.HANDLED_SIGNALS)
 
 #: Longest the supervisor sleeps without looking at its child (a lost SIGCHLD, a drain started
 #: through the admin endpoint).
@@ -83,7 +82,7 @@ class Supervisor:
         self.stop_signal = stop_signal
         self.env = env
         self.child: _process.Child | None = None
-        self.signal_count = 0
+        self.signals = drain.SignalCounter(lifecycle)
         self.stop_sent_at: float | None = None
         self.killed = False
         self._exit_seen = False
@@ -179,8 +178,7 @@ class Supervisor:
 
     # -- actions ----------------------------------------------------------------------------
     def _on_signal(self, child: _process.Child, sig: int) -> None:
-        lc = self.lifecycle
-        name = _signals.name(sig)
+        name = drain.signal_name(sig)
         if sig == signal.SIGCHLD:
             return  # reaped at the top of the loop
         if sig not in DRAIN_SIGNALS:
@@ -188,17 +186,8 @@ class Supervisor:
                 child.signal_group(sig)
                 events.emit("signal_forwarded", signal=name, child=child.pid)
             return
-        self.signal_count += 1
-        action = _signals.meaning(self.signal_count)
-        events.emit(
-            "signal", signal=name, count=self.signal_count, action=action, t_plus=lc.since_t0()
-        )
-        if action == "drain":
-            lc.drain(reason=name)
-        elif action == "skip_delay":
-            lc.skip_delay()
-        elif not self.killed:
-            self._kill(child, f"child (pid {child.pid}) killed by signal {self.signal_count}")
+        if self.signals.handle(sig) is drain.Action.EXIT_NOW and not self.killed:
+            self._kill(child, f"child (pid {child.pid}) killed by signal {self.signals.count}")
 
     def _send_stop(self, child: _process.Child) -> None:
         lc = self.lifecycle
@@ -206,7 +195,7 @@ class Supervisor:
         child.signal_group(self.stop_signal)
         events.emit(
             "stop_signal_sent",
-            signal=_signals.name(self.stop_signal),
+            signal=drain.signal_name(self.stop_signal),
             child=child.pid,
             drain_delay=lc.settings.delay,
             t_plus=lc.since_t0(),
@@ -226,7 +215,7 @@ class Supervisor:
         lc = self.lifecycle
         status = child.status
         assert status is not None
-        died_of = _signals.name(os.WTERMSIG(status)) if os.WIFSIGNALED(status) else None
+        died_of = drain.signal_name(os.WTERMSIG(status)) if os.WIFSIGNALED(status) else None
         events.emit(
             "child_exited",
             logging.WARNING if not lc.draining else logging.INFO,
@@ -251,7 +240,7 @@ class Supervisor:
                         pass
                 events.emit(
                     "leftovers_signalled",
-                    signal=_signals.name(self.stop_signal),
+                    signal=drain.signal_name(self.stop_signal),
                     orphans=len(others) or None,
                     t_plus=lc.since_t0(),
                 )
@@ -259,7 +248,7 @@ class Supervisor:
 
 # -- the command ------------------------------------------------------------------------------
 def add_run_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from lossless.serve.command import add_settings_arguments
+    from lossless.lifecycle_args import add_settings_arguments
 
     parser = subparsers.add_parser(
         "run",
@@ -371,7 +360,7 @@ def _waited_signals() -> frozenset[int]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from lossless.serve.command import settings_from_args
+    from lossless.lifecycle_args import settings_from_args
 
     command = _command(args)
     settings = settings_from_args(args)

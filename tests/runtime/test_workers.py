@@ -1,0 +1,210 @@
+"""``lossless serve main:app --workers 4`` (ASGI): several uvicorn workers under one master, with
+the contract of one process. Real processes, real signals, loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+from tests.conftest import _children
+from tests.runtime.conftest import Server, refused
+from tests.runtime.prod_apps import wait_started
+
+
+def _get(server: Server, path: str, out: dict[str, object]) -> None:
+    try:
+        status, headers, body = server.get(path)
+        out.update(status=status, headers=headers, body=body, end=time.monotonic())
+    except OSError as exc:
+        out.update(error=exc, end=time.monotonic())
+
+
+def _workers(server: Server, count: int, timeout: float = 20.0) -> set[int]:
+    """The master's ``count`` worker pids, once each of them is serving (``listening``)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        found = _children(server.proc.pid)
+        listening = {e["pid"] for e in server.events() if e["event"] == "listening"}
+        if len(found) == count and found <= listening:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"expected {count} serving workers: {server.stderr()}")
+
+
+def test_four_workers_drain_as_one(serve, tmp_path) -> None:
+    """1. 4 workers; requests spread over them 2. 8 slow requests (1.5 s) in flight 3. SIGTERM,
+    D = 0.5 s. Result: every worker's readiness is 503 at once; new connections are served with
+    Connection: close during D and refused after; the 8 slow requests end 200; the master exits
+    0 within 100 ms of max(t0 + D, last answer)."""
+    server: Server = serve(
+        "uvicorn",
+        "--workers",
+        "4",
+        "--drain-delay",
+        "0.5",
+        "--shutdown-timeout",
+        "8",
+        target="prod_apps:asgi",
+        env={"APP_STARTED_FILE": str(tmp_path / "started")},
+    )
+    server.wait_ready()
+    _workers(server, 4)
+    pids = {server.get("/pid")[2] for _ in range(60)}
+    assert len(pids) >= 2, pids
+    results = [{} for _ in range(8)]  # type: list[dict[str, object]]
+    threads = [threading.Thread(target=_get, args=(server, "/slow?s=1.5", r)) for r in results]
+    for thread in threads:
+        thread.start()
+    wait_started(str(tmp_path / "started"), 8)
+    t0 = server.signal()
+    end = time.monotonic() + 1
+    while server.get("/readyz")[0] != 503:
+        assert time.monotonic() < end, "readiness did not flip"
+    for _ in range(8):  # every connection may land on any worker: all see t0
+        assert server.get("/readyz")[0] == 503
+    status, headers, _body = server.get("/")
+    assert status == 200 and headers.get("connection") == "close"
+    for thread in threads:
+        thread.join(15)
+    assert refused(server.port)
+    assert server.wait_exit(15) == 0, server.stderr()
+    assert all(r.get("status") == 200 for r in results), results
+    last = max(float(r["end"]) for r in results)  # type: ignore[arg-type]
+    assert server.exited_at is not None
+    late = server.exited_at - max(t0 + 0.5, last)
+    assert late <= 0.1, f"exit came {late * 1000:.0f} ms late"
+    assert not [e for e in server.events() if e["event"] == "forced"]
+
+
+def test_workers_die_with_the_master(serve) -> None:
+    """1. 4 workers 2. kill -9 the master. Result: no worker is left 2 s later."""
+    server: Server = serve("uvicorn", "--workers", "4", target="prod_apps:asgi")
+    server.wait_ready()
+    workers = _workers(server, 4)
+    os.kill(server.proc.pid, signal.SIGKILL)
+    server.wait_exit(10)
+    end = time.monotonic() + 2
+    alive = workers
+    while alive and time.monotonic() < end:
+        alive = {pid for pid in workers if _alive(pid)}
+        time.sleep(0.02)
+    assert not alive, f"orphan workers: {alive}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_crashed_worker_is_replaced(serve) -> None:
+    """1. 2 workers 2. kill -9 one of them. Result: the master starts a new one, which serves."""
+    server: Server = serve("uvicorn", "--workers", "2", target="prod_apps:asgi")
+    server.wait_ready()
+    before = _workers(server, 2)
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        now = _children(server.proc.pid)
+        if len(now) == 2 and victim not in now:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"worker not replaced: {_children(server.proc.pid)}")
+    new = (now - before).pop()
+    end = time.monotonic() + 20
+    seen: set[bytes] = set()
+    while str(new).encode() not in seen:
+        assert time.monotonic() < end, f"replacement {new} never served: {seen}"
+        try:
+            seen.add(server.get("/pid")[2])
+        except OSError:
+            time.sleep(0.05)
+    server.signal()
+    assert server.wait_exit(15) == 0, server.stderr()
+
+
+def test_drop_in_worker_class_under_plain_gunicorn(tmp_path) -> None:
+    """``gunicorn -k lossless.serve.workers.Worker``: 1. a slow request 2. SIGTERM to plain
+    gunicorn's master with D = 0.5 s. Result: readiness 503, new connections still served with
+    Connection: close during D, the slow request ends 200, exit 0."""
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+    from tests.runtime.conftest import HERE, ROOT
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOSSLESS_")}
+    env.update(PYTHONPATH=f"{ROOT}:{HERE}", LOSSLESS_DRAIN_DELAY="0.5")
+    env["APP_STARTED_FILE"] = str(tmp_path / "started")
+    env["LOSSLESS_SHUTDOWN_TIMEOUT"] = "8"
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "gunicorn", "-k", "lossless.serve.workers.Worker"),
+            *("-w", "2", "-b", f"127.0.0.1:{port}", "--no-control-socket", "prod_apps:asgi"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        text=True,
+    )
+    server = Server.__new__(Server)
+    server.port = port
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stderr is not None
+        lines.extend(proc.stderr)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        end = time.monotonic() + 20
+        while True:
+            try:
+                if server.get("/readyz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < end and proc.poll() is None, "gunicorn did not start"
+            time.sleep(0.05)
+        out: dict[str, object] = {}
+        thread = threading.Thread(target=_get, args=(server, "/slow?s=1.5", out))
+        thread.start()
+        wait_started(str(tmp_path / "started"), 1)
+        proc.send_signal(signal.SIGTERM)
+        end = time.monotonic() + 1
+        while server.get("/readyz")[0] != 503:
+            assert time.monotonic() < end
+        status, headers, _ = server.get("/")
+        assert status == 200 and headers.get("connection") == "close"
+        thread.join(15)
+        assert out.get("status") == 200, out
+        try:
+            code = proc.wait(15)
+        except subprocess.TimeoutExpired:
+            code = None
+        log = "".join(lines)
+        assert code == 0, log[-3000:]
+        reader.join(5)
+        log = "".join(lines)
+        assert '"event":"draining"' in log and '"event":"stopped"' in log, log[-2000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        else:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        reader.join(5)
+        assert proc.stderr is not None
+        proc.stderr.close()
