@@ -580,13 +580,17 @@ class Lifecycle:
         """Block until every ``on_drain`` hook started at t0 has ended (done, failed or cut at its
         own timeout, each logged), and never past the deadline: a hook still running then is
         recorded as forced. Called by :meth:`shutdown` and :meth:`stopped`, so whatever D is, no
-        process under the lifecycle exits while a drain hook runs. Idempotent."""
+        process under the lifecycle exits while a drain hook runs. A process whose t0 was set
+        by another one (a forked worker) and that has not started its own hooks yet starts them
+        now (:meth:`join_drain`), so a short drain delay never skips them. Idempotent."""
+        self.join_drain()
         for thread in self._drain_hook_threads:
             thread.join(max(self.remaining(), 0.0) + 0.05)
         self._cut_drain_hooks()
 
     async def wait_drain_hooks_async(self) -> None:
         """:meth:`wait_drain_hooks` without blocking the event loop (5 ms resolution)."""
+        self.join_drain()
         while self.drain_hooks_running() and self.remaining() > 0:
             await asyncio.sleep(min(0.005, self.remaining()))
         self._cut_drain_hooks()
