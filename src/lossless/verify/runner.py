@@ -255,6 +255,13 @@ async def _run_lab(
                     seed=cfg.seed,
                 )
             )
+            # -- long-lived clients (issue 13 item 3): stopped with the load -------------------
+            long_lived = None
+            if cfg.streams or cfg.websockets:
+                from lossless.verify.load.longlived import start_long_lived
+
+                long_lived = start_long_lived(cfg, traffic, clock, tg, load_stop)
+            # -------------------------------------------------------------------------------------
             status.phase = "before"
             if await _race(_sleep(cfg.before), stop):
                 status.phase = "rollout"
@@ -275,6 +282,8 @@ async def _run_lab(
             status.phase = "collecting"
             load_stop.set()
             await load
+            if long_lived is not None:
+                await long_lived
             emit(EventKind.RUN_END, "interrupted" if stop.is_set() else "complete")
         finally:
             load_stop.set()
