@@ -24,6 +24,7 @@ a stream's first.
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from collections import Counter
 from collections.abc import Sequence
@@ -187,7 +188,23 @@ def _n(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _explain(kind: CauseKind, items: list[StreamFailure]) -> tuple[str, str]:
+def _routing_lag(items: list[StreamFailure], timelines: dict[str, _ReplicaTimeline]) -> str:
+    """The longest time from a failed replica's SIGTERM (or deletion) to the last client's
+    view removal, rounded up to whole seconds ("the routing lag" when unknown)."""
+    lags = []
+    for name in {f.replica for f in items}:
+        tl = timelines.get(name)
+        if tl is None:
+            continue
+        told, stopped = tl.terminated_at(), tl.routing_stopped()
+        if told is not None and stopped is not None:
+            lags.append(stopped - told)
+    return f"{max(1, math.ceil(max(lags)))} s" if lags else "the routing lag"
+
+
+def _explain(
+    kind: CauseKind, items: list[StreamFailure], timelines: dict[str, _ReplicaTimeline]
+) -> tuple[str, str]:
     n = len(items)
     replicas = ", ".join(sorted({f.replica for f in items if f.replica})) or "?"
     by = Counter(f.outcome for f in items)
@@ -209,7 +226,8 @@ def _explain(kind: CauseKind, items: list[StreamFailure]) -> tuple[str, str]:
             f"clients still routed to, a median {_median([f.since_sigterm for f in items])} "
             "after SIGTERM",
             "keep the listener open until clients stopped routing to the replica (a drain delay "
-            "≥ the routing lag, or a preStop sleep) and end the streams only then",
+            f"≥ {_routing_lag(items, timelines)}, the routing lag measured here, or a preStop "
+            "sleep) and end the streams only then",
         )
     if kind is CauseKind.DRAINING_5XX:
         return (
@@ -248,7 +266,7 @@ def analyze_streams(
         groups.setdefault(f.kind, []).append(f)
     causes = []
     for kind, items in sorted(groups.items(), key=lambda kv: -len(kv[1])):
-        cause, fix = _explain(kind, items)
+        cause, fix = _explain(kind, items, timelines)
         replicas = sorted({f.replica for f in items if f.replica})
         causes.append(StreamCause(kind, cause, fix, len(items), replicas, items[:5]))
     conf = settings.get("long_lived") if isinstance(settings.get("long_lived"), dict) else {}

@@ -9,15 +9,14 @@ from collections import defaultdict
 from typing import Any
 
 from lossless.verify.analysis.streams import StreamAnalysis, StreamFailure
-from lossless.verify.stream_records import StreamOutcome
 
 __all__ = ["add_stream_lanes", "stream_failures_html", "stream_lines", "stream_rows"]
 
-# session outcome -> bar colour on the stream lanes
-SESSION_COLOURS: dict[str, str] = {
-    "clean": "#60a5fa",  # open, then ended cleanly (a reconnect follows)
-    "stopped": "#93c5fd",  # open until the run stopped
-    "failed": "#dc2626",
+# session group -> (legend label, bar colour) on the stream lanes
+SESSION_STYLES: dict[str, tuple[str, str]] = {
+    "clean": ("open, ended cleanly", "#60a5fa"),  # a reconnect follows
+    "stopped": ("open until the run stopped", "#93c5fd"),
+    "failed": ("failed", "#dc2626"),
 }
 _LANE_HEIGHT = 26
 
@@ -94,11 +93,10 @@ def add_stream_lanes(fig: dict[str, Any], sa: StreamAnalysis) -> None:
             fails["x"].append(round(s.end, 3))
             fails["y"].append(index[s.name])
             fails["text"].append(html.escape(f"{s.name} session {s.session}: {s.outcome.value}"))
-    for group, colour in SESSION_COLOURS.items():
+    for group, (label, colour) in SESSION_STYLES.items():
         if group not in bars:
             continue
         b = bars[group]
-        label = {"failed": "failed"}.get(group, StreamOutcome(group).value)
         fig["data"].append(
             {
                 "type": "bar",
