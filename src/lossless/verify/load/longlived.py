@@ -127,7 +127,10 @@ class _SSEParser:
 
 
 async def _sse_session(s: _Session, ep: Endpoint, path: str, timeout: float, clock: Clock) -> Any:
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(ep.host, ep.port), timeout)
+    # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that comes
+    # as the connect completes (a refused connect, every 0.1 s), and the stream never stops
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(ep.host, ep.port)
     try:
         writer.write(
             f"GET {path} HTTP/1.1\r\nHost: {ep.host}:{ep.port}\r\nAccept: text/event-stream\r\n"
@@ -137,8 +140,11 @@ async def _sse_session(s: _Session, ep: Endpoint, path: str, timeout: float, clo
         p = _SSEParser(s, clock)
         while not p.complete:
             try:
-                read = reader.read(65536)
-                data = await (read if s.established else asyncio.wait_for(read, timeout))
+                if s.established is None:
+                    async with asyncio.timeout(timeout):
+                        data = await reader.read(65536)
+                else:
+                    data = await reader.read(65536)
             except TimeoutError:
                 return StreamOutcome.CONNECT_TIMEOUT, "no response head within the timeout"
             except OSError as exc:
@@ -175,6 +181,7 @@ async def _ws_session(s: _Session, ep: Endpoint, path: str, timeout: float, cloc
             f"ws://{ep.host}:{ep.port}{path}",
             open_timeout=timeout,
             ping_interval=None,  # our own traffic only: no keepalive pings (no extra timeouts)
+            proxy=None,  # straight to the endpoint, never through a proxy from the environment
             close_timeout=timeout,
             max_size=None,
             additional_headers={"x-lossless-stream": f"{s.protocol}-{s.stream}/{s.session}"},
