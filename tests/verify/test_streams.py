@@ -16,14 +16,17 @@ End to end (``lossless verify`` as a subprocess, the app in tests/verify/stream_
    WebSocket reconnects are refused by the terminating replicas: failures with causes
    (``stream_cut``, ``listener_closed``) naming the replica, its phase and the time since its
    SIGTERM; exit 1; the HTML report has a lane per stream;
-5. the same app under ``lossless serve`` ending its streams at t0 + drain delay: 0 failures,
-   every stream reconnected, exit 0.
+5. the same app under ``lossless serve`` ending its streams itself at t0 + drain delay: 0 failures,
+   every stream reconnected, exit 0;
+6. the app left alone under ``lossless serve``, whose runtime ends streams at t0 + drain delay
+   (``lossless.streams``; skipped until that is merged): 0 failures, every stream reconnected.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -365,3 +368,22 @@ def test_bad_stream_flags(tmp_path: Path) -> None:
     assert result.stderr.strip().count("\n") == 0 and "--streams" in result.stderr
     result = run_cli("verify", "--cmd", NAIVE, "--websockets", "1", "--websocket-path", "ws")
     assert result.returncode == 2 and "--websocket-path must start with /" in result.stderr
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("lossless.streams") is None,
+    reason="the runtime's clean end of streams (lossless.streams, branch serve) is not merged",
+)
+def test_lossless_serve_runtime_ends_streams(tmp_path: Path) -> None:
+    """6. The app's streams never end by themselves; the runtime ends them at t0 + D (the
+    terminating chunk, close 1012): 0 failures, every stream reconnected."""
+    out = tmp_path / "runtime"
+    result = run_cli(
+        "verify", "--cmd", LOSSLESS, "--out", str(out),
+        "--readiness-path", "/readyz", "--readiness-period", "0.5", *COMMON,
+    )  # fmt: skip
+    doc = _doc(result.stdout)
+    assert doc["streams"]["failures"] == 0, (doc["streams"]["causes"], out)
+    assert_passed(result)
+    assert doc["streams"]["reconnects"] >= 5
+    assert_nothing_left(out)
