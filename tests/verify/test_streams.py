@@ -29,6 +29,7 @@ import contextlib
 import importlib.util
 import json
 import socket
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from lossless.verify.stream_records import (
     read_sessions,
 )
 from tests.verify.conftest import PYTHON, REPO, assert_nothing_left, assert_passed, run_cli
+from tests.verify.ingress_apps.browser import Browser, chromium
 
 APPS = REPO / "tests" / "verify" / "stream_apps"
 
@@ -306,11 +308,23 @@ def _doc(stdout: str) -> dict[str, Any]:
     return doc
 
 
-def test_plain_uvicorn_cuts_streams(tmp_path: Path) -> None:
-    """4. Failures with their causes; the HTML report draws the streams."""
-    out = tmp_path / "naive"
-    html = tmp_path / "report.html"
+@pytest.fixture(scope="module")
+def naive_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """One rollout of the app under plain uvicorn (its run directory and the CLI's result)."""
+    out = tmp_path_factory.mktemp("streams") / "naive"
+    html = out.parent / "report.html"
     result = run_cli("verify", "--cmd", NAIVE, "--out", str(out), "--html", str(html), *COMMON)
+    return out, result
+
+
+def test_plain_uvicorn_cuts_streams(
+    naive_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    """4. Failures with their causes; the HTML report draws the streams."""
+    out, result = naive_run
+    html = out.parent / "report.html"
     assert result.returncode == 1, result.stderr
     doc = _doc(result.stdout)
     streams = doc["streams"]
@@ -338,6 +352,31 @@ def test_plain_uvicorn_cuts_streams(tmp_path: Path) -> None:
     assert "stream failures" in text.stdout
     assert "ended without a clean end" in text.stdout
     assert_nothing_left(out)
+
+
+@pytest.mark.skipif(chromium() is None, reason="chromium is not installed (.ci/debian-packages)")
+def test_chromium_draws_a_lane_per_stream(
+    naive_run: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    """The report's figure has a lane per stream under the replicas' lanes, with its sessions'
+    bars and failure marks, and no script error."""
+    out, _ = naive_run
+    with Browser(tmp_path) as browser:
+        page = browser.load(out.parent / "report.html")
+        assert page.errors == [], page.errors
+        ticks = page.eval(
+            "Array.from(document.querySelectorAll('#timeline .yaxislayer-above .ytick text'))"
+            ".map(t => t.textContent)"
+        )
+        lanes = {"sse-0", "sse-1", "sse-2", "websocket-0", "websocket-1"}
+        assert lanes <= set(ticks), ticks
+        names = page.eval(
+            "Array.from(document.querySelectorAll('#timeline .legendtext')).map(t => t.textContent)"
+        )
+        assert "stream session: open, then ended without a clean end" in names, names
+        assert "stream failed" in names, names
+        shot = page.screenshot(tmp_path / "streams.png")
+    assert shot.stat().st_size > 20_000
 
 
 def test_lossless_serve_ends_streams_cleanly(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ __all__ = ["add_stream_lanes", "stream_failures_html", "stream_lines", "stream_r
 SESSION_STYLES: dict[str, tuple[str, str]] = {
     "clean": ("open, ended cleanly", "#60a5fa"),  # a reconnect follows
     "stopped": ("open until the run stopped", "#93c5fd"),
-    "failed": ("failed", "#dc2626"),
+    "cut": ("open, then ended without a clean end", "#fb923c"),  # established, then failed
+    "failed": ("failed to connect", "#dc2626"),  # never established
 }
 _LANE_HEIGHT = 26
 
@@ -77,7 +78,10 @@ def add_stream_lanes(fig: dict[str, Any], sa: StreamAnalysis) -> None:
     bars: dict[str, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
     fails: dict[str, list[Any]] = defaultdict(list)
     for s in sa.sessions_list:
-        group = "failed" if s.failed else s.outcome.value
+        if not s.failed:
+            group = s.outcome.value
+        else:
+            group = "failed" if s.established is None else "cut"
         b = bars[group]
         b["base"].append(round(s.opened, 3))
         b["x"].append(round(max(s.end - s.opened, 0.001), 3))
