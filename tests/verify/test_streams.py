@@ -426,3 +426,89 @@ def test_lossless_serve_runtime_ends_streams(tmp_path: Path) -> None:
     assert_passed(result)
     assert doc["streams"]["reconnects"] >= 5
     assert_nothing_left(out)
+
+
+# -- analysis and verdict on a recorded run -------------------------------------------------------
+def _recorded_run(tmp_path: Path, sessions: list[StreamSession], traffic: str = "service") -> Path:
+    """A run directory: one ok request, replica v1-0 deleted and SIGTERMed at 1.0 s (endpoint
+    removed at once, every client's view at 1.5 s), exited at 2.0 s; ``sessions`` in
+    streams.csv."""
+    from lossless.verify.model import ErrorClass, Event, EventKind, Record
+    from lossless.verify.results import RunWriter
+
+    with RunWriter(tmp_path) as w:
+        w.settings({"traffic": traffic, "long_lived": {"streams": 1, "websockets": 1}})
+        for t, kind, client in [
+            (0.0, EventKind.STARTED, None),
+            (0.1, EventKind.READY, None),
+            (0.1, EventKind.ENDPOINT_ADDED, None),
+            (0.2, EventKind.VIEW_ADDED, 0),
+            (1.0, EventKind.DELETING, None),
+            (1.0, EventKind.ENDPOINT_REMOVED, None),
+            (1.0, EventKind.SIGTERM, None),
+            (1.5, EventKind.VIEW_REMOVED, 0),
+            (2.0, EventKind.EXITED, None),
+        ]:
+            w.event(Event(t, kind, "v1-0", client))
+        w.record(Record(0, 0.5, 0.5, 0.51, 0.52, 200, 2, ErrorClass.NONE, "v1-0", 1, False))
+    writer = SessionWriter(tmp_path)
+    for s in sessions:
+        writer.write(s)
+    writer.close()
+    return tmp_path
+
+
+def _session(
+    stream: int, session: int, outcome: StreamOutcome, t: float, **kw: Any
+) -> StreamSession:
+    fields: dict[str, Any] = {"replica": "v1-0", "status": 200, "established": None}
+    fields.update(kw)
+    return StreamSession(
+        fields.pop("protocol", "sse"), stream, session, 0, fields.pop("replica"), t - 0.5,
+        fields.pop("established"), t, outcome, **fields,
+    )  # fmt: skip
+
+
+def test_analysis_explains_stream_failures_and_the_verdict_counts_them(tmp_path: Path) -> None:
+    from lossless.verify.analysis.report import analyse_dir
+    from lossless.verify.analysis.verdict import VerdictPolicy, judge
+
+    sessions = [
+        _session(0, 0, StreamOutcome.CUT, 1.6, established=0.2),  # cut after SIGTERM
+        _session(0, 1, StreamOutcome.REFUSED, 1.2, status=0),  # still routed to it
+        _session(0, 2, StreamOutcome.NO_ENDPOINT, 1.7, replica="", status=0),
+        _session(1, 0, StreamOutcome.CLEAN, 1.1, protocol="websocket", established=0.2),
+        _session(1, 1, StreamOutcome.STOPPED, 3.0, protocol="websocket", replica="v2-0"),
+    ]
+    report = analyse_dir(_recorded_run(tmp_path, sessions))
+    sa = report.streams
+    assert sa is not None
+    assert (sa.sessions, sa.reconnects, sa.clean_ends, sa.stopped, sa.failures) == (5, 3, 1, 1, 3)
+    kinds = {c.kind.value: c for c in sa.causes}
+    assert set(kinds) == {"stream_cut", "listener_closed", "no_endpoint"}
+    cut = kinds["stream_cut"].examples[0]
+    assert (cut.phase, cut.since_sigterm, cut.since_endpoint_removed) == ("after-sigterm", 0.6, 0.6)
+    assert "0.60 s after SIGTERM" in kinds["stream_cut"].cause
+    assert "drain delay ≥ 1 s" in kinds["listener_closed"].fix  # 1.5 s - 1.0 s, rounded up
+    verdict = judge(report, VerdictPolicy())
+    assert verdict.outcome.value == "fail" and verdict.counted == 3
+    assert "3 failed stream sessions" in verdict.reasons[0]
+    assert judge(report, VerdictPolicy(max_failures=3)).outcome.value == "pass"
+
+
+def test_ingress_503_without_a_replica(tmp_path: Path) -> None:
+    from lossless.verify.analysis.report import analyse_dir
+
+    sessions = [_session(0, 0, StreamOutcome.HTTP_ERROR, 1.2, replica="ingress", status=503)]
+    sa = analyse_dir(_recorded_run(tmp_path, sessions, traffic="ingress")).streams
+    assert sa is not None and [c.kind.value for c in sa.causes] == ["ingress_no_server"]
+
+
+def test_streams_never_established_make_the_run_inconclusive(tmp_path: Path) -> None:
+    from lossless.verify.analysis.report import analyse_dir
+    from lossless.verify.analysis.verdict import VerdictPolicy, judge
+
+    sessions = [_session(0, 0, StreamOutcome.STOPPED, 3.0, replica="v2-0")]
+    verdict = judge(analyse_dir(_recorded_run(tmp_path, sessions)), VerdictPolicy())
+    assert verdict.outcome.value == "inconclusive"
+    assert any("no long-lived stream was ever established" in r for r in verdict.reasons)

@@ -8,6 +8,8 @@ moment the session failed (its ``end``), and whether the client's view still rou
 replica when it connected. Failures are then grouped into causes, first match wins:
 
 - ``no_endpoint``: the client's view was empty when it reconnected;
+- ``ingress_no_server``: behind ``--traffic ingress``, a 503 from the proxy itself (it names no
+  replica);
 - ``stream_cut``: a stream or connection that a terminating replica ended without a clean end
   (no terminating chunk, no close frame, a reset mid-stream, a close code other than
   1000/1001/1012);
@@ -163,10 +165,13 @@ def _context(s: StreamSession, tl: _ReplicaTimeline | None) -> StreamFailure:
     )
 
 
-def _kind(s: StreamSession, f: StreamFailure) -> CauseKind:
+def _kind(s: StreamSession, f: StreamFailure, ingress: bool) -> CauseKind:
     outcome = s.outcome
     if outcome is StreamOutcome.NO_ENDPOINT:
         return CauseKind.NO_ENDPOINT
+    if ingress and f.phase == "unknown" and s.status == 503:
+        # HAProxy's own 503 names no replica (no x-lossless-replica header)
+        return CauseKind.INGRESS_NO_SERVER
     terminating = f.phase in _TERMINATING
     if outcome in (StreamOutcome.CUT, StreamOutcome.CLOSE_ERROR) and terminating:
         return CauseKind.STREAM_CUT
@@ -234,6 +239,14 @@ def _explain(
             f"{_n(n, 'reconnect')} answered 5xx by terminating replicas ({replicas})",
             "keep serving during the drain; only readiness answers 503",
         )
+    if kind is CauseKind.INGRESS_NO_SERVER:
+        return (
+            f"{_n(n, 'stream connect')} answered 503 by the ingress itself (no replica named): "
+            "the proxy had no server to route to, or gave up on its connect retries",
+            "keep old replicas serving until the proxy has added the new ones and removed the "
+            "old (minReadySeconds ≥ the ingress propagation delay, a drain delay or preStop "
+            "sleep that covers it)",
+        )
     if kind is CauseKind.NO_ENDPOINT:
         return (
             f"{_n(n, 'reconnect')} found no endpoint in the client's view",
@@ -255,12 +268,13 @@ def analyze_streams(
 ) -> StreamAnalysis:
     """Analyse ``sessions`` against the run's timeline (see the module docstring)."""
     timelines = _index(events)
+    ingress = settings.get("traffic") == "ingress"
     failed: list[StreamFailure] = []
     for s in sessions:
         if not s.failed:
             continue
         f = _context(s, timelines.get(s.replica))
-        failed.append(dataclasses.replace(f, kind=_kind(s, f)))
+        failed.append(dataclasses.replace(f, kind=_kind(s, f, ingress)))
     groups: dict[CauseKind, list[StreamFailure]] = {}
     for f in failed:
         groups.setdefault(f.kind, []).append(f)
