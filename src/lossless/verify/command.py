@@ -709,6 +709,9 @@ def _run(args: argparse.Namespace) -> int:
 
             for what, value in stream_rows(report.streams):
                 table.add_row(what, escape(value))
+            for cause in report.streams.causes:
+                table.add_row(f"stream cause ({cause.count})", escape(cause.cause))
+                table.add_row("fix", escape(cause.fix))
         console.print(table)
         if outcome.error is None and not outcome.interrupted:
             console.print(
