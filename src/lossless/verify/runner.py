@@ -29,6 +29,7 @@ from lossless.verify.lab.pod import Lab, Pod, PodTemplate
 from lossless.verify.lab.process import PortAllocator
 from lossless.verify.lab.rollout import Deployment, ReplicaSet
 from lossless.verify.model import Clock, Event, EventKind, Record
+from lossless.verify.stream_records import StreamSession
 from lossless.verify.traffic.base import TrafficModel
 from lossless.verify.traffic.service import ServiceTraffic
 
@@ -51,6 +52,11 @@ class Status:
     def on_record(self, record: Record) -> None:
         self.sent += 1
         if not record.ok and not record.error.is_artefact:
+            self.failures += 1
+
+    def on_session(self, session: StreamSession) -> None:
+        """A long-lived client's session ended: a failed one counts with the failures."""
+        if session.failed:
             self.failures += 1
 
     def ready_count(self) -> int:
@@ -260,7 +266,9 @@ async def _run_lab(
             if cfg.streams or cfg.websockets:
                 from lossless.verify.load.longlived import start_long_lived
 
-                long_lived = start_long_lived(cfg, traffic, clock, tg, load_stop)
+                long_lived = start_long_lived(
+                    cfg, traffic, clock, tg, load_stop, on_session=status.on_session
+                )
             # -------------------------------------------------------------------------------------
             status.phase = "before"
             if await _race(_sleep(cfg.before), stop):

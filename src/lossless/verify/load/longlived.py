@@ -309,11 +309,19 @@ def start_long_lived(
     clock: Clock,
     tg: asyncio.TaskGroup,
     stop: asyncio.Event,
+    *,
+    on_session: Callable[[StreamSession], None] | None = None,
 ) -> asyncio.Task[None]:
     """Start ``cfg``'s long-lived clients in ``tg`` (the runner's task group), writing every
     session to ``streams.csv`` in the run directory (created here, so a failure to create it
-    fails the run at once); the task ends, with the file closed, after ``stop``."""
+    fails the run at once) and then passing it to ``on_session``; the task ends, with the file
+    closed, after ``stop``."""
     writer = SessionWriter(cfg.out_dir)
+
+    def record(s: StreamSession) -> None:
+        writer.write(s)
+        if on_session is not None:
+            on_session(s)
 
     async def run() -> None:
         try:
@@ -325,7 +333,7 @@ def start_long_lived(
                 stream_path=cfg.stream_path,
                 websocket_path=cfg.websocket_path,
                 timeout=cfg.timeout,
-                on_session=writer.write,
+                on_session=record,
                 stop=stop,
             )
         finally:
