@@ -271,6 +271,25 @@ def add_parser(subparsers: Any) -> None:
         help="share of requests on a fresh connection (default 0.1)",
     )
     g.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    # -- long-lived clients (issue 13 item 3) --
+    g.add_argument(
+        "--streams",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep N SSE / chunked streams open (GET --stream-path), each reconnecting when "
+        "it ends; one cut without its terminating chunk is a failure",
+    )
+    g.add_argument("--stream-path", default="/stream", metavar="PATH", help="default /stream")
+    g.add_argument(
+        "--websockets",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep N WebSocket connections open (--websocket-path), each reconnecting when it "
+        "closes; one that ends without a close frame 1000/1001/1012 is a failure",
+    )
+    g.add_argument("--websocket-path", default="/ws", metavar="PATH", help="default /ws")
 
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", help="results directory (default: a new temp dir)")
@@ -495,6 +514,10 @@ def build_config(args: argparse.Namespace) -> Any:
         ready_timeout=args.ready_timeout,
         progress_deadline=args.progress_deadline,
         env=tuple(env),
+        streams=args.streams,
+        websockets=args.websockets,
+        stream_path=args.stream_path,
+        websocket_path=args.websocket_path,
     )
 
 
@@ -666,6 +689,7 @@ def _run(args: argparse.Namespace) -> int:
         code = verdict.exit_code
     if args.json:
         doc = analysis.to_json()
+        doc["streams"] = None if report.streams is None else report.streams.to_json()
         doc.update(verdict.to_json())
         doc.update(
             results=str(cfg.out),
@@ -679,7 +703,16 @@ def _run(args: argparse.Namespace) -> int:
         from rich.markup import escape
 
         console = Console(highlight=False, soft_wrap=False, width=_width())
-        console.print(summary_table(analysis, cfg.settings(), cfg.out))
+        table = summary_table(analysis, cfg.settings(), cfg.out)
+        if report.streams is not None:
+            from lossless.verify.render.streams import stream_rows
+
+            for what, value in stream_rows(report.streams):
+                table.add_row(what, escape(value))
+            for cause in report.streams.causes:
+                table.add_row(f"stream cause ({cause.count})", escape(cause.cause))
+                table.add_row("fix", escape(cause.fix))
+        console.print(table)
         if outcome.error is None and not outcome.interrupted:
             console.print(
                 f"{escape(verdict_line(analysis, verdict))}  (details: lossless report {cfg.out})"

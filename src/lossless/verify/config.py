@@ -65,6 +65,11 @@ class VerifyConfig:
     ingress: HAProxySettings = dataclasses.field(default_factory=HAProxySettings)
     # -- the request mix (issue 13): --method/--body/--header or --mix; None: GET ``path``
     requests: RequestMix | None = None
+    # -- long-lived clients (issue 13 item 3): SSE streams and WebSocket connections kept open
+    streams: int = 0
+    websockets: int = 0
+    stream_path: str = "/stream"
+    websocket_path: str = "/ws"
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -85,6 +90,17 @@ class VerifyConfig:
         if not self.path.startswith("/"):
             raise LosslessError(f"--path must start with / (got {self.path!r})")
         self._check_registry()
+        self._check_long_lived()
+
+    def _check_long_lived(self) -> None:
+        if self.streams < 0 or self.websockets < 0:
+            raise LosslessError("--streams and --websockets must be >= 0")
+        for flag, path in (
+            ("--stream-path", self.stream_path),
+            ("--websocket-path", self.websocket_path),
+        ):
+            if not path.startswith("/"):
+                raise LosslessError(f"{flag} must start with / (got {path!r})")
 
     def _check_registry(self) -> None:
         if self.traffic != "registry":
@@ -196,5 +212,11 @@ class VerifyConfig:
             "timeout": self.timeout,
             "lag_budget": self.lag_budget,
             "versions": [self.old_version, self.new_version],
+            "long_lived": {
+                "streams": self.streams,
+                "websockets": self.websockets,
+                "stream_path": self.stream_path,
+                "websocket_path": self.websocket_path,
+            },
             **registry,
         }

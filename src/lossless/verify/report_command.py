@@ -81,6 +81,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"wrote the HTML report to {args.html} ({size / 1e6:.1f} MB)", file=sys.stderr)
     analysis = report.analysis
     sys.stdout.write(
-        render_json(analysis, verdict) if args.json else render_text(analysis, verdict)
+        render_json(analysis, verdict, streams=report.streams)
+        if args.json
+        else render_text(analysis, verdict, streams=report.streams)
     )
     return verdict.exit_code

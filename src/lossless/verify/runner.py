@@ -29,6 +29,7 @@ from lossless.verify.lab.pod import Lab, Pod, PodTemplate
 from lossless.verify.lab.process import PortAllocator
 from lossless.verify.lab.rollout import Deployment, ReplicaSet
 from lossless.verify.model import Clock, Event, EventKind, Record
+from lossless.verify.stream_records import StreamSession
 from lossless.verify.traffic.base import TrafficModel
 from lossless.verify.traffic.service import ServiceTraffic
 
@@ -51,6 +52,11 @@ class Status:
     def on_record(self, record: Record) -> None:
         self.sent += 1
         if not record.ok and not record.error.is_artefact:
+            self.failures += 1
+
+    def on_session(self, session: StreamSession) -> None:
+        """A long-lived client's session ended: a failed one counts with the failures."""
+        if session.failed:
             self.failures += 1
 
     def ready_count(self) -> int:
@@ -255,6 +261,15 @@ async def _run_lab(
                     seed=cfg.seed,
                 )
             )
+            # -- long-lived clients (issue 13 item 3): stopped with the load -------------------
+            long_lived = None
+            if cfg.streams or cfg.websockets:
+                from lossless.verify.load.longlived import start_long_lived
+
+                long_lived = start_long_lived(
+                    cfg, traffic, clock, tg, load_stop, on_session=status.on_session
+                )
+            # -------------------------------------------------------------------------------------
             status.phase = "before"
             if await _race(_sleep(cfg.before), stop):
                 status.phase = "rollout"
@@ -275,6 +290,8 @@ async def _run_lab(
             status.phase = "collecting"
             load_stop.set()
             await load
+            if long_lived is not None:
+                await long_lived
             emit(EventKind.RUN_END, "interrupted" if stop.is_set() else "complete")
         finally:
             load_stop.set()

@@ -29,6 +29,8 @@ class CauseKind(enum.StrEnum):
     NOT_READY = "not_ready"  # sent before the replica could serve
     SLOW = "slow"  # client timeout on a serving replica
     UNEXPLAINED = "unexplained"
+    # the long-lived clients (lossless.verify.analysis.streams)
+    STREAM_CUT = "stream_cut"  # a terminating replica ended a stream without a clean end
     # the proxy's rules (lossless.verify.analysis.proxy)
     INGRESS_SILENT_CLOSE = "ingress_silent_close"
     INGRESS_NO_SERVER = "ingress_no_server"

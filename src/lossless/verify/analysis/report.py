@@ -15,7 +15,9 @@ import os
 from lossless.verify.analysis.core import Analysis, analyze
 from lossless.verify.analysis.kinds import CauseKind
 from lossless.verify.analysis.proxy import ProxyAnalysis, analyze_proxy, failure_kinds
+from lossless.verify.analysis.streams import StreamAnalysis, analyze_streams
 from lossless.verify.results import Run, read_run
+from lossless.verify.stream_records import read_sessions
 
 __all__ = ["Report", "analyse", "analyse_dir"]
 
@@ -33,19 +35,30 @@ class Report:
     proxy: ProxyAnalysis | None
     kinds: dict[int, CauseKind]
     replicas: dict[int, str]
+    # the long-lived clients (streams.csv), None when the run had none (issue 13 item 3)
+    streams: StreamAnalysis | None = None
 
 
 def analyse(run: Run) -> Report:
-    """Analyse ``run`` (joining the proxy's log when the directory holds one). Raises
-    LosslessError for a corrupt proxy log."""
+    """Analyse ``run`` (joining the proxy's log when the directory holds one, and the
+    long-lived clients' sessions when it has streams.csv). Raises LosslessError for a corrupt
+    proxy log or streams file."""
     proxy = analyze_proxy(run)
+    streams = _streams(run)
     if proxy is None:
         analysis = analyze(run)
-        return Report(run, analysis, None, failure_kinds(analysis.causes), {})
+        return Report(run, analysis, None, failure_kinds(analysis.causes), {}, streams)
     kinds = failure_kinds(proxy.analysis.causes)
     kinds.update((f.context.seq, f.kind) for f in proxy.failures)
     replicas = {f.context.seq: f.context.replica for f in proxy.failures}
-    return Report(run, proxy.analysis, proxy, kinds, replicas)
+    return Report(run, proxy.analysis, proxy, kinds, replicas, streams)
+
+
+def _streams(run: Run) -> StreamAnalysis | None:
+    sessions = read_sessions(run.dir, run.warnings)
+    if sessions is None:
+        return None
+    return analyze_streams(sessions, run.events, run.settings)
 
 
 def analyse_dir(directory: str | os.PathLike[str]) -> Report:

@@ -3,7 +3,8 @@
 A user gates a release on it, so it never says ``pass`` when the run cannot know:
 
 - **fail** (exit 1): more than ``max_failures`` requests failed, counting the requests a proxy
-  saved only by retrying them (``retried``) unless ``allow_retries``;
+  saved only by retrying them (``retried``) unless ``allow_retries``, and the long-lived
+  clients' failed sessions (``--streams``, ``--websockets``);
 - **inconclusive** (exit 3), when nothing failed beyond the tolerance but the run did not test
   what it promised: the generator fell behind its schedule (more than ``max_late_ratio`` of the
   requests, and at least :data:`MIN_LATE` and 100 ms of the schedule's worth, sent more than
@@ -62,7 +63,7 @@ class VerdictPolicy:
 @dataclasses.dataclass(frozen=True)
 class Verdict:
     """``outcome`` and its exit code; ``counted`` failures against ``max_failures`` (service
-    failures plus retried requests unless allowed); ``reasons`` one sentence each (why it failed
+    failures plus retried requests unless allowed, plus failed stream sessions); ``reasons`` one sentence each (why it failed
     or is inconclusive; empty on a pass); ``late`` requests sent more than the threshold late and
     their share ``late_ratio``."""
 
@@ -100,7 +101,9 @@ def judge(report: Report, policy: VerdictPolicy) -> Verdict:
     late = sum(1 for r in records if r.sent - r.intended > policy.late_threshold)
     ratio = late / len(records) if records else 0.0
     retried = 0 if policy.allow_retries else a.retried
-    counted = a.failures + retried
+    # the long-lived clients' failed sessions count like failed requests (issue 13 item 3)
+    stream_failures = report.streams.failures if report.streams is not None else 0
+    counted = a.failures + retried + stream_failures
     silent = ""
     if a.silent_replicas:
         one = len(a.silent_replicas) == 1
@@ -113,6 +116,8 @@ def judge(report: Report, policy: VerdictPolicy) -> Verdict:
         parts = [_n(a.failures, "failed request")]
         if retried:
             parts.append(f"{_n(retried, 'request')} saved only by proxy retries")
+        if stream_failures:
+            parts.append(f"{_n(stream_failures, 'failed stream session')}")
         reason = f"{' + '.join(parts)} > --max-failures {policy.max_failures}"
         if not silent:
             return Verdict(Outcome.FAIL, counted, [reason], late, ratio, policy)
@@ -135,6 +140,10 @@ def judge(report: Report, policy: VerdictPolicy) -> Verdict:
         )
     if not records:
         reasons.append("no request was sent")
+    if report.streams is not None and not any(
+        s.established is not None for s in report.streams.sessions_list
+    ):
+        reasons.append("no long-lived stream was ever established (--streams, --websockets)")
     outcome = Outcome.INCONCLUSIVE if reasons else Outcome.PASS
     return Verdict(outcome, counted, reasons, late, ratio, policy)
 

@@ -272,6 +272,12 @@ def render_html(report: Report, *, verdict: Verdict | None = None, title: str | 
     fig = figure(run, analysis, replicas=replicas)
     dropped = int(fig.pop("dropped_ok"))
     lanes = fig.pop("lanes")
+    streams_html = ""
+    if report.streams is not None:  # the long-lived clients (issue 13 item 3)
+        from lossless.verify.render.streams import add_stream_lanes, stream_failures_html
+
+        add_stream_lanes(fig, report.streams)
+        streams_html = stream_failures_html(report.streams)
     heading = title or f"lossless verify: {run.dir.name}"
     note = (
         f'<p class="note">{dropped} of the successful requests are not drawn (the slowest of '
@@ -304,6 +310,7 @@ def render_html(report: Report, *, verdict: Verdict | None = None, title: str | 
             _causes_table(analysis),
             f"<h2>Failed requests ({len(analysis.contexts)})</h2>" if analysis.contexts else "",
             _failures_table(run, analysis, kinds, proxy),
+            streams_html,
             '<script type="application/json" id="lossless-figure">',
             _json_for_script(fig),
             "</script>",

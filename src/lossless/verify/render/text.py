@@ -6,9 +6,12 @@ from __future__ import annotations
 import io
 import json
 import sys
+from collections.abc import Sequence
 
 from lossless.verify.analysis.core import Analysis, FailureContext
+from lossless.verify.analysis.streams import StreamAnalysis
 from lossless.verify.analysis.verdict import Outcome, Verdict
+from lossless.verify.render.streams import stream_lines
 
 __all__ = ["describe_kind", "render_json", "render_text", "verdict_line"]
 
@@ -92,7 +95,7 @@ def _example(c: FailureContext) -> str:
     return ", ".join(parts)
 
 
-def _plain(a: Analysis, v: Verdict | None) -> str:
+def _plain(a: Analysis, v: Verdict | None, extra: Sequence[str] = ()) -> str:
     rows = _summary(a)
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
@@ -104,12 +107,13 @@ def _plain(a: Analysis, v: Verdict | None) -> str:
         for e in c.examples[:3]:
             lines.append(f"     e.g. {_example(e)}")
     lines.extend(f"warning: {w}" for w in a.warnings)
+    lines.extend(extra)
     if v is not None:
         lines.append(verdict_line(a, v))
     return "\n".join(lines) + "\n"
 
 
-def _rich(a: Analysis, v: Verdict | None) -> str:
+def _rich(a: Analysis, v: Verdict | None, extra: Sequence[str] = ()) -> str:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -134,6 +138,8 @@ def _rich(a: Analysis, v: Verdict | None) -> str:
             console.print(f"   [dim]e.g. {escape(_example(e))}[/]")
     for w in a.warnings:
         console.print(f"[yellow]warning:[/] {escape(w)}")
+    for line in extra:
+        console.print(escape(line))
     if v is not None:
         colour = {Outcome.PASS: "green", Outcome.FAIL: "red"}.get(v.outcome, "yellow")
         console.print(f"[bold {colour}]{escape(verdict_line(a, v))}[/]")
@@ -141,25 +147,34 @@ def _rich(a: Analysis, v: Verdict | None) -> str:
 
 
 def render_text(
-    analysis: Analysis, verdict: Verdict | None = None, *, tty: bool | None = None
+    analysis: Analysis,
+    verdict: Verdict | None = None,
+    *,
+    tty: bool | None = None,
+    streams: StreamAnalysis | None = None,
 ) -> str:
     """The summary table, the causes and (given ``verdict``) the verdict line; with colours
     (rich) when ``tty`` (default: whether stdout is a terminal) and rich is installed, else plain
     aligned text."""
     if tty is None:
         tty = sys.stdout.isatty()
+    extra = stream_lines(streams) if streams is not None else []
     if tty:
         try:
-            return _rich(analysis, verdict)
+            return _rich(analysis, verdict, extra)
         except ImportError:  # pragma: no cover - rich is part of the verify extra
             pass
-    return _plain(analysis, verdict)
+    return _plain(analysis, verdict, extra)
 
 
-def render_json(analysis: Analysis, verdict: Verdict | None = None) -> str:
-    """``Analysis.to_json()`` (with ``Verdict.to_json()`` merged in when given) as indented JSON
-    text (ends with a newline)."""
+def render_json(
+    analysis: Analysis, verdict: Verdict | None = None, *, streams: StreamAnalysis | None = None
+) -> str:
+    """``Analysis.to_json()`` (with ``Verdict.to_json()`` merged in when given, and ``streams``:
+    the long-lived clients' section, null without any) as indented JSON text (ends with a
+    newline)."""
     doc = analysis.to_json()
+    doc["streams"] = None if streams is None else streams.to_json()
     if verdict is not None:
         doc.update(verdict.to_json())
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
