@@ -265,6 +265,10 @@ def add_parser(subparsers: Any) -> None:
         help="exit 1 when more than N requests failed (default 0)",
     )
     g.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    # -- issue 16: restarts, liveness/startup, sidecar, --upgrades, --fault (stress_command.py)
+    from lossless.verify.stress_command import add_arguments as add_stress_arguments
+
+    add_stress_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -289,6 +293,7 @@ def build_config(args: argparse.Namespace) -> Any:
     )
     from lossless.verify.lab.process import split_command
     from lossless.verify.lab.rollout import RolloutStrategy
+    from lossless.verify.stress_command import config_kwargs as stress_config
     from lossless.verify.traffic.base import PropagationDelay
 
     if not args.cmd:
@@ -375,6 +380,7 @@ def build_config(args: argparse.Namespace) -> Any:
         ready_timeout=args.ready_timeout,
         progress_deadline=args.progress_deadline,
         env=tuple(env),
+        **stress_config(args, spec),  # issue 16 (stress_command.py)
     )
 
 
@@ -480,6 +486,10 @@ def run(args: argparse.Namespace) -> int:
         if display is not None:
             display.stop()
     analysis = analyse_run(cfg.out)
+    # -- issue 16: restarts, per-upgrade figures, fault attribution (stress_command.py)
+    from lossless.verify.stress_command import report as stress_report
+
+    stress = stress_report(cfg.out, analysis, cfg.faults_count)
     if args.html:
         from lossless.verify.render.html_page import write_html
         from lossless.verify.results import read_run
@@ -496,7 +506,7 @@ def run(args: argparse.Namespace) -> int:
     elif outcome.interrupted:
         code = EXIT_INTERRUPTED
     else:
-        code = 0 if analysis.failures <= args.max_failures else 1
+        code = 0 if stress.counted(analysis.failures) <= args.max_failures else 1
     if args.json:
         doc = analysis.to_json()
         doc.update(
@@ -505,14 +515,18 @@ def run(args: argparse.Namespace) -> int:
             error=None if outcome.error is None else str(outcome.error),
             exit_code=code,
         )
+        doc.update(stress.to_json(analysis.failures))  # issue 16
         print(json.dumps(doc, indent=2, sort_keys=False))
     elif outcome.error is None or analysis.requests:
         from rich.console import Console
 
         console = Console(highlight=False, soft_wrap=False, width=_width())
         console.print(summary_table(analysis, cfg.settings(), cfg.out))
+        for line in stress.lines(analysis.failures):  # issue 16
+            console.print(line, markup=False)
         verdict = (
-            f"{analysis.failures} failed request(s) > --max-failures {args.max_failures}"
+            f"{stress.counted(analysis.failures)} failed request(s) > --max-failures "
+            f"{args.max_failures}"
             if code == 1
             else "ok"
         )

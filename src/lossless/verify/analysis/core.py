@@ -36,6 +36,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from lossless.verify.analysis.faults import STRESS_KINDS, Attribution
 from lossless.verify.model import ErrorClass, Event, EventKind, Record
 from lossless.verify.results import Run
 
@@ -353,6 +354,8 @@ class Analyzer:
         self.settings = dict(settings or {})
         self.events = sorted(events, key=lambda e: e.t)
         self.timelines = _index(self.events)
+        # issue 16: faults, crashes, probe kills and sidecars first (analysis/faults.py)
+        self.stress = Attribution(self.events)
         self.lag_budget = float(self.settings.get("lag_budget", 0.1))
         self.registry = self.settings.get("traffic") == "registry"
         ttl = self.settings.get("registry_cache_ttl")
@@ -477,6 +480,9 @@ class Analyzer:
         )
 
     def _kind(self, r: Record, ctx: FailureContext, first_ok: dict[str, float]) -> str:
+        attributed = self.stress.kind(r)  # issue 16: a fault's, a crash's... (analysis/faults.py)
+        if attributed is not None:
+            return attributed
         naive = str(self.settings.get("strategy", "")).lower() == "naive"
         if naive and (r.error in _CONNECT_FAILURES or r.error in _HTTP_5XX):
             return "naive"
@@ -537,7 +543,10 @@ class Analyzer:
             "not_ready": self._explain_not_ready,
             "slow": self._explain_slow,
         }.get(kind, self._explain_unexplained)
-        cause, fix = explain(g)
+        if kind.startswith("fault:") or kind in STRESS_KINDS:  # issue 16 (analysis/faults.py)
+            cause, fix = self.stress.explain(kind, g.records)
+        else:
+            cause, fix = explain(g)
         classes = Counter(r.error.value for r in g.records)
         if kind != "no_endpoint":
             cause += " [" + ", ".join(f"{k}: {v}" for k, v in classes.most_common()) + "]"

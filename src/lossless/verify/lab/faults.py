@@ -195,6 +195,7 @@ class FaultInjector:
             return
         if spec.kind == "kill":
             self._emit(EventKind.FAULT, pod, number, spec, f"kill -9 pid {pod.process.pid}")
+            pod.fault_exit = True  # not a crash of the app's: no crash-loop count
             pod.process.kill()
         else:
             await self._pause(number, spec, pod, pod.process.pid)

@@ -109,8 +109,8 @@ class Pod:
         self.sidecar_process: ReplicaProcess | None = None
         self.startup_done = False
         self.liveness: LivenessProber | None = None
-        self._crash_run = 0  # consecutive container exits without being ready in between
-        self._ready_this_run = False
+        self._crash_run = 0  # consecutive crashes, each within the back-off's reset period
+        self.fault_exit = False  # the next exit is an injected fault's (lab/faults.py)
         self._backoff: ContainerBackOff | None = None
         self._restart_task: asyncio.Task[None] | None = None
         self._container_tasks: set[asyncio.Task[None]] = set()
@@ -277,7 +277,6 @@ class Lab:
         pod.process = process
         pod.returncode = None
         pod.started_at = self.clock.now()
-        pod._ready_this_run = False
         pod.startup_done = template.startup is None
         self.emit(EventKind.STARTED, pod, f"pid {process.pid}: {shlex.join(argv)}")
         self._spawn(self._monitor(pod, process), pod)
@@ -327,7 +326,6 @@ class Lab:
             return
         pod.ready = ready
         if ready:
-            pod._ready_this_run = True
             pod.ready_since = self.clock.now()
             self.emit(EventKind.READY, pod, detail)
             self._add_endpoint(pod, immediate=immediate)
@@ -448,15 +446,21 @@ class Lab:
         self, pod: Pod, process: ReplicaProcess, code: int, was_ready: bool
     ) -> None:
         """restartPolicy Always: restart the container after the kubelet's back-off; a crash
-        loop (``backoff.limit`` exits in a row without being ready) ends the run."""
+        loop (``backoff.limit`` crashes in a row, each less than the back-off's reset period
+        after its start; an injected fault's kill does not count) ends the run."""
         assert self.backoff is not None
         now = self.clock.now()
         self._stop_container_probes(pod)
-        pod._crash_run = 1 if pod._ready_this_run else pod._crash_run + 1
+        ran = now - (pod.started_at if pod.started_at is not None else pod.created_at)
+        if pod.fault_exit:
+            pod.fault_exit = False
+        elif ran < self.backoff.reset_after:
+            pod._crash_run += 1
+        else:
+            pod._crash_run = 1
         if pod._backoff is None:
             pod._backoff = ContainerBackOff(self.backoff)
         delay = pod._backoff.schedule(now)
-        ran = now - (pod.started_at if pod.started_at is not None else pod.created_at)
         tail = process.log_tail()
         self.emit(
             EventKind.CONTAINER_EXITED,
@@ -472,8 +476,8 @@ class Lab:
         if limit and pod._crash_run >= limit:
             raise CrashLoopError(
                 f"replica {pod.name} exited unexpectedly ({describe_returncode(code)}, "
-                f"{ran:.1f}s after it started), {pod._crash_run} times in a row without "
-                "becoming ready (CrashLoopBackOff)"
+                f"{ran:.1f}s after it started), {pod._crash_run} times in a row "
+                "(CrashLoopBackOff)"
                 + (f": {tail}" if tail else "")
                 + f" [command: {shlex.join(process.argv)}]",
                 exit_code=self.crash_loop_exit_code,

@@ -22,10 +22,12 @@ and a container that ran for more than 10 minutes since its last restart starts 
 scales every period by ``scale`` (``--backoff-scale``, default 0.1: 1 s doubling to 30 s, reset
 after 60 s), so that a local run stays short; ``scale`` 1 is the kubelet's own timing.
 
-A crash loop the run cannot get past: a container that exits ``limit`` times in a row without
-having been ready in between (``--crash-loop-limit``, default 2) stops the run at once with a
+A crash loop the run cannot get past: a container that crashes ``limit`` times in a row
+(``--crash-loop-limit``, default 2), each time less than the back-off's reset period after it
+started (the kubelet's own notion of "not stable yet"), stops the run at once with a
 :class:`CrashLoopError` naming it, its exit and its last log line — instead of waiting out a
-ready timeout or a progress deadline for a replica that will never serve.
+ready timeout or a progress deadline for a replica that will never serve. A kill injected by
+``--fault`` is not a crash of the app's and does not count.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class CrashLoopError(LosslessError):
 @dataclasses.dataclass(frozen=True, slots=True)
 class BackOffPolicy:
     """The kubelet's back-off periods, each multiplied by ``scale``; ``limit`` is the number of
-    consecutive crashes without being ready that ends the run (0: never)."""
+    consecutive crashes that ends the run (0: never)."""
 
     scale: float = 0.1
     limit: int = 2
