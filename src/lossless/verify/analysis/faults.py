@@ -8,14 +8,15 @@ that takes precedence over the upgrade's causes in :mod:`lossless.verify.analysi
                   restart; ``slow-start``: its first READY) or until ``FAULT_END`` (``stop``,
                   ``ingress-down``; later if the replica was restarted meanwhile). The
                   ``ingress-down`` window holds every request, whatever its replica.
-``probe_kill``    a liveness or startup probe killed the container (``PROBE_KILL``) → ready again
+``probe_kill``    a liveness or startup probe killed the container (``PROBE_KILL``) → back
 ``crashed``       the container exited by itself (``CONTAINER_EXITED`` outside any window above)
-                  → ready again
+                  → back (ready again and in every client's view)
 ``sidecar_first`` the sidecar exited (``SIDECAR_EXITED``) while the app still ran: every failed
                   connection to the pod from then on (the plain-sidecar failure of KEP-753)
 
 A failed request belongs to a window of its replica when it was sent inside it, or was in flight
-when it opened (sent before, ended after). Windows only exist where the timeline has these
+when it opened (sent before, ended after); one that found no endpoint at all (no replica) to
+any window open when it was sent. Windows only exist where the timeline has these
 events, so a run without faults, crashes, probes or sidecars is analysed exactly as before.
 """
 
@@ -48,6 +49,8 @@ class Window:
     failures: int = 0
 
     def holds(self, r: Record) -> bool:
+        if not r.replica:  # no endpoint in the view: any window that was open then
+            return self.start <= r.sent <= self.end
         if self.replica and r.replica != self.replica:
             return False
         if self.start <= r.sent <= self.end:
@@ -72,15 +75,24 @@ class Attribution:
     def __init__(self, events: Iterable[Event]) -> None:
         ordered = sorted(events, key=lambda e: e.t)
         ready: dict[str, list[float]] = defaultdict(list)
+        views: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         exited: dict[str, float] = {}
         for e in ordered:
             if e.kind is EventKind.READY:
                 ready[e.replica].append(e.t)
+            elif e.kind is EventKind.VIEW_ADDED and e.client is not None:
+                views[e.replica][e.client].append(e.t)
             elif e.kind is EventKind.EXITED and e.replica not in exited:
                 exited[e.replica] = e.t
 
         def ready_after(replica: str, t: float) -> float:
-            return next((w for w in ready.get(replica, ()) if w > t), math.inf)
+            """When ``replica`` is back after ``t``: ready again and in every client's view."""
+            back = next((w for w in ready.get(replica, ()) if w > t), math.inf)
+            if math.isinf(back):
+                return back
+            for added in views.get(replica, {}).values():
+                back = max(back, next((w for w in added if w >= back), back))
+            return back
 
         self.faults: list[Window] = []
         self.others: list[Window] = []
