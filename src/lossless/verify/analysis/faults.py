@@ -15,7 +15,8 @@ that takes precedence over the upgrade's causes in :mod:`lossless.verify.analysi
                   connection to the pod from then on (the plain-sidecar failure of KEP-753)
 
 A failed request belongs to a window of its replica when it was sent inside it, or was in flight
-when it opened (sent before, ended after); one that found no endpoint at all (no replica) to
+when it opened (sent before, ended after, or at most 50 ms before: an exit is seen a little after
+the connections it reset); one that found no endpoint at all (no replica) to
 any window open when it was sent. Windows only exist where the timeline has these
 events, so a run without faults, crashes, probes or sidecars is analysed exactly as before.
 """
@@ -33,6 +34,9 @@ from lossless.verify.model import Event, EventKind, Record
 __all__ = ["STRESS_KINDS", "Attribution", "Window"]
 
 STRESS_KINDS = ("probe_kill", "crashed", "sidecar_first")
+# a process's exit is seen (its EXITED-like event) a little after its connections were reset:
+# a request in flight that ended this much before a window opened still belongs to it
+_SLACK = 0.05
 _FAULT_DETAIL = re.compile(r"^fault (?P<n>[0-9]+) \((?P<spec>[^)]*)\): (?P<what>.*)$")
 
 
@@ -55,7 +59,7 @@ class Window:
             return False
         if self.start <= r.sent <= self.end:
             return True
-        return r.sent < self.start and (r.end is None or r.end >= self.start)
+        return r.sent < self.start and (r.end is None or r.end >= self.start - _SLACK)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -77,6 +81,7 @@ class Attribution:
         ready: dict[str, list[float]] = defaultdict(list)
         views: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         exited: dict[str, float] = {}
+        sidecar_sigterm: dict[str, float] = {}
         for e in ordered:
             if e.kind is EventKind.READY:
                 ready[e.replica].append(e.t)
@@ -84,6 +89,8 @@ class Attribution:
                 views[e.replica][e.client].append(e.t)
             elif e.kind is EventKind.EXITED and e.replica not in exited:
                 exited[e.replica] = e.t
+            elif e.kind is EventKind.SIDECAR_SIGTERM:
+                sidecar_sigterm.setdefault(e.replica, e.t)
 
         def ready_after(replica: str, t: float) -> float:
             """When ``replica`` is back after ``t``: ready again and in every client's view."""
@@ -137,7 +144,10 @@ class Attribution:
             elif e.kind is EventKind.SIDECAR_EXITED:
                 main_gone = exited.get(e.replica)
                 if main_gone is None or e.t < main_gone:
-                    self.others.append(Window("sidecar_first", e.replica, e.t, math.inf, e.detail))
+                    # from its SIGTERM: a proxy that exits at once resets what it carried
+                    start = min(e.t, sidecar_sigterm.get(e.replica, e.t))
+                    w = Window("sidecar_first", e.replica, start, math.inf, e.detail)
+                    self.others.append(w)
         self.windows = self.faults + self.others
 
     @property
