@@ -137,9 +137,7 @@ def test_delete_during_backoff_ends_the_pod_at_once(tmp_path: Path, server_scrip
             t = PodTemplate(command=(PYTHON, str(server_script)), env={"SERVER_EXIT": "3"})
             pod = await run.lab.create(t, "v1-0")
             first = await wait_event(run.events, EventKind.CONTAINER_EXITED, "v1-0")
-            second = await wait_event(
-                run.events, EventKind.CONTAINER_EXITED, "v1-0", after=first.t
-            )
+            second = await wait_event(run.events, EventKind.CONTAINER_EXITED, "v1-0", after=first.t)
             assert "in 10.00s (back-off)" in second.detail
             assert pod.in_backoff
             run.lab.delete(pod)

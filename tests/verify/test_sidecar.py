@@ -19,12 +19,12 @@ from tests.verify.conftest import (
     PYTHON,
     assert_nothing_left,
     lab_session,
-    lossless_serve_available,
     load_json,
+    lossless_serve_available,
     port_free,
     run_cli,
 )
-from tests.verify.stress_helpers import PROXY_CMD, STRESS_SERVER, wait_event
+from tests.verify.stress_helpers import PROXY_CMD, STRESS_SERVER
 
 
 def test_render_sidecar() -> None:

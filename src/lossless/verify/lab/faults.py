@@ -159,6 +159,11 @@ class FaultInjector:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
+    @property
+    def armed(self) -> int:
+        """Slow-start faults that fired and wait for the next pod to be created."""
+        return len(self._slow)
+
     def load_started(self) -> None:
         self._fire(0)
 
