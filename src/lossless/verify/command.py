@@ -465,8 +465,12 @@ def _ingress_settings(args: argparse.Namespace) -> Any:
 def analyse_run(out: Path) -> Any:
     from lossless.verify.analysis.core import analyze
     from lossless.verify.analysis.proxy import analyze_proxy
+    from lossless.verify.analysis.stream import analyze_dir
     from lossless.verify.results import read_run
+    from lossless.verify.traffic.ingress import PROXY_LOG
 
+    if not (out / PROXY_LOG).exists():  # issue 16: stream the records, memory stays flat
+        return analyze_dir(out)
     recorded = read_run(out)
     proxy = analyze_proxy(recorded)  # a run through --traffic ingress: join the proxy's log
     return analyze(recorded) if proxy is None else proxy.analysis

@@ -37,6 +37,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from lossless.verify.analysis.faults import STRESS_KINDS, Attribution
+from lossless.verify.analysis.stream import Distribution
 from lossless.verify.model import ErrorClass, Event, EventKind, Record
 from lossless.verify.results import Run
 
@@ -360,68 +361,81 @@ class Analyzer:
         self.registry = self.settings.get("traffic") == "registry"
         ttl = self.settings.get("registry_cache_ttl")
         self.cache_ttl = float(ttl) if isinstance(ttl, int | float) else 0.0
-        self.records: list[Record] = []
         self.closed = False
+        # -- issue 16: add() folds each record into bounded state (analysis/stream.py): only
+        # the failed records are kept, so memory does not grow with the number of requests
+        self._failures_by_class: Counter[str] = Counter()
+        self._artefacts_by_class: Counter[str] = Counter()
+        self._status_codes: Counter[str] = Counter()
+        self._replicas: dict[str, Counter[str]] = defaultdict(Counter)
+        self._latencies = Distribution()
+        self._lags = Distribution()
+        self._failed: list[Record] = []
+        self._first_ok: dict[str, tuple[int, float]] = {}  # replica: (seq, sent) lowest seq
+        self._ok = self._late = self._n = 0
+        self._first: tuple[int, float] | None = None  # (seq, intended) of the lowest seq
+        self._last: tuple[int, float, float] | None = None  # (seq, intended, sent) highest
+        self._max_end = -math.inf
 
     def add(self, record: Record) -> None:
         if self.closed:
             raise RuntimeError("Analyzer is closed: add() came after close()")
-        self.records.append(record)
+        r = record
+        self._n += 1
+        if self._first is None or r.seq < self._first[0]:
+            self._first = (r.seq, r.intended)
+        if self._last is None or r.seq > self._last[0]:
+            self._last = (r.seq, r.intended, r.sent)
+        if r.end is not None and r.end > self._max_end:
+            self._max_end = r.end
+        self._status_codes[str(r.status)] += 1
+        lag = r.sent - r.intended
+        self._lags.add(lag * 1000)
+        if lag > self.lag_budget:
+            self._late += 1
+        self._replicas[r.replica or "-"]["requests"] += 1
+        if r.error.is_artefact:
+            self._artefacts_by_class[r.error.value] += 1
+        elif r.ok:
+            self._ok += 1
+        else:
+            self._failures_by_class[r.error.value or "5xx"] += 1
+            self._replicas[r.replica or "-"]["failures"] += 1
+            self._failed.append(r)
+        if (
+            0 < r.status < 500
+            and r.end is not None
+            and r.error in (ErrorClass.NONE, ErrorClass.SCHEDULE_LAG)
+        ):
+            self._latencies.add((r.end - r.sent) * 1000)
+            if r.replica:
+                seen = self._first_ok.get(r.replica)
+                if seen is None or r.seq < seen[0]:
+                    self._first_ok[r.replica] = (r.seq, r.sent)
 
     def close(self, warnings: Sequence[str] = ()) -> Analysis:
         if self.closed:
             raise RuntimeError("Analyzer is closed: close() was already called")
         self.closed = True
-        records = sorted(self.records, key=lambda r: r.seq)
-        failures_by_class: Counter[str] = Counter()
-        artefacts_by_class: Counter[str] = Counter()
-        status_codes: Counter[str] = Counter()
-        replicas: dict[str, Counter[str]] = defaultdict(Counter)
-        latencies: list[float] = []
-        lags: list[float] = []
-        failed: list[Record] = []
-        first_ok: dict[str, float] = {}
-        ok = late = 0
-        for r in records:
-            status_codes[str(r.status)] += 1
-            lag = r.sent - r.intended
-            lags.append(lag * 1000)
-            if lag > self.lag_budget:
-                late += 1
-            replicas[r.replica or "-"]["requests"] += 1
-            if r.error.is_artefact:
-                artefacts_by_class[r.error.value] += 1
-            elif r.ok:
-                ok += 1
-            else:
-                failures_by_class[r.error.value or "5xx"] += 1
-                replicas[r.replica or "-"]["failures"] += 1
-                failed.append(r)
-            if (
-                0 < r.status < 500
-                and r.end is not None
-                and r.error
-                in (
-                    ErrorClass.NONE,
-                    ErrorClass.SCHEDULE_LAG,
-                )
-            ):
-                latencies.append((r.end - r.sent) * 1000)
-                if r.replica and r.replica not in first_ok:
-                    first_ok[r.replica] = r.sent
+        failed = sorted(self._failed, key=lambda r: r.seq)
+        first_ok = {name: sent for name, (_, sent) in self._first_ok.items()}
+        failures_by_class = self._failures_by_class
+        artefacts_by_class = self._artefacts_by_class
+        status_codes = self._status_codes
+        replicas = self._replicas
+        ok, late = self._ok, self._late
         contexts = [self._context(r) for r in failed]
         causes = self._causes(failed, contexts, first_ok)
         duration = 0.0
         rate = 0.0
-        if records:
-            start = records[0].intended
-            ends = [r.end for r in records if r.end is not None]
-            duration = max([*ends, records[-1].sent]) - start
-            span = records[-1].intended - start
-            rate = (len(records) - 1) / span if span > 0 else 0.0
+        if self._first is not None and self._last is not None:
+            start = self._first[1]
+            duration = max(self._max_end, self._last[2]) - start
+            span = self._last[1] - start
+            rate = (self._n - 1) / span if span > 0 else 0.0
         nfail = len(failed)
         return Analysis(
-            requests=len(records),
+            requests=self._n,
             ok=ok,
             failures=nfail,
             artefacts=sum(artefacts_by_class.values()),
@@ -431,8 +445,8 @@ class Analyzer:
             status_codes=dict(sorted(status_codes.items())),
             duration_s=round(duration, 6),
             rate_sent=round(rate, 3),
-            latency_ms={k: round(v, 3) for k, v in percentiles(latencies).items()},
-            lag_ms={k: round(v, 3) for k, v in percentiles(lags).items()},
+            latency_ms={k: round(v, 3) for k, v in self._latencies.percentiles().items()},
+            lag_ms={k: round(v, 3) for k, v in self._lags.percentiles().items()},
             late=late,
             lag_budget_s=self.lag_budget,
             causes=causes,

@@ -27,10 +27,10 @@ from lossless.verify.results import RECORD_COLUMNS, RECORDS, _parse_record
 __all__ = ["UpgradeStats", "iter_records", "per_upgrade", "restart_counts"]
 
 
-def iter_records(directory: Path) -> Iterator[Record]:
+def iter_records(directory: Path, warnings: list[str] | None = None) -> Iterator[Record]:
     """The records of a run directory one at a time, in file (completion) order. A last line
-    cut short by a crash is skipped (``read_run`` warns about it); a corrupt line is a
-    ``LosslessError`` naming FILE:LINE."""
+    cut short by a crash is skipped (and said in ``warnings``, as ``read_run`` does); a corrupt
+    line is a ``LosslessError`` naming FILE:LINE."""
     path = directory / RECORDS
     try:
         f = open(path, newline="", encoding="utf-8")  # noqa: SIM115 - closed below
@@ -41,13 +41,19 @@ def iter_records(directory: Path) -> Iterator[Record]:
         header = next(rows, None)
         if header is None or tuple(header) != RECORD_COLUMNS:
             raise LosslessError(f"{path}:1: not a records file")
+        pending: tuple[int, list[str]] | None = None
         for number, row in enumerate(rows, start=2):
+            if pending is not None:  # a short row that was not the last one: corrupt
+                raise LosslessError(f"{path}:{pending[0]}: corrupt record: short row")
+            if len(row) < len(RECORD_COLUMNS):
+                pending = (number, row)  # the cut last line of an interrupted run, or corrupt
+                continue
             try:
                 yield _parse_record(row)
             except ValueError as exc:
-                if len(row) < len(RECORD_COLUMNS):  # the cut last line of an interrupted run
-                    continue
                 raise LosslessError(f"{path}:{number}: corrupt record: {exc}") from None
+        if pending is not None and warnings is not None:
+            warnings.append(f"{path}:{pending[0]}: incomplete last line ignored (run interrupted?)")
 
 
 @dataclasses.dataclass
