@@ -62,7 +62,8 @@ METRICS: dict[str, str] = {
     "status_codes": "responses per HTTP status code (0: no response)",
     "duration_s": "seconds from the first intended send time to the last request's end",
     "rate_sent": "requests sent per second over the schedule (first to last intended send)",
-    "latency_ms": "percentiles of end - sent over complete responses below 500 (nearest rank)",
+    "latency_ms": "percentiles of end - sent over complete responses below 500 (nearest rank, "
+    "within 1 %: analysis/stream.py)",
     "lag_ms": "percentiles of sent - intended over all requests: the generator's schedule lag",
     "late": "requests sent later than the lag budget after their intended time, failed or not",
     "lag_budget_s": "the lag budget used (settings' lag_budget, default 0.1 s)",

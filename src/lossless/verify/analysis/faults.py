@@ -80,6 +80,7 @@ class Attribution:
         ordered = sorted(events, key=lambda e: e.t)
         ready: dict[str, list[float]] = defaultdict(list)
         views: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        removed: dict[str, list[float]] = defaultdict(list)
         exited: dict[str, float] = {}
         sidecar_sigterm: dict[str, float] = {}
         for e in ordered:
@@ -87,16 +88,22 @@ class Attribution:
                 ready[e.replica].append(e.t)
             elif e.kind is EventKind.VIEW_ADDED and e.client is not None:
                 views[e.replica][e.client].append(e.t)
+            elif e.kind in (EventKind.VIEW_REMOVED, EventKind.ENDPOINT_REMOVED):
+                removed[e.replica].append(e.t)
             elif e.kind is EventKind.EXITED and e.replica not in exited:
                 exited[e.replica] = e.t
             elif e.kind is EventKind.SIDECAR_SIGTERM:
                 sidecar_sigterm.setdefault(e.replica, e.t)
 
         def ready_after(replica: str, t: float) -> float:
-            """When ``replica`` is back after ``t``: ready again and in every client's view."""
+            """When ``replica`` is back after ``t``: ready again and in every client's view; or,
+            if it never is (deleted meanwhile), gone: exited and out of every view."""
             back = next((w for w in ready.get(replica, ()) if w > t), math.inf)
             if math.isinf(back):
-                return back
+                gone = exited.get(replica)
+                if gone is None or gone < t:
+                    return back
+                return max([gone, *(w for w in removed.get(replica, ()) if w > t)])
             for added in views.get(replica, {}).values():
                 back = max(back, next((w for w in added if w >= back), back))
             return back

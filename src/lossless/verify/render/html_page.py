@@ -39,6 +39,7 @@ from lossless.verify.analysis.core import Analysis, FailureContext
 from lossless.verify.analysis.proxy import ProxyAnalysis, analyze_proxy, failure_kinds
 from lossless.verify.model import Record
 from lossless.verify.render.html_figure import figure
+from lossless.verify.render.html_stress import stress_section
 from lossless.verify.results import Run
 
 __all__ = ["MAX_TABLE_ROWS", "render_html", "write_html"]
@@ -298,6 +299,7 @@ def render_html(
             '<div id="timeline"></div>',
             "<h2>Causes</h2>",
             _causes_table(analysis),
+            stress_section(run),  # issue 16: restarts, faults, upgrades (render/html_stress.py)
             f"<h2>Failed requests ({len(analysis.contexts)})</h2>" if analysis.contexts else "",
             _failures_table(run, analysis, kinds, proxy),
             '<script type="application/json" id="lossless-figure">',
