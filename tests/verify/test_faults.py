@@ -4,6 +4,7 @@ and SIGCONT, slow starts), and a kill -9 under load whose failures carry the fau
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import pytest
@@ -211,4 +212,26 @@ def test_faults_count_fails_the_verdict(tmp_path: Path) -> None:
     assert doc["fault_failures"] > 0, doc
     assert doc["exit_code"] == 1 and result.returncode == 1
     assert doc["faults_count"] is True
+    assert_nothing_left(out)
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs haproxy")
+def test_ingress_down_failures_are_the_faults(tmp_path: Path) -> None:
+    """HAProxy stopped for 1 s: the requests it held time out, and they are the fault's."""
+    out = tmp_path / "run"
+    result = run_cli(
+        "verify", "--cmd", STRESS_CMD, "--out", str(out), "--traffic", "ingress",
+        "--replicas", "2", "--max-surge", "1", "--max-unavailable", "0",
+        "--readiness-path", "/", "--readiness-period", "0.2", "--rate", "100",
+        "--before", "2", "--after", "1", "--prestop-sleep", "1", "--timeout", "0.5",
+        "--fault", "ingress-down@0.5,for=1", "--json",
+    )  # fmt: skip
+    doc = load_json(result.stdout)
+    assert doc["error"] is None, result.stderr
+    (fault,) = doc["faults"]
+    assert fault["replica"] == "" and fault["what"] == "SIGSTOP HAProxy for 1s"
+    assert fault["failures"] > 0 and doc["fault_failures"] == fault["failures"]
+    causes = {c["kind"]: c for c in doc["causes"]}
+    assert causes["fault:1"]["count"] == fault["failures"]
+    assert len(kinds(out, "fault_end")) == 1
     assert_nothing_left(out)

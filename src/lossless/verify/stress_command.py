@@ -204,7 +204,7 @@ class StressReport:
             )
             for w in self.faults:
                 out.append(
-                    f"  {w.kind} {w.spec}: {w.what} on {w.replica or 'every replica'} at "
+                    f"  {w.kind} {w.spec}: {w.what}{' on ' + w.replica if w.replica else ''} at "
                     f"t={w.start:.1f} s: {w.failures} failure(s)"
                 )
             out.extend(f"  {note}" for note in self.notes)
@@ -225,18 +225,20 @@ class StressReport:
 
 def report(out: Path, analysis: Any, faults_count: bool) -> StressReport:
     """Read the run's timeline, stream its records once, and build the report."""
+    from lossless.verify.analysis.core import _settle
     from lossless.verify.analysis.faults import Attribution
     from lossless.verify.analysis.upgrades import iter_records, per_upgrade, restart_counts
     from lossless.verify.model import EventKind
-    from lossless.verify.results import TIMELINE, _parse_event, read_jsonl
+    from lossless.verify.results import SETTINGS, TIMELINE, _parse_event, _read_settings, read_jsonl
 
     events = read_jsonl(out / TIMELINE, _parse_event, what="event")
+    settle = _settle(_read_settings(out / SETTINGS))
     upgrades = (
-        per_upgrade(events, iter_records(out))
+        per_upgrade(events, iter_records(out), settle=settle)
         if any(e.kind is EventKind.UPGRADE_START for e in events)
         else []
     )
-    attribution = Attribution(events)
+    attribution = Attribution(events, settle=settle)
     fault_failures = 0
     if attribution.faults:
         for r in iter_records(out):

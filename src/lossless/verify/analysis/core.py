@@ -103,6 +103,12 @@ _REGISTRY_DELETE = "registry DELETE "
 _DEREGISTER_SLACK = 0.5
 
 
+def _settle(settings: dict[str, Any]) -> float:
+    """Issue 16: a pause fault's window stays open one client timeout after it ends."""
+    timeout = settings.get("timeout")
+    return float(timeout) if isinstance(timeout, int | float) else 0.0
+
+
 def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
@@ -357,7 +363,7 @@ class Analyzer:
         self.events = sorted(events, key=lambda e: e.t)
         self.timelines = _index(self.events)
         # issue 16: faults, crashes, probe kills and sidecars first (analysis/faults.py)
-        self.stress = Attribution(self.events)
+        self.stress = Attribution(self.events, settle=_settle(self.settings))
         self.lag_budget = float(self.settings.get("lag_budget", 0.1))
         self.registry = self.settings.get("traffic") == "registry"
         ttl = self.settings.get("registry_cache_ttl")

@@ -6,7 +6,8 @@ that takes precedence over the upgrade's causes in :mod:`lossless.verify.analysi
 ``fault:N``       fault N of ``--fault`` (:mod:`lossless.verify.lab.faults`): on its replica from
                   the ``FAULT`` event until the replica is ready again after it (``kill``: the
                   restart; ``slow-start``: its first READY) or until ``FAULT_END`` (``stop``,
-                  ``ingress-down``; later if the replica was restarted meanwhile). The
+                  ``ingress-down``, plus one client timeout for what was queued meanwhile;
+                  later if the replica was restarted meanwhile). The
                   ``ingress-down`` window holds every request, whatever its replica.
 ``probe_kill``    a liveness or startup probe killed the container (``PROBE_KILL``) → back
 ``crashed``       the container exited by itself (``CONTAINER_EXITED`` outside any window above)
@@ -76,7 +77,9 @@ class Window:
 class Attribution:
     """The windows of one run's timeline; :meth:`kind` attributes a failed record."""
 
-    def __init__(self, events: Iterable[Event]) -> None:
+    def __init__(self, events: Iterable[Event], *, settle: float = 0.0) -> None:
+        """``settle``: how long after a pause ends (``FAULT_END``) its window stays open, for
+        the requests the paused process or proxy still had queued (the client timeout)."""
         ordered = sorted(events, key=lambda e: e.t)
         ready: dict[str, list[float]] = defaultdict(list)
         views: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -127,7 +130,7 @@ class Attribution:
                 m = _FAULT_DETAIL.match(e.detail)
                 if m is not None and int(m.group("n")) in open_faults:
                     w = open_faults.pop(int(m.group("n")))
-                    w.end = e.t
+                    w.end = e.t + settle
             elif e.kind is EventKind.PROBE_KILL:
                 self.others.append(
                     Window("probe_kill", e.replica, e.t, ready_after(e.replica, e.t), e.detail)
@@ -185,10 +188,10 @@ class Attribution:
         mine = [w for w in self.windows if w.kind == kind and w.failures]
         if kind.startswith("fault:"):
             w = mine[0] if mine else next(w for w in self.faults if w.kind == kind)
-            target = w.replica or "every replica"
+            target = f" on {w.replica}" if w.replica else ""
             back = "" if math.isinf(w.end) else f", until t={w.end:.1f} s"
             return (
-                f"{n} {noun} failed from fault {kind[6:]} you injected ({w.spec}: {w.what} on "
+                f"{n} {noun} failed from fault {kind[6:]} you injected ({w.spec}: {w.what}"
                 f"{target} at t={w.start:.1f} s{back}), not from the upgrade",
                 "expected: the fault was injected on purpose (--fault); they count against the "
                 "verdict only with --faults-count",

@@ -96,7 +96,9 @@ def restart_counts(events: Iterable[Event]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def per_upgrade(events: Sequence[Event], records: Iterable[Record]) -> list[UpgradeStats]:
+def per_upgrade(
+    events: Sequence[Event], records: Iterable[Record], *, settle: float = 0.0
+) -> list[UpgradeStats]:
     """The breakdown (empty when the timeline has no ``UPGRADE_START``: an older run, or one
     interrupted before its first rollout)."""
     ordered = sorted(events, key=lambda e: e.t)
@@ -121,7 +123,7 @@ def per_upgrade(events: Sequence[Event], records: Iterable[Record]) -> list[Upgr
             rollout_start = None
         elif e.kind is EventKind.CONTAINER_EXITED:
             owner(e.t).restarts += 1
-    attribution = Attribution(ordered)
+    attribution = Attribution(ordered, settle=settle)
     for r in records:
         s = owner(r.intended)
         s.requests += 1

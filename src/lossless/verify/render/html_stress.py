@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import math
 
+from lossless.verify.analysis.core import _settle
 from lossless.verify.analysis.faults import Attribution
 from lossless.verify.analysis.upgrades import per_upgrade, restart_counts
 from lossless.verify.results import Run
@@ -27,7 +28,7 @@ def stress_section(run: Run) -> str:
             f"<h2>Restarts ({sum(restarts.values())})</h2><table class='restarts'><thead><tr>"
             f"<th>replica</th><th>restarts</th></tr></thead><tbody>{cells}</tbody></table>"
         )
-    attribution = Attribution(run.events)
+    attribution = Attribution(run.events, settle=_settle(run.settings))
     if attribution.faults:
         for r in run.records:
             if not r.ok and not r.error.is_artefact:
@@ -36,7 +37,7 @@ def stress_section(run: Run) -> str:
                     w.failures += 1
         rows = "".join(
             f"<tr><td>{_e(w.kind)}</td><td>{_e(w.spec)}</td><td>{_e(w.what)}</td>"
-            f"<td>{_e(w.replica or 'every replica')}</td><td>{w.start:.2f}</td>"
+            f"<td>{_e(w.replica or '-')}</td><td>{w.start:.2f}</td>"
             f"<td>{'-' if math.isinf(w.end) else f'{w.end:.2f}'}</td><td>{w.failures}</td></tr>"
             for w in attribution.faults
         )
@@ -45,7 +46,7 @@ def stress_section(run: Run) -> str:
             "<th>spec</th><th>what</th><th>replica</th><th>from (s)</th><th>until (s)</th>"
             f"<th>failures</th></tr></thead><tbody>{rows}</tbody></table>"
         )
-    upgrades = per_upgrade(run.events, run.records)
+    upgrades = per_upgrade(run.events, run.records, settle=_settle(run.settings))
     if len(upgrades) > 1:
         rows = "".join(
             f"<tr><td>{u.index}</td><td>{_e(u.versions)}</td><td>{u.start:.2f}</td>"
