@@ -5,8 +5,9 @@
 app's own ``{port}`` becomes that port, and the probes and a preStop ``httpGet`` target it).
 
 The two kinds differ in their order (KEP-753, "Sidecar containers"; kubelet
-``pkg/kubelet/kuberuntime/kuberuntime_container.go`` ``killContainersWithSyncResult`` /
-``killContainer``):
+``pkg/kubelet/kuberuntime/kuberuntime_termination_order.go`` ``newTerminationOrdering``: a
+sidecar waits on a channel per main container, bounded by the grace period, before
+``kuberuntime_container.go`` ``killContainersWithSyncResult`` / ``killContainer`` stop it):
 
 * **native** (``initContainers`` with ``restartPolicy: Always``; ``--sidecar-kind native``, the
   default): started *before* the app; at deletion the app is stopped first (preStop, SIGTERM,
