@@ -197,6 +197,11 @@ def test_kill_fault_failures_carry_the_fault_cause(tmp_path: Path) -> None:
     assert doc["restarts"] == {fault["replica"]: 1}
     assert doc["exit_code"] == 0  # not counted without --faults-count
     assert_nothing_left(out)
+    # `lossless report` reads the same attribution back, and the same verdict
+    again = run_cli("report", str(out), "--json")
+    assert again.returncode == 0, again.stderr
+    redo = load_json(again.stdout)
+    assert redo["fault_failures"] == doc["fault_failures"] and redo["faults"] == doc["faults"]
 
 
 def test_faults_count_fails_the_verdict(tmp_path: Path) -> None:

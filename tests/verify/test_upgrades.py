@@ -89,6 +89,7 @@ def test_text_summary_lists_each_upgrade(tmp_path: Path) -> None:
         "--prestop-sleep", "0.3", "--new-conn-ratio", "1", "-q", "--max-failures", "1000",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "upgrades: #  versions" in result.stdout
+    assert "upgrades: 2 in a row" in result.stdout
+    assert "upgrade  versions  rollout  requests  failures" in result.stdout
     assert "v1→v2" in result.stdout and "v2→v3" in result.stdout
     assert_nothing_left(out)

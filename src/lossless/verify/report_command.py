@@ -8,6 +8,7 @@ one line without a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -67,5 +68,16 @@ def run(args: argparse.Namespace) -> int:
 
         size = write_html(recorded, analysis, args.html)
         print(f"wrote the HTML report to {args.html} ({size / 1e6:.1f} MB)", file=sys.stderr)
-    sys.stdout.write(render_json(analysis) if args.json else render_text(analysis))
-    return 0 if analysis.failures <= args.max_failures else 1
+    # -- issue 16: restarts, per-upgrade figures, faults (not counted unless the run said so)
+    from lossless.verify.stress_command import report as stress_report
+
+    faults_count = bool(recorded.settings.get("faults_count", False))
+    stress = stress_report(recorded.dir, analysis, faults_count)
+    if args.json:
+        doc = json.loads(render_json(analysis))
+        doc.update(stress.to_json(analysis.failures))
+        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write(render_text(analysis))
+        sys.stdout.writelines(line + "\n" for line in stress.lines(analysis.failures))
+    return 0 if stress.counted(analysis.failures) <= args.max_failures else 1

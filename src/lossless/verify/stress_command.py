@@ -213,13 +213,29 @@ class StressReport:
             each = ", ".join(f"{k} {v}" for k, v in self.restarts.items())
             out.append(f"restarts: {total} ({each})")
         if len(self.upgrades) > 1:
-            out.append("upgrades: #  versions  rollout  requests  failures (fault / upgrade)")
-            for u in self.upgrades:
-                rollout = "-" if u.rollout_s is None else f"{u.rollout_s:.1f}s"
-                out.append(
-                    f"  {u.index:>3}  {u.versions}  {rollout}  {u.requests}  {u.failures} "
-                    f"({u.fault_failures} / {u.upgrade_failures}), restarts {u.restarts}"
+            head = ("upgrade", "versions", "rollout", "requests", "failures", "from faults",
+                    "from the upgrade", "restarts")  # fmt: skip
+            rows = [
+                (
+                    str(u.index),
+                    u.versions,
+                    "-" if u.rollout_s is None else f"{u.rollout_s:.1f} s",
+                    str(u.requests),
+                    str(u.failures),
+                    str(u.fault_failures),
+                    str(u.upgrade_failures),
+                    str(u.restarts),
                 )
+                for u in self.upgrades
+            ]
+            widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+            out.append(f"upgrades: {len(self.upgrades)} in a row")
+            for r in [head, *rows]:
+                cells = [r[1].ljust(widths[1])] + [
+                    c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)) if i != 1
+                ]
+                cells.insert(0, cells.pop(1))  # the upgrade number first
+                out.append("  " + "  ".join(cells).rstrip())
         return out
 
 
