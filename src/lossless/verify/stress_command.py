@@ -240,7 +240,8 @@ class StressReport:
 
 
 def report(out: Path, analysis: Any, faults_count: bool) -> StressReport:
-    """Read the run's timeline, stream its records once, and build the report."""
+    """Read the run's timeline, stream its records once (for the per-upgrade split), and build
+    the report; each fault's failures are the count of its cause in ``analysis``."""
     from lossless.verify.analysis.core import _settle
     from lossless.verify.analysis.faults import Attribution
     from lossless.verify.analysis.upgrades import iter_records, per_upgrade, restart_counts
@@ -254,16 +255,12 @@ def report(out: Path, analysis: Any, faults_count: bool) -> StressReport:
         if any(e.kind is EventKind.UPGRADE_START for e in events)
         else []
     )
+    # each fault's failures are its cause's count: the analysis attributed them already
     attribution = Attribution(events, settle=settle)
-    fault_failures = 0
-    if attribution.faults:
-        for r in iter_records(out):
-            if r.ok or r.error.is_artefact:
-                continue
-            w = attribution.match(r)
-            if w is not None and w.kind.startswith("fault:"):
-                w.failures += 1
-                fault_failures += 1
+    counts = {c.kind: c.count for c in analysis.causes}
+    for w in attribution.faults:
+        w.failures = counts.get(w.kind, 0)
+    fault_failures = sum(n for kind, n in counts.items() if kind.startswith("fault:"))
     notes = [e.detail for e in events if e.kind is EventKind.NOTE and e.detail.startswith("fault ")]
     return StressReport(
         restarts=restart_counts(events),
