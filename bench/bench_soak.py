@@ -6,9 +6,10 @@
    the replicas are other processes and are not counted) for each, and the ratio N=10 / N=2
    (target ≤ 1.10: records stream to disk, the analysis keeps counts, nothing grows per
    request). Several runs each, alternating, medians.
-2. **The long soak** (``--long``): 50 upgrades in a row at 2,500 req/s (≥ 1,000,000 requests)
-   with one kill -9, lossless app: its requests, failures, upgrade failures (target 0), fault
-   failures (all attributed), duration and peak RSS, next to the N=2 run's peak RSS.
+2. **The long soak** (``--long``): 50 upgrades in a row of 4 replicas at 3,000 req/s (10 s of
+   load before and after: ≥ 1,000,000 requests) with one kill -9, lossless app: its requests,
+   failures, upgrade failures (target 0), fault failures (all attributed), duration and peak
+   RSS, next to the N=2 runs' peak RSS.
 
 Usage: ``.venv/bin/python -m bench.bench_soak [--runs 3] [--long]``. Not a test.
 """
@@ -44,14 +45,17 @@ def _hwm_kb(pid: int) -> int | None:
     return None
 
 
-def run_verify(upgrades: int, rate: int, replicas: int, fault: str) -> dict[str, Any]:
+def run_verify(
+    upgrades: int, rate: int, replicas: int, fault: str, around: float = 1.0
+) -> dict[str, Any]:
     """One verify run; its JSON plus ``peak_rss_mb`` and ``wall_s``."""
     out = Path(tempfile.mkdtemp(prefix="bench-soak-")) / "run"
     argv = [
         sys.executable, "-m", "lossless", "verify", "--cmd", APP, "--out", str(out),
         "--upgrades", str(upgrades), "--replicas", str(replicas), "--max-surge", "1",
         "--max-unavailable", "0", "--readiness-path", "/readyz", "--readiness-period", "0.2",
-        "--rate", str(rate), "--before", "1", "--after", "1", "--propagation-delay", "0.5±0.2",
+        "--rate", str(rate), "--before", str(around), "--after", str(around),
+        "--propagation-delay", "0.5±0.2",
         "--fault", fault, "--json",
     ]  # fmt: skip
     started = time.monotonic()
@@ -88,7 +92,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--long", action="store_true", help="also run the 50-upgrade soak")
     parser.add_argument("--long-upgrades", type=int, default=50)
-    parser.add_argument("--long-rate", type=int, default=2500)
+    parser.add_argument("--long-rate", type=int, default=3000)
+    parser.add_argument("--long-replicas", type=int, default=4)
     args = parser.parse_args()
     peaks: dict[int, list[float]] = {2: [], 10: []}
     for i in range(args.runs):
@@ -103,7 +108,9 @@ def main() -> int:
     )
     if args.long:
         k = args.long_upgrades // 2
-        doc = run_verify(args.long_upgrades, args.long_rate, 3, f"kill@rollout:{k}+0.5")
+        doc = run_verify(
+            args.long_upgrades, args.long_rate, args.long_replicas, f"kill@rollout:{k}+0.5", 10
+        )
         print(_line(f"N={args.long_upgrades}", doc))
         print(
             f"long soak: {doc['requests']} requests, {doc['upgrade_failures']} upgrade "
