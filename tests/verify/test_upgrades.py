@@ -63,6 +63,7 @@ def test_five_upgrades_add_up(tmp_path: Path) -> None:
         "--readiness-path", "/", "--readiness-period", "0.1", "--rate", "100",
         "--before", "0.5", "--after", "0.5", "--propagation-delay", "0.2±0.1",
         "--prestop-sleep", "0.5", "--new-conn-ratio", "1", "--json", "--max-failures", "1000",
+        "--html", str(tmp_path / "report.html"),
     )  # fmt: skip
     doc = load_json(result.stdout)
     assert doc["error"] is None, result.stderr
@@ -76,6 +77,8 @@ def test_five_upgrades_add_up(tmp_path: Path) -> None:
     created = {e["replica"] for e in kinds(out, "created")}
     assert created == {f"v{i}-{j}" for i in range(1, 7) for j in range(2)}
     assert len(kinds(out, "upgrade_end")) == 5
+    page = (tmp_path / "report.html").read_text()
+    assert "<h2>Upgrades (5)</h2>" in page and "<td>v5→v6</td>" in page
     assert_nothing_left(out)
 
 
