@@ -176,10 +176,13 @@ class FaultInjector:
         self.lab.emit(kind, pod, f"fault {number} ({spec.text}): {what}")
 
     def _target(self, spec: FaultSpec) -> Pod | None:
-        alive = [p for p in self.lab.pods if not p.exited.is_set() and p.process is not None]
+        alive = [
+            p
+            for p in self.lab.pods
+            if not p.exited.is_set() and p.process is not None and p.process.returncode is None
+        ]
         if spec.replica is not None:
-            named = [p for p in alive if p.name == spec.replica]
-            return named[0] if named and named[0].process.returncode is None else None  # type: ignore[union-attr]
+            return next((p for p in alive if p.name == spec.replica), None)
         ready = [p for p in alive if p.ready and not p.deleting]
         return min(ready, key=lambda p: p.created_at) if ready else None
 
