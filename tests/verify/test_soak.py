@@ -38,7 +38,11 @@ def test_lossless_rollout_soak(tmp_path: Path, seed: int) -> None:
 # Issue 16: ten upgrades in a row at 1,000 req/s with one kill -9 in the middle. The app drains
 # (lossless serve, drain delay 1 s ≥ the propagation delay's 0.7 s maximum), so the upgrades lose
 # nothing; the kill loses what the killed replica carried until clients learn it is gone, and
-# every one of those failures must carry the fault's cause.
+# every one of those failures must carry the fault's cause. Every request opens a fresh
+# connection: with kept-alive connections about one run in seven loses one request to the
+# HTTP/1.1 idle-close race at t0 + drain delay (a request written on a connection idle since
+# before t0 as the server closes it; only a client retry saves it), measured by
+# bench/bench_soak.py and reported in docs/benchmarks.md. This test is about the lab.
 SOAK_APP = (
     f"{PYTHON} -m lossless serve examples.app:app --host 127.0.0.1 --port {{port}} "
     "--drain-delay 1 --shutdown-timeout 10"
@@ -54,7 +58,7 @@ def test_ten_upgrades_with_a_kill(tmp_path: Path) -> None:
         "--upgrades", "10", "--replicas", "2", "--max-surge", "1", "--max-unavailable", "0",
         "--readiness-path", "/readyz", "--readiness-period", "0.2", "--rate", "1000",
         "--before", "1", "--after", "1", "--propagation-delay", "0.5±0.2",
-        "--fault", "kill@rollout:5+0.5", "--json",
+        "--fault", "kill@rollout:5+0.5", "--new-conn-ratio", "1", "--json",
         timeout=160,
     )  # fmt: skip
     doc = load_json(result.stdout)
@@ -63,8 +67,9 @@ def test_ten_upgrades_with_a_kill(tmp_path: Path) -> None:
     assert len(upgrades) == 10
     assert doc["upgrade_failures"] == 0, (doc["causes"], out)
     assert all(u["upgrade_failures"] == 0 for u in upgrades), upgrades
-    # every failure is the kill's, and the kill happened during upgrade 5
-    assert doc["fault_failures"] == doc["failures"]
+    # every failure is the kill's (clients kept connecting to it until they learnt it was
+    # gone), and the kill happened during upgrade 5
+    assert doc["fault_failures"] == doc["failures"] > 0
     assert {c["kind"] for c in doc["causes"]} <= {"fault:1"}, doc["causes"]
     (fault,) = doc["faults"]
     assert fault["what"].startswith("kill -9 pid") and fault["failures"] == doc["failures"]
