@@ -6,7 +6,7 @@
    the replicas are other processes and are not counted) for each, and the ratio N=10 / N=2
    (target ≤ 1.10: records stream to disk, the analysis keeps counts, nothing grows per
    request). Several runs each, alternating, medians.
-2. **The long soak** (``--long``): 100 upgrades in a row of 2 replicas at 2,000 req/s (10 s of
+2. **The long soak** (``--long``): 160 upgrades in a row of 2 replicas at 2,000 req/s (10 s of
    load before and after: over 1,000,000 requests) with one kill -9, lossless app: its requests,
    failures, upgrade failures (target 0), fault failures (all attributed), requests sent late,
    duration and peak RSS, next to the N=2 runs' peak RSS (``--runs 0`` skips part 1).
@@ -93,7 +93,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--long", action="store_true", help="also run the 50-upgrade soak")
-    parser.add_argument("--long-upgrades", type=int, default=100)
+    parser.add_argument("--long-upgrades", type=int, default=160)
     parser.add_argument("--long-rate", type=int, default=2000)
     parser.add_argument("--long-replicas", type=int, default=2)
     args = parser.parse_args()
