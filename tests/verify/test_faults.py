@@ -183,6 +183,8 @@ def test_kill_fault_failures_carry_the_fault_cause(tmp_path: Path) -> None:
         "--max-surge", "1", "--max-unavailable", "0", "--readiness-path", "/readyz",
         "--readiness-period", "0.2", "--rate", "200", "--before", "1", "--after", "1",
         "--propagation-delay", "1±0.3", "--fault", "kill@rollout+0.3", "--json",
+        # fresh connections: no HTTP/1.1 idle-close race at t0 + drain delay (docs/benchmarks.md)
+        "--new-conn-ratio", "1",
     )  # fmt: skip
     doc = load_json(result.stdout)
     assert doc["error"] is None, result.stderr
