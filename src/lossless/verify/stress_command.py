@@ -41,8 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=2,
         metavar="N",
-        help="end the run when a replica exits N times in a row without becoming ready "
-        "(exit 2 at start, 1 during a rollout; 0: never; default 2)",
+        help="end the run when a replica crashes N times in a row, each soon after its start "
+        "(within the back-off's reset period; exit 2 at start, 1 during a rollout; 0: never; "
+        "default 2)",
     )
     for kind in ("liveness", "startup"):
         g = p.add_argument_group(f"{kind} probe (httpGet, Kubernetes semantics)")
