@@ -302,6 +302,10 @@ def add_parser(subparsers: Any) -> None:
     )
     g.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     add_verdict_flags(p)
+    # -- issue 16: restarts, liveness/startup, sidecar, --upgrades, --fault (stress_command.py)
+    from lossless.verify.stress_command import add_arguments as add_stress_arguments
+
+    add_stress_arguments(p)
     json_usage_errors(p)
     p.set_defaults(func=run)
 
@@ -427,6 +431,7 @@ def build_config(args: argparse.Namespace) -> Any:
     )
     from lossless.verify.lab.process import split_command
     from lossless.verify.lab.rollout import RolloutStrategy
+    from lossless.verify.stress_command import config_kwargs as stress_config
     from lossless.verify.traffic.base import PropagationDelay
 
     if not args.cmd:
@@ -518,6 +523,7 @@ def build_config(args: argparse.Namespace) -> Any:
         websockets=args.websockets,
         stream_path=args.stream_path,
         websocket_path=args.websocket_path,
+        **stress_config(args, spec),  # issue 16 (stress_command.py)
     )
 
 
@@ -670,7 +676,11 @@ def _run(args: argparse.Namespace) -> int:
             display.stop()
     report = analyse_dir(cfg.out)  # read and analysed once; every output below renders it
     analysis = report.analysis
-    verdict = judge(report, policy)
+    # -- issue 16: restarts, per-upgrade figures, fault attribution (stress_command.py)
+    from lossless.verify.stress_command import report as stress_report
+
+    stress = stress_report(cfg.out, analysis, cfg.faults_count)
+    verdict = judge(report, policy, uncounted=stress.uncounted())
     if args.html:
         from lossless.verify.render.html_page import write_html
 
@@ -697,6 +707,7 @@ def _run(args: argparse.Namespace) -> int:
             error=None if outcome.error is None else str(outcome.error),
             exit_code=code,
         )
+        doc.update(stress.to_json(analysis.failures))  # issue 16
         print(json.dumps(doc, indent=2, sort_keys=False))
     elif outcome.error is None or analysis.requests:
         from rich.console import Console
@@ -713,6 +724,8 @@ def _run(args: argparse.Namespace) -> int:
                 table.add_row(f"stream cause ({cause.count})", escape(cause.cause))
                 table.add_row("fix", escape(cause.fix))
         console.print(table)
+        for line in stress.lines(analysis.failures):  # issue 16
+            console.print(line, markup=False)
         if outcome.error is None and not outcome.interrupted:
             console.print(
                 f"{escape(verdict_line(analysis, verdict))}  (details: lossless report {cfg.out})"

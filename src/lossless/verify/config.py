@@ -13,9 +13,12 @@ from typing import Any
 
 from lossless.errors import LosslessError
 from lossless.verify.haproxy.config import HAProxySettings
+from lossless.verify.lab.faults import FaultSpec
 from lossless.verify.lab.pod import PodTemplate
 from lossless.verify.lab.prober import Handler, ProbeSpec
+from lossless.verify.lab.restart import RESTART_POLICIES, BackOffPolicy
 from lossless.verify.lab.rollout import RolloutStrategy
+from lossless.verify.lab.sidecar import SidecarSpec
 from lossless.verify.load.mix import RequestKind, RequestMix
 from lossless.verify.traffic.base import TRAFFIC_MODELS, PropagationDelay
 
@@ -70,6 +73,15 @@ class VerifyConfig:
     websockets: int = 0
     stream_path: str = "/stream"
     websocket_path: str = "/ws"
+    # -- issue 16: restarts, liveness/startup probes, a sidecar, upgrades in a row, faults
+    backoff: BackOffPolicy = dataclasses.field(default_factory=BackOffPolicy)
+    restart_policy: str = "Always"
+    liveness: ProbeSpec | None = None
+    startup: ProbeSpec | None = None
+    sidecar: SidecarSpec | None = None
+    upgrades: int = 1
+    faults: tuple[FaultSpec, ...] = ()
+    faults_count: bool = False
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -91,6 +103,7 @@ class VerifyConfig:
             raise LosslessError(f"--path must start with / (got {self.path!r})")
         self._check_registry()
         self._check_long_lived()
+        self._check_stress()
 
     def _check_long_lived(self) -> None:
         if self.streams < 0 or self.websockets < 0:
@@ -101,6 +114,72 @@ class VerifyConfig:
         ):
             if not path.startswith("/"):
                 raise LosslessError(f"{flag} must start with / (got {path!r})")
+
+    # -- issue 16 ----------------------------------------------------------------------------
+    def _check_stress(self) -> None:
+        if self.upgrades < 1:
+            raise LosslessError(f"--upgrades must be >= 1 (got {self.upgrades})")
+        if self.restart_policy not in RESTART_POLICIES:
+            raise LosslessError(
+                f"restartPolicy {self.restart_policy!r}: one of {', '.join(RESTART_POLICIES)}"
+            )
+        versions = self.versions()
+        if len(set(versions)) != len(versions):
+            raise LosslessError(f"--upgrades {self.upgrades}: versions collide ({versions})")
+        if self.upgrades > 1 and self.strategy.kind == "naive":
+            raise LosslessError("--upgrades > 1 needs --strategy rolling or recreate")
+
+    def versions(self) -> list[str]:
+        """v1, v2, then v3… for ``--upgrades`` > 1 (one version per upgrade, plus the first)."""
+        extra = [f"v{i}" for i in range(3, self.upgrades + 2)]
+        return [self.old_version, self.new_version, *extra]
+
+    def template_at(self, index: int) -> PodTemplate:
+        """The pod template of version ``index`` (0: the first; k: after upgrade k): ``--cmd``
+        for the first, ``--new-cmd`` (else ``--cmd``) for every later one."""
+        version = self.versions()[index]
+        command = self.new_command if index > 0 and self.new_command else self.command
+        return PodTemplate(
+            command=command,
+            version=version,
+            env={**dict(self.env), **self.registry_env(), "LOSSLESS_VERSION": version},
+            readiness=self.readiness,
+            prestop=self.prestop,
+            grace=self.grace,
+            restart_policy=self.restart_policy,
+            liveness=self.liveness,
+            startup=self.startup,
+            sidecar=self.sidecar,
+        )
+
+    def stress_settings(self) -> dict[str, Any]:
+        """settings.json fields of issue 16 (restarts, probes, sidecar, upgrades, faults)."""
+
+        def probe(spec: ProbeSpec | None) -> dict[str, Any] | None:
+            if spec is None:
+                return None
+            return {
+                "action": spec.action.describe(),
+                "initial_delay": spec.initial_delay,
+                "period": spec.period,
+                "timeout": spec.timeout,
+                "success_threshold": spec.success_threshold,
+                "failure_threshold": spec.failure_threshold,
+            }
+
+        return {
+            "restart_policy": self.restart_policy,
+            "backoff_scale": self.backoff.scale,
+            "crash_loop_limit": self.backoff.limit,
+            "liveness_probe": probe(self.liveness),
+            "startup_probe": probe(self.startup),
+            "sidecar": None
+            if self.sidecar is None
+            else {"command": list(self.sidecar.command), "kind": self.sidecar.kind},
+            "upgrades": self.upgrades,
+            "faults": [f.text for f in self.faults],
+            "faults_count": self.faults_count,
+        }
 
     def _check_registry(self) -> None:
         if self.traffic != "registry":
@@ -136,16 +215,7 @@ class VerifyConfig:
         return self.out
 
     def template(self, new: bool) -> PodTemplate:
-        version = self.new_version if new else self.old_version
-        command = self.new_command if new and self.new_command else self.command
-        return PodTemplate(
-            command=command,
-            version=version,
-            env={**dict(self.env), **self.registry_env(), "LOSSLESS_VERSION": version},
-            readiness=self.readiness,
-            prestop=self.prestop,
-            grace=self.grace,
-        )
+        return self.template_at(1 if new else 0)
 
     def registry_env(self) -> dict[str, str]:
         """What every replica gets with ``--traffic registry`` (``lossless serve`` reads it and
@@ -211,7 +281,7 @@ class VerifyConfig:
             "requests": self.mix.to_json(),
             "timeout": self.timeout,
             "lag_budget": self.lag_budget,
-            "versions": [self.old_version, self.new_version],
+            "versions": self.versions(),
             "long_lived": {
                 "streams": self.streams,
                 "websockets": self.websockets,
@@ -219,4 +289,5 @@ class VerifyConfig:
                 "websocket_path": self.websocket_path,
             },
             **registry,
+            **self.stress_settings(),
         }

@@ -140,6 +140,20 @@ class EventKind(enum.StrEnum):
     EXITED = "exited"  # process ended (``detail`` holds the exit code or signal)
     LISTENER_CLOSED = "listener_closed"  # first refused connect seen by a probe, if observed
     NOTE = "note"
+    # -- issue 16 (lab/restart.py, lab/probes_liveness.py, lab/sidecar.py, lab/faults.py,
+    # upgrades.py): a container that exits while its pod stays is restarted, so EXITED keeps
+    # meaning "the pod's main container is gone for good"
+    CONTAINER_EXITED = "container_exited"  # exited, the pod stays; ``detail``: code, back-off
+    RESTARTED = "restarted"  # the container started again (``detail``: restart count, pid)
+    STARTUP_SUCCEEDED = "startup_succeeded"  # the startup probe passed: other probes begin
+    PROBE_KILL = "probe_kill"  # a liveness or startup probe reached failureThreshold
+    SIDECAR_STARTED = "sidecar_started"
+    SIDECAR_SIGTERM = "sidecar_sigterm"
+    SIDECAR_EXITED = "sidecar_exited"
+    FAULT = "fault"  # an injected fault begins (``detail``: what, and its spec)
+    FAULT_END = "fault_end"  # a fault with a duration ends (SIGCONT, proxy resumed)
+    UPGRADE_START = "upgrade_start"  # upgrade k of N begins (``detail``: "k/N vA→vB")
+    UPGRADE_END = "upgrade_end"  # its old pods are gone and every client caught up
 
 
 @dataclasses.dataclass(slots=True)

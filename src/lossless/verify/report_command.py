@@ -9,6 +9,7 @@ directory, a bad option), reported as one line without a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -73,16 +74,24 @@ def _run(args: argparse.Namespace) -> int:
         export_vegeta_csv(recorded, args.output)
         print(f"wrote {len(recorded.records)} results to {args.output}", file=sys.stderr)
     report = analyse(recorded)
-    verdict = judge(report, policy)
+    # -- issue 16: restarts, per-upgrade figures, faults (not counted unless the run said so)
+    from lossless.verify.stress_command import report as stress_report
+
+    stress = stress_report(
+        recorded.dir, report.analysis, bool(recorded.settings.get("faults_count"))
+    )
+    verdict = judge(report, policy, uncounted=stress.uncounted())
     if args.html:
         from lossless.verify.render.html_page import write_html
 
         size = write_html(report, args.html, verdict=verdict)
         print(f"wrote the HTML report to {args.html} ({size / 1e6:.1f} MB)", file=sys.stderr)
     analysis = report.analysis
-    sys.stdout.write(
-        render_json(analysis, verdict, streams=report.streams)
-        if args.json
-        else render_text(analysis, verdict, streams=report.streams)
-    )
+    if args.json:
+        doc = json.loads(render_json(analysis, verdict, streams=report.streams))
+        doc.update(stress.to_json(analysis.failures))
+        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write(render_text(analysis, verdict, streams=report.streams))
+        sys.stdout.writelines(line + "\n" for line in stress.lines(analysis.failures))
     return verdict.exit_code

@@ -25,13 +25,15 @@ from typing import Any
 
 from lossless.errors import LosslessError
 from lossless.verify.config import VerifyConfig
+from lossless.verify.lab.faults import injector_for
 from lossless.verify.lab.pod import Lab, Pod, PodTemplate
 from lossless.verify.lab.process import PortAllocator
-from lossless.verify.lab.rollout import Deployment, ReplicaSet
+from lossless.verify.lab.rollout import ReplicaSet
 from lossless.verify.model import Clock, Event, EventKind, Record
 from lossless.verify.stream_records import StreamSession
 from lossless.verify.traffic.base import TrafficModel
 from lossless.verify.traffic.service import ServiceTraffic
+from lossless.verify.upgrades import run_upgrades
 
 __all__ = ["Outcome", "Status", "execute"]
 
@@ -122,13 +124,6 @@ async def _wait_available(lab: Lab, rs: ReplicaSet, replicas: int, timeout: floa
 
 async def _sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
-
-
-async def _all_gone(rs: ReplicaSet, traffic: TrafficModel) -> None:
-    """Every pod of ``rs`` has exited and every client has applied every endpoint change."""
-    for pod in rs.pods:
-        await pod.exited.wait()
-    await traffic.settled()
 
 
 async def _first_settled(traffic: TrafficModel) -> None:
@@ -233,12 +228,14 @@ async def _run_lab(
             cwd=cfg.cwd,
             ports=PortAllocator(cfg.host, cfg.base_port),
             min_ready_seconds=cfg.min_ready_seconds,
+            backoff=cfg.backoff if cfg.restart_policy == "Always" else None,
         )
         status.lab = lab
+        # -- issue 16: faults on purpose (lab/faults.py)
+        injector = injector_for(cfg.faults, lab, traffic, cfg.upgrades)
         try:
             emit(EventKind.RUN_START, cfg.strategy.kind)
             old = ReplicaSet(lab, cfg.template(new=False), cfg.replicas)
-            new = ReplicaSet(lab, cfg.template(new=True), 0)
             await old.sync()
             if settings is not None:
                 settings({"replica_ports": {p.name: p.port for p in old.pods}})
@@ -259,8 +256,11 @@ async def _run_lab(
                     on_record=on_record,
                     stop=load_stop,
                     seed=cfg.seed,
+                    keep_records=False,  # they stream to disk: memory stays flat (issue 16)
                 )
             )
+            if injector is not None:
+                injector.load_started()
             # -- long-lived clients (issue 13 item 3): stopped with the load -------------------
             long_lived = None
             if cfg.streams or cfg.websockets:
@@ -272,21 +272,19 @@ async def _run_lab(
             # -------------------------------------------------------------------------------------
             status.phase = "before"
             if await _race(_sleep(cfg.before), stop):
-                status.phase = "rollout"
-                deployment = Deployment(
+                # -- issue 16: one or more upgrades in a row (upgrades.py)
+                upgrades = run_upgrades(
                     lab,
-                    replicas=cfg.replicas,
-                    strategy=cfg.strategy,
-                    old=old,
-                    new=new,
-                    progress_deadline=cfg.progress_deadline,
-                    on_phase=lambda text: setattr(status, "detail", text),
+                    cfg,
+                    old,
+                    traffic,
+                    set_phase=lambda text: setattr(status, "phase", text),
+                    on_detail=lambda text: setattr(status, "detail", text),
+                    injector=injector,
                 )
-                if await _race(deployment.run(), stop):
-                    status.phase = "terminating"
-                    if await _race(_all_gone(old, traffic), stop):
-                        status.phase = "after"
-                        await _race(_sleep(cfg.after), stop)
+                if await _race(upgrades, stop):
+                    status.phase = "after"
+                    await _race(_sleep(cfg.after), stop)
             status.phase = "collecting"
             load_stop.set()
             await load
@@ -296,6 +294,8 @@ async def _run_lab(
         finally:
             load_stop.set()
             status.phase = "teardown"
+            if injector is not None:
+                injector.close()
             await lab.close()
 
 

@@ -35,10 +35,12 @@ import bisect
 import dataclasses
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from lossless.verify.analysis.faults import STRESS_KINDS, Attribution
 from lossless.verify.analysis.kinds import CauseKind
+from lossless.verify.analysis.stream import Distribution
 from lossless.verify.model import ErrorClass, Event, EventKind, Record
 from lossless.verify.results import Run
 
@@ -66,7 +68,8 @@ METRICS: dict[str, str] = {
     "rate_sent": "requests sent per second over the schedule (first to last intended send)",
     "rate_achieved": "requests per second the generator really sent: requests / (last actual "
     "send - first intended send); below rate_sent when it fell behind",
-    "latency_ms": "percentiles of end - sent over complete responses below 500 (nearest rank)",
+    "latency_ms": "percentiles of end - sent over complete responses below 500 (nearest rank, "
+    "within 1 %: analysis/stream.py)",
     "lag_ms": "percentiles of sent - intended over all requests: the generator's schedule lag",
     "late": "requests sent later than the lag budget after their intended time, failed or not",
     "lag_budget_s": "the lag budget used (settings' lag_budget, default 0.1 s)",
@@ -116,6 +119,12 @@ _REGISTRY_DELETE = "registry DELETE "
 _DEREGISTER_SLACK = 0.5
 
 
+def _settle(settings: dict[str, Any]) -> float:
+    """Issue 16: a pause fault's window stays open one client timeout after it ends."""
+    timeout = settings.get("timeout")
+    return float(timeout) if isinstance(timeout, int | float) else 0.0
+
+
 def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
@@ -132,8 +141,11 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
     return out
 
 
-def request_kinds(settings: dict[str, Any], records: Iterable[Record]) -> dict[str, dict[str, Any]]:
-    """Requests and failures per kind of request, named as in settings' ``requests``."""
+def request_kinds(
+    settings: dict[str, Any], counts: Counter[tuple[int, bool]]
+) -> dict[str, dict[str, Any]]:
+    """Requests and failures per kind of request, named as in settings' ``requests``; ``counts``
+    holds the records per (kind index, failed)."""
     kinds = settings.get("requests")
     if not isinstance(kinds, list) or not kinds:
         return {}
@@ -144,38 +156,19 @@ def request_kinds(settings: dict[str, Any], records: Iterable[Record]) -> dict[s
         idempotent = bool(k.get("idempotent", True)) if isinstance(k, dict) else True
         names.append(name)
         out[name] = {"idempotent": idempotent, "requests": 0, "failures": 0}
-    for r in records:
-        row = out.get(names[r.kind] if 0 <= r.kind < len(names) else "?")
+    for (kind, failed), n in counts.items():
+        row = out.get(names[kind] if 0 <= kind < len(names) else "?")
         if row is None:
             continue
-        row["requests"] += 1
-        if not r.ok and not r.error.is_artefact:
-            row["failures"] += 1
+        row["requests"] += n
+        if failed:
+            row["failures"] += n
     return out
 
 
 # a replica refused for less than this may still have been starting (no readiness probe, a slow
 # import under load): not enough to say that it does not listen on its port
 SILENT_SPAN = 2.0
-
-
-def silent_replicas(records: Iterable[Record]) -> list[str]:
-    """Replicas that never answered any request although requests were sent to them for at
-    least :data:`SILENT_SPAN` seconds, every attempt refused or timed out at connect: the
-    replica does not listen on the port it was given."""
-    silent: dict[str, bool] = {}
-    first: dict[str, float] = {}
-    last: dict[str, float] = {}
-    for r in records:
-        if not r.replica or r.error is ErrorClass.NO_ENDPOINT:
-            continue
-        never = r.status == 0 and r.error in (ErrorClass.REFUSED, ErrorClass.CONNECT_TIMEOUT)
-        silent[r.replica] = silent.get(r.replica, True) and never
-        first[r.replica] = min(first.get(r.replica, r.sent), r.sent)
-        last[r.replica] = max(last.get(r.replica, r.sent), r.sent)
-    return sorted(
-        name for name, quiet in silent.items() if quiet and last[name] - first[name] >= SILENT_SPAN
-    )
 
 
 # -- the timeline, indexed per replica ------------------------------------------------------------
@@ -312,7 +305,7 @@ class Cause:
     ``fix`` (one sentence each, with the run's numbers), the failed requests' count, replicas, up
     to five examples and the seqs of all of them."""
 
-    kind: CauseKind
+    kind: CauseKind | str  # a CauseKind, or "fault:N" for the N-th injected fault
     cause: str
     fix: str
     count: int
@@ -430,76 +423,113 @@ class Analyzer:
         self.settings = dict(settings or {})
         self.events = sorted(events, key=lambda e: e.t)
         self.timelines = _index(self.events)
+        # issue 16: faults, crashes, probe kills and sidecars first (analysis/faults.py)
+        self.stress = Attribution(self.events, settle=_settle(self.settings))
         self.lag_budget = float(self.settings.get("lag_budget", 0.1))
         self.registry = self.settings.get("traffic") == "registry"
         ttl = self.settings.get("registry_cache_ttl")
         self.cache_ttl = float(ttl) if isinstance(ttl, int | float) else 0.0
-        self.records: list[Record] = []
         self.closed = False
         self.silent: frozenset[str] = frozenset()
+        # -- issue 16: add() folds each record into bounded state (analysis/stream.py): only
+        # the failed records are kept, so memory does not grow with the number of requests
+        self._failures_by_class: Counter[str] = Counter()
+        self._artefacts_by_class: Counter[str] = Counter()
+        self._status_codes: Counter[str] = Counter()
+        self._replicas: dict[str, Counter[str]] = defaultdict(Counter)
+        self._latencies = Distribution()
+        self._lags = Distribution()
+        self._failed: list[Record] = []
+        self._first_ok: dict[str, tuple[int, float]] = {}  # replica: (seq, sent) lowest seq
+        self._ok = self._late = self._n = 0
+        self._first: tuple[int, float] | None = None  # (seq, intended) of the lowest seq
+        self._last: tuple[int, float, float] | None = None  # (seq, intended, sent) highest
+        self._max_end = -math.inf
+        self._max_sent = -math.inf
+        # issue 13: replicas that never answered (silent_replicas), requests per kind, and the
+        # rollout window, folded per record as well
+        self._quiet: dict[str, tuple[bool, float, float]] = {}  # replica: (silent, first, last)
+        self._kind_counts: Counter[tuple[int, bool]] = Counter()  # (kind, failed)
+        self._window = self._window_bounds()
+        self._in_window = 0
 
     def add(self, record: Record) -> None:
         if self.closed:
             raise RuntimeError("Analyzer is closed: add() came after close()")
-        self.records.append(record)
+        r = record
+        self._n += 1
+        if self._first is None or r.seq < self._first[0]:
+            self._first = (r.seq, r.intended)
+        if self._last is None or r.seq > self._last[0]:
+            self._last = (r.seq, r.intended, r.sent)
+        if r.end is not None and r.end > self._max_end:
+            self._max_end = r.end
+        if r.sent > self._max_sent:
+            self._max_sent = r.sent
+        if r.replica and r.error is not ErrorClass.NO_ENDPOINT:
+            never = r.status == 0 and r.error in (ErrorClass.REFUSED, ErrorClass.CONNECT_TIMEOUT)
+            quiet, first, last = self._quiet.get(r.replica, (True, r.sent, r.sent))
+            self._quiet[r.replica] = (quiet and never, min(first, r.sent), max(last, r.sent))
+        self._kind_counts[(r.kind, not r.ok and not r.error.is_artefact)] += 1
+        if self._window is not None and self._window[0] <= r.intended <= self._window[1]:
+            self._in_window += 1
+        self._status_codes[str(r.status)] += 1
+        lag = r.sent - r.intended
+        self._lags.add(lag * 1000)
+        if lag > self.lag_budget:
+            self._late += 1
+        self._replicas[r.replica or "-"]["requests"] += 1
+        if r.error.is_artefact:
+            self._artefacts_by_class[r.error.value] += 1
+        elif r.ok:
+            self._ok += 1
+        else:
+            self._failures_by_class[r.error.value or "5xx"] += 1
+            self._replicas[r.replica or "-"]["failures"] += 1
+            self._failed.append(r)
+        if (
+            0 < r.status < 500
+            and r.end is not None
+            and r.error in (ErrorClass.NONE, ErrorClass.SCHEDULE_LAG)
+        ):
+            self._latencies.add((r.end - r.sent) * 1000)
+            if r.replica:
+                seen = self._first_ok.get(r.replica)
+                if seen is None or r.seq < seen[0]:
+                    self._first_ok[r.replica] = (r.seq, r.sent)
 
     def close(self, warnings: Sequence[str] = ()) -> Analysis:
         if self.closed:
             raise RuntimeError("Analyzer is closed: close() was already called")
         self.closed = True
-        records = sorted(self.records, key=lambda r: r.seq)
-        failures_by_class: Counter[str] = Counter()
-        artefacts_by_class: Counter[str] = Counter()
-        status_codes: Counter[str] = Counter()
-        replicas: dict[str, Counter[str]] = defaultdict(Counter)
-        latencies: list[float] = []
-        lags: list[float] = []
-        failed: list[Record] = []
-        first_ok: dict[str, float] = {}
-        ok = late = 0
-        for r in records:
-            status_codes[str(r.status)] += 1
-            lag = r.sent - r.intended
-            lags.append(lag * 1000)
-            if lag > self.lag_budget:
-                late += 1
-            replicas[r.replica or "-"]["requests"] += 1
-            if r.error.is_artefact:
-                artefacts_by_class[r.error.value] += 1
-            elif r.ok:
-                ok += 1
-            else:
-                failures_by_class[r.error.value or "5xx"] += 1
-                replicas[r.replica or "-"]["failures"] += 1
-                failed.append(r)
-            if (
-                0 < r.status < 500
-                and r.end is not None
-                and r.error
-                in (
-                    ErrorClass.NONE,
-                    ErrorClass.SCHEDULE_LAG,
-                )
-            ):
-                latencies.append((r.end - r.sent) * 1000)
-                if r.replica and r.replica not in first_ok:
-                    first_ok[r.replica] = r.sent
-        self.silent = frozenset(silent_replicas(records))
+        failed = sorted(self._failed, key=lambda r: r.seq)
+        first_ok = {name: sent for name, (_, sent) in self._first_ok.items()}
+        failures_by_class = self._failures_by_class
+        artefacts_by_class = self._artefacts_by_class
+        status_codes = self._status_codes
+        replicas = self._replicas
+        ok, late = self._ok, self._late
         contexts = [self.context(r) for r in failed]
         causes = self._causes(failed, contexts, first_ok)
         duration = 0.0
-        rate = achieved = 0.0
-        if records:
-            start = records[0].intended
-            ends = [r.end for r in records if r.end is not None]
-            duration = max([*ends, records[-1].sent]) - start
-            span = records[-1].intended - start
-            rate = (len(records) - 1) / span if span > 0 else 0.0
-            sent_span = max(r.sent for r in records) - start
-            achieved = (len(records) - 1) / sent_span if sent_span > 0 else 0.0
+        rate = 0.0
+        if self._first is not None and self._last is not None:
+            start = self._first[1]
+            duration = max(self._max_end, self._last[2]) - start
+            span = self._last[1] - start
+            rate = (self._n - 1) / span if span > 0 else 0.0
+        self.silent = frozenset(
+            name
+            for name, (quiet, first, last) in self._quiet.items()
+            if quiet and last - first >= SILENT_SPAN
+        )
+        achieved = 0.0
+        if self._first is not None and self._n > 1:
+            sent_span = self._max_sent - self._first[1]
+            achieved = (self._n - 1) / sent_span if sent_span > 0 else 0.0
         nfail = len(failed)
         return Analysis(
-            requests=len(records),
+            requests=self._n,
             ok=ok,
             failures=nfail,
             artefacts=sum(artefacts_by_class.values()),
@@ -509,8 +539,8 @@ class Analyzer:
             status_codes=dict(sorted(status_codes.items())),
             duration_s=round(duration, 6),
             rate_sent=round(rate, 3),
-            latency_ms={k: round(v, 3) for k, v in percentiles(latencies).items()},
-            lag_ms={k: round(v, 3) for k, v in percentiles(lags).items()},
+            latency_ms={k: round(v, 3) for k, v in self._latencies.percentiles().items()},
+            lag_ms={k: round(v, 3) for k, v in self._lags.percentiles().items()},
             late=late,
             lag_budget_s=self.lag_budget,
             causes=causes,
@@ -519,13 +549,13 @@ class Analyzer:
             settings=self.settings,
             warnings=list(warnings),
             rate_achieved=round(achieved, 3),
-            request_kinds=request_kinds(self.settings, records),
-            window_requests=self._window_requests(records),
+            request_kinds=request_kinds(self.settings, self._kind_counts),
+            window_requests=None if self._window is None else self._in_window,
             silent_replicas=sorted(self.silent),
         )
 
-    def _window_requests(self, records: Sequence[Record]) -> int | None:
-        """Requests intended from the rollout's start to the last deleted replica's exit (or
+    def _window_bounds(self) -> tuple[float, float] | None:
+        """The rollout window: from the rollout's start to the last deleted replica's exit (or
         the rollout's end, whichever is later); None when the run has no rollout."""
         starts = [e.t for e in self.events if e.kind is EventKind.ROLLOUT_START and not e.replica]
         if not starts:
@@ -537,8 +567,7 @@ class Analyzer:
             for tl in self.timelines.values()
             if tl.at(EventKind.DELETING) is not None
         ]
-        end = max(ends, default=math.inf)
-        return sum(1 for r in records if begin <= r.intended <= end)
+        return begin, max(ends, default=math.inf)
 
     # -- joining -----------------------------------------------------------------------------
     def context(self, r: Record) -> FailureContext:
@@ -578,7 +607,10 @@ class Analyzer:
             view_removed_in=removed_in,
         )
 
-    def _kind(self, r: Record, ctx: FailureContext, first_ok: dict[str, float]) -> CauseKind:
+    def _kind(self, r: Record, ctx: FailureContext, first_ok: dict[str, float]) -> CauseKind | str:
+        attributed = self.stress.kind(r)  # issue 16: a fault's, a crash's... (analysis/faults.py)
+        if attributed is not None:
+            return attributed
         if r.replica in self.silent:
             return CauseKind.NEVER_LISTENED
         naive = str(self.settings.get("strategy", "")).lower() == "naive"
@@ -619,7 +651,7 @@ class Analyzer:
     def _causes(
         self, failed: list[Record], contexts: list[FailureContext], first_ok: dict[str, float]
     ) -> list[Cause]:
-        groups: dict[CauseKind, list[tuple[Record, FailureContext]]] = defaultdict(list)
+        groups: dict[CauseKind | str, list[tuple[Record, FailureContext]]] = defaultdict(list)
         for r, ctx in zip(failed, contexts, strict=True):
             groups[self._kind(r, ctx, first_ok)].append((r, ctx))
         causes = [self._explain(kind, items) for kind, items in groups.items()]
@@ -627,9 +659,9 @@ class Analyzer:
         return causes
 
     # -- sentences ---------------------------------------------------------------------------
-    def _explain(self, kind: CauseKind, items: list[tuple[Record, FailureContext]]) -> Cause:
+    def _explain(self, kind: CauseKind | str, items: list[tuple[Record, FailureContext]]) -> Cause:
         g = _Group(items)
-        explain = {
+        explain: dict[CauseKind | str, Callable[[_Group], tuple[str, str]]] = {
             CauseKind.NEVER_LISTENED: self._explain_never_listened,
             CauseKind.NAIVE: self._explain_naive,
             CauseKind.NO_ENDPOINT: self._explain_no_endpoint,
@@ -641,8 +673,12 @@ class Analyzer:
             CauseKind.CUT_IN_FLIGHT: self._explain_cut_in_flight,
             CauseKind.NOT_READY: self._explain_not_ready,
             CauseKind.SLOW: self._explain_slow,
-        }.get(kind, self._explain_unexplained)
-        cause, fix = explain(g)
+        }
+        explainer = explain.get(kind, self._explain_unexplained)
+        if kind.startswith("fault:") or kind in STRESS_KINDS:  # issue 16 (analysis/faults.py)
+            cause, fix = self.stress.explain(kind, g.records)
+        else:
+            cause, fix = explainer(g)
         classes = Counter(r.error.value for r in g.records)
         if kind is not CauseKind.NO_ENDPOINT:
             cause += " [" + ", ".join(f"{k}: {v}" for k, v in classes.most_common()) + "]"

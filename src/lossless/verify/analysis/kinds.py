@@ -29,6 +29,10 @@ class CauseKind(enum.StrEnum):
     NOT_READY = "not_ready"  # sent before the replica could serve
     SLOW = "slow"  # client timeout on a serving replica
     UNEXPLAINED = "unexplained"
+    # the lab under stress (lossless.verify.analysis.faults; an injected fault is "fault:N")
+    PROBE_KILL = "probe_kill"  # the kubelet killed the container after a failed liveness probe
+    CRASHED = "crashed"  # the container exited by itself (restartPolicy restarts it)
+    SIDECAR_FIRST = "sidecar_first"  # a plain sidecar stopped before the app it fronts
     # the long-lived clients (lossless.verify.analysis.streams)
     STREAM_CUT = "stream_cut"  # a terminating replica ended a stream without a clean end
     # the proxy's rules (lossless.verify.analysis.proxy)

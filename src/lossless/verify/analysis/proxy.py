@@ -134,7 +134,7 @@ class ProxyFailure:
 
     context: FailureContext
     proxy: ProxyView | None
-    kind: CauseKind
+    kind: CauseKind | str
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -606,6 +606,6 @@ def analyze_proxy(run: Run) -> ProxyAnalysis | None:
     )
 
 
-def failure_kinds(causes: Sequence[Cause]) -> dict[int, CauseKind]:
+def failure_kinds(causes: Sequence[Cause]) -> dict[int, CauseKind | str]:
     """The cause kind of every failed request (seq → kind) that ``causes`` group."""
     return {seq: c.kind for c in causes for seq in c.seqs}

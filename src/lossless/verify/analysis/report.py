@@ -33,7 +33,7 @@ class Report:
     run: Run
     analysis: Analysis
     proxy: ProxyAnalysis | None
-    kinds: dict[int, CauseKind]
+    kinds: dict[int, CauseKind | str]
     replicas: dict[int, str]
     # the long-lived clients (streams.csv), None when the run had none (issue 13 item 3)
     streams: StreamAnalysis | None = None

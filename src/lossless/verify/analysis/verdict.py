@@ -94,8 +94,10 @@ class Verdict:
         }
 
 
-def judge(report: Report, policy: VerdictPolicy) -> Verdict:
-    """The verdict of ``report`` under ``policy`` (see the module docstring)."""
+def judge(report: Report, policy: VerdictPolicy, *, uncounted: int = 0) -> Verdict:
+    """The verdict of ``report`` under ``policy`` (see the module docstring). ``uncounted``
+    failed requests are left out of the count: those of the faults the user injected, unless
+    ``--faults-count`` (lossless.verify.stress_command)."""
     a = report.analysis
     records = report.run.records
     late = sum(1 for r in records if r.sent - r.intended > policy.late_threshold)
@@ -103,7 +105,8 @@ def judge(report: Report, policy: VerdictPolicy) -> Verdict:
     retried = 0 if policy.allow_retries else a.retried
     # the long-lived clients' failed sessions count like failed requests (issue 13 item 3)
     stream_failures = report.streams.failures if report.streams is not None else 0
-    counted = a.failures + retried + stream_failures
+    failed = max(0, a.failures - uncounted)  # the upgrade's, without the injected faults'
+    counted = failed + retried + stream_failures
     silent = ""
     if a.silent_replicas:
         one = len(a.silent_replicas) == 1
@@ -113,7 +116,7 @@ def judge(report: Report, policy: VerdictPolicy) -> Verdict:
             "on {port} or $PORT?"
         )
     if counted > policy.max_failures:
-        parts = [_n(a.failures, "failed request")]
+        parts = [_n(failed, "failed request")]
         if retried:
             parts.append(f"{_n(retried, 'request')} saved only by proxy retries")
         if stream_failures:

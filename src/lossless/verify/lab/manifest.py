@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lossless.errors import LosslessError
+from lossless.verify.lab.manifest_stress import stress_fields
 from lossless.verify.lab.prober import (
     ExecAction,
     Handler,
@@ -49,6 +50,12 @@ class DeploymentSpec:
     readiness: ProbeSpec | None = None
     prestop: Handler | None = None
     container: str = ""
+    # -- issue 16 (lab/manifest_stress.py): livenessProbe, startupProbe, restartPolicy, sidecar
+    liveness: ProbeSpec | None = None
+    startup: ProbeSpec | None = None
+    restart_policy: str = "Always"
+    sidecar_kind: str | None = None  # "native" (initContainers, restartPolicy Always), "plain"
+    sidecar_name: str = ""
 
 
 class _Where:
@@ -246,4 +253,5 @@ def load_deployment(
         readiness=readiness,
         prestop=prestop,
         container=str(c.get("name", "")),
+        **stress_fields(where, pod, c, containers),  # issue 16 (lab/manifest_stress.py)
     )

@@ -26,12 +26,15 @@ from typing import Any
 
 from lossless.errors import LosslessError
 from lossless.verify.lab.prober import Handler, ProbeSpec, ReadinessProber, run_handler
+from lossless.verify.lab.probes_liveness import LivenessProber, StartupProber
 from lossless.verify.lab.process import (
     PortAllocator,
     ReplicaProcess,
     describe_returncode,
     render_command,
 )
+from lossless.verify.lab.restart import BackOffPolicy, ContainerBackOff, CrashLoopError
+from lossless.verify.lab.sidecar import SidecarSpec, render_sidecar
 from lossless.verify.model import Clock, Endpoint, Event, EventKind
 from lossless.verify.traffic.base import TrafficModel
 
@@ -56,6 +59,12 @@ class PodTemplate:
     readiness: ProbeSpec | None = None
     prestop: Handler | None = None
     grace: float = 30.0
+    # -- issue 16: restartPolicy, liveness and startup probes, a sidecar (lab/restart.py,
+    # lab/probes_liveness.py, lab/sidecar.py)
+    restart_policy: str = "Always"
+    liveness: ProbeSpec | None = None
+    startup: ProbeSpec | None = None
+    sidecar: SidecarSpec | None = None
 
     def __post_init__(self) -> None:
         if not self.command:
@@ -94,6 +103,23 @@ class Pod:
         self._tasks: set[asyncio.Task[None]] = set()
         self._probe_task: asyncio.Task[None] | None = None
         self._available_timer: asyncio.TimerHandle | None = None
+        # -- issue 16: restarts, liveness/startup probes, sidecar
+        self.restarts = 0  # containerStatuses[].restartCount
+        self.app_port = port  # the app's own port (differs from ``port`` with a sidecar)
+        self.sidecar_process: ReplicaProcess | None = None
+        self.startup_done = False
+        self.liveness: LivenessProber | None = None
+        self._crash_run = 0  # consecutive crashes, each within the back-off's reset period
+        self.fault_exit = False  # the next exit is an injected fault's (lab/faults.py)
+        self._backoff: ContainerBackOff | None = None
+        self._restart_task: asyncio.Task[None] | None = None
+        self._container_tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def in_backoff(self) -> bool:
+        """The container exited and waits for its restart (CrashLoopBackOff)."""
+        task = self._restart_task
+        return task is not None and not task.done()
 
     @property
     def version(self) -> str:
@@ -143,6 +169,7 @@ class Lab:
         ports: PortAllocator | None = None,
         min_ready_seconds: float = 0.0,
         watch_listener: bool = True,
+        backoff: BackOffPolicy | None = None,
     ) -> None:
         if min_ready_seconds < 0:
             raise LosslessError(f"minReadySeconds must be >= 0 (got {min_ready_seconds})")
@@ -161,6 +188,12 @@ class Lab:
         self._changed = asyncio.Condition()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        # -- issue 16: restartPolicy Always (None: a replica exiting by itself fails the run),
+        # the exit code of a crash loop (2 while the first replicas start, 1 in a rollout),
+        # and the fault injector's hook that delays a pod's start (lab/faults.py)
+        self.backoff = backoff
+        self.crash_loop_exit_code = 2
+        self.start_delay: Callable[[Pod], float] = lambda pod: 0.0
 
     # -- events and change notification ----------------------------------------------------------
 
@@ -220,29 +253,73 @@ class Lab:
         pod = Pod(name, template, port or self.ports.allocate(), self.host, self.clock.now())
         self.pods.append(pod)
         self.emit(EventKind.CREATED, pod, f"{template.version} port {pod.port}")
+        if template.sidecar is not None:
+            await self._start_sidecar(pod, template.sidecar)
+        delay = self.start_delay(pod)
+        if delay > 0:  # a slow-start fault: the container starts later (lab/faults.py)
+            self._spawn(self._start_later(pod, delay, immediate), pod)
+        else:
+            await self._start_container(pod, immediate=immediate)
+        self._bump()
+        return pod
+
+    async def _start_container(self, pod: Pod, *, immediate: bool = False) -> None:
+        """Spawn the pod's main container (again, after a crash) and start its probes."""
+        template = pod.template
         env = dict(os.environ)
         env.update(template.env)
-        env["PORT"] = str(pod.port)
-        argv = render_command(template.command, pod.port)
-        process = ReplicaProcess(argv, env=env, cwd=self.cwd, log_path=self.log_dir / f"{name}.log")
+        env["PORT"] = str(pod.app_port)
+        argv = render_command(template.command, pod.app_port)
+        process = ReplicaProcess(
+            argv, env=env, cwd=self.cwd, log_path=self.log_dir / f"{pod.name}.log"
+        )
         await process.start()
         pod.process = process
+        pod.returncode = None
         pod.started_at = self.clock.now()
+        pod.startup_done = template.startup is None
         self.emit(EventKind.STARTED, pod, f"pid {process.pid}: {shlex.join(argv)}")
-        self._spawn(self._monitor(pod), pod)
+        self._spawn(self._monitor(pod, process), pod)
+        if template.startup is not None:
+            startup = StartupProber(
+                template.startup,
+                pod.app_port,
+                clock=self.clock.now,
+                started_at=pod.started_at,
+                on_started=lambda detail: self._started_up(pod, process, detail),
+                on_fail=lambda detail: self._probe_kill(pod, process, "startup", detail),
+            )
+            self._container_task(pod, startup.run())
+        else:
+            self._start_main_probes(pod, process, immediate=immediate)
+
+    def _start_main_probes(
+        self, pod: Pod, process: ReplicaProcess, *, immediate: bool = False
+    ) -> None:
+        """Readiness (or ready at once without a probe) and liveness, once the container has
+        started (worker.go: "Disable other probes until container has started")."""
+        template = pod.template
+        assert pod.started_at is not None
         if template.readiness is None:
             self._set_ready(pod, True, "no readiness probe", immediate=immediate)
         else:
             pod.prober = ReadinessProber(
                 template.readiness,
-                pod.port,
+                pod.app_port,
                 clock=self.clock.now,
                 started_at=pod.started_at,
                 on_change=lambda ready, detail: self._set_ready(pod, ready, detail),
             )
             pod._probe_task = self._spawn(pod.prober.run(), pod)
-        self._bump()
-        return pod
+        if template.liveness is not None:
+            pod.liveness = LivenessProber(
+                template.liveness,
+                pod.app_port,
+                clock=self.clock.now,
+                started_at=pod.started_at,
+                on_fail=lambda detail: self._probe_kill(pod, process, "liveness", detail),
+            )
+            self._container_task(pod, pod.liveness.run())
 
     def _set_ready(self, pod: Pod, ready: bool, detail: str, *, immediate: bool = False) -> None:
         if pod.deleting or pod.exited.is_set():
@@ -293,30 +370,189 @@ class Lab:
 
     # -- the process's life ----------------------------------------------------------------------
 
-    async def _monitor(self, pod: Pod) -> None:
-        assert pod.process is not None
-        code = await pod.process.wait()
+    async def _monitor(self, pod: Pod, process: ReplicaProcess) -> None:
+        code = await process.wait()
         pod.returncode = code
-        pod.process.kill()  # PID 1 is gone: the rest of the "container" goes with it
+        process.kill()  # PID 1 is gone: the rest of the "container" goes with it
+        was_ready = pod.ready
         pod.ready = pod.available = False
         if pod._available_timer is not None:
             pod._available_timer.cancel()
+        if (
+            self.backoff is not None
+            and pod.template.restart_policy == "Always"
+            and not pod.deleting
+            and not self._closing
+        ):
+            self._container_exited(pod, process, code, was_ready)
+            return
         self.emit(EventKind.EXITED, pod, describe_returncode(code))
         if not pod.routed_in_place and not self._closing:
             self._remove_endpoint(pod, "process exited")
-        pod.exited.set()
         self._stop_probe(pod)
+        if pod.sidecar_process is not None and not self._closing:
+            await self._stop_sidecar(pod)  # native: after the app; plain: already stopping
+        pod.exited.set()
         self._bump()
         if not pod.deleting and not self._closing:
             started = pod.started_at if pod.started_at is not None else pod.created_at
             after = self.clock.now() - started
-            tail = pod.process.log_tail()
+            tail = process.log_tail()
             raise LosslessError(
                 f"replica {pod.name} exited unexpectedly ({describe_returncode(code)}, "
                 f"{after:.1f}s after it started)"
                 + (f": {tail}" if tail else "")
-                + f" [command: {shlex.join(pod.process.argv)}]"
+                + f" [command: {shlex.join(process.argv)}]"
             )
+
+    # -- issue 16: restarts with back-off, liveness/startup kills, sidecars ----------------------
+
+    def _container_task(self, pod: Pod, coro: Coroutine[Any, Any, None]) -> None:
+        task = self._spawn(coro, pod)
+        pod._container_tasks.add(task)
+        task.add_done_callback(pod._container_tasks.discard)
+
+    def _stop_container_probes(self, pod: Pod) -> None:
+        for task in list(pod._container_tasks):
+            task.cancel()
+        if pod._probe_task is not None:
+            pod._probe_task.cancel()
+        pod.liveness = None
+
+    def _started_up(self, pod: Pod, process: ReplicaProcess, detail: str) -> None:
+        if pod.process is not process or pod.deleting or process.returncode is not None:
+            return
+        pod.startup_done = True
+        self.emit(EventKind.STARTUP_SUCCEEDED, pod, detail)
+        for task in list(pod._container_tasks):  # "Stop probing for startup once started"
+            task.cancel()
+        self._start_main_probes(pod, process)
+        self._bump()
+
+    def _probe_kill(self, pod: Pod, process: ReplicaProcess, kind: str, detail: str) -> None:
+        """A liveness or startup probe failed failureThreshold times: kill the container with
+        the pod's grace period (preStop, SIGTERM, SIGKILL); the restart policy brings it back."""
+        if pod.process is not process or pod.deleting or process.returncode is not None:
+            return
+        self.emit(EventKind.PROBE_KILL, pod, f"{kind} probe failed: {detail}")
+        if pod.ready:
+            pod.ready = pod.available = False
+            self.emit(EventKind.NOT_READY, pod, f"{kind} probe failed: container killed")
+            self._remove_endpoint(pod, f"{kind} probe failed")
+            self._bump()
+        self._spawn(self._terminate(pod), pod)
+
+    def _container_exited(
+        self, pod: Pod, process: ReplicaProcess, code: int, was_ready: bool
+    ) -> None:
+        """restartPolicy Always: restart the container after the kubelet's back-off; a crash
+        loop (``backoff.limit`` crashes in a row, each less than the back-off's reset period
+        after its start; an injected fault's kill does not count) ends the run."""
+        assert self.backoff is not None
+        now = self.clock.now()
+        self._stop_container_probes(pod)
+        ran = now - (pod.started_at if pod.started_at is not None else pod.created_at)
+        if pod.fault_exit:
+            pod.fault_exit = False
+        elif ran < self.backoff.reset_after:
+            pod._crash_run += 1
+        else:
+            pod._crash_run = 1
+        if pod._backoff is None:
+            pod._backoff = ContainerBackOff(self.backoff)
+        delay = pod._backoff.schedule(now)
+        tail = process.log_tail()
+        self.emit(
+            EventKind.CONTAINER_EXITED,
+            pod,
+            f"{describe_returncode(code)} after {ran:.2f}s; restart {pod.restarts + 1} in "
+            f"{delay:.2f}s (back-off)" + (f"; last log line: {tail}" if tail else ""),
+        )
+        if was_ready:
+            self.emit(EventKind.NOT_READY, pod, "container exited")
+        self._remove_endpoint(pod, "container exited")
+        self._bump()
+        limit = self.backoff.limit
+        if limit and pod._crash_run >= limit:
+            raise CrashLoopError(
+                f"replica {pod.name} exited unexpectedly ({describe_returncode(code)}, "
+                f"{ran:.1f}s after it started), {pod._crash_run} times in a row "
+                "(CrashLoopBackOff)"
+                + (f": {tail}" if tail else "")
+                + f" [command: {shlex.join(process.argv)}]",
+                exit_code=self.crash_loop_exit_code,
+            )
+        pod._restart_task = self._spawn(self._restart_after(pod, delay), pod)
+
+    async def _restart_after(self, pod: Pod, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if pod.deleting or self._closing:
+            return
+        pod.restarts += 1
+        self.emit(EventKind.RESTARTED, pod, f"restart {pod.restarts}")
+        await self._start_container(pod)
+        self._bump()
+
+    async def _start_later(self, pod: Pod, delay: float, immediate: bool) -> None:
+        self.emit(EventKind.NOTE, pod, f"container start delayed {delay:g}s (fault)")
+        await asyncio.sleep(delay)
+        if pod.deleting or self._closing:
+            pod.exited.set()
+            return
+        await self._start_container(pod, immediate=immediate)
+        self._bump()
+
+    async def _start_sidecar(self, pod: Pod, spec: SidecarSpec) -> None:
+        """Start the sidecar on the pod's port; the app moves to a port of its own."""
+        pod.app_port = self.ports.allocate()
+        env = dict(os.environ)
+        env.update(pod.template.env)
+        env.update(PORT=str(pod.port), APP_PORT=str(pod.app_port))
+        argv = render_sidecar(spec.command, pod.port, pod.app_port)
+        process = ReplicaProcess(
+            argv, env=env, cwd=self.cwd, log_path=self.log_dir / f"{pod.name}.sidecar.log"
+        )
+        await process.start()
+        pod.sidecar_process = process
+        self.emit(
+            EventKind.SIDECAR_STARTED,
+            pod,
+            f"{spec.kind} sidecar pid {process.pid} on port {pod.port}, app on port "
+            f"{pod.app_port}: {shlex.join(argv)}",
+        )
+        self._spawn(self._monitor_sidecar(pod, process), pod)
+
+    async def _monitor_sidecar(self, pod: Pod, process: ReplicaProcess) -> None:
+        code = await process.wait()
+        process.kill()
+        unexpected = not pod.deleting and not self._closing and not pod.exited.is_set()
+        self.emit(
+            EventKind.SIDECAR_EXITED,
+            pod,
+            describe_returncode(code) + (" (unexpected: not restarted)" if unexpected else ""),
+        )
+
+    async def _stop_sidecar(self, pod: Pod, grace: float | None = None) -> None:
+        """SIGTERM the sidecar, SIGKILL its group after ``grace`` (default: what is left of
+        the pod's grace period since its deletion, at least 2 s)."""
+        process = pod.sidecar_process
+        if process is None or process.returncode is not None:
+            return
+        if grace is None:
+            grace = pod.template.grace
+            if pod.deleting_at is not None:
+                grace -= self.clock.now() - pod.deleting_at
+            grace = max(grace, MINIMUM_GRACE_PERIOD)
+        if process.terminate():
+            self.emit(EventKind.SIDECAR_SIGTERM, pod, f"{grace:g}s before SIGKILL")
+        try:
+            async with asyncio.timeout(grace):
+                await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+        process.kill()
 
     async def _watch_listener(self, pod: Pod) -> None:
         """Record when the replica first refuses a connection (its listener closed)."""
@@ -368,7 +604,18 @@ class Lab:
         self._stop_probe(pod)
         pod.available = False
         self._remove_endpoint(pod, "pod deleted")
-        if not pod.exited.is_set():
+        sidecar = pod.template.sidecar
+        if sidecar is not None and not sidecar.native:  # a plain container stops at t0 too
+            self._spawn(self._stop_sidecar(pod), pod)
+        if not pod.exited.is_set() and (pod.process is None or pod.process.returncode is not None):
+            # in back-off (or not started yet): no container to stop, the pod goes at once
+            if pod._restart_task is not None:
+                pod._restart_task.cancel()
+            self.emit(EventKind.EXITED, pod, "deleted while its container was not running")
+            if pod.sidecar_process is not None:
+                self._spawn(self._stop_sidecar(pod), pod)
+            pod.exited.set()
+        elif not pod.exited.is_set():
             self._spawn(self._terminate(pod), pod)
             if self.watch_listener:
                 self._spawn(self._watch_listener(pod), pod)
@@ -391,6 +638,8 @@ class Lab:
         self._bump()
 
     def _stop_probe(self, pod: Pod) -> None:
+        for task in list(pod._container_tasks):  # liveness and startup stop at deletion too
+            task.cancel()
         if pod._probe_task is not None:
             pod._probe_task.cancel()
         if pod._available_timer is not None:
@@ -398,16 +647,16 @@ class Lab:
 
     async def _terminate(self, pod: Pod, *, run_prestop: bool = True) -> None:
         process = pod.process
-        assert process is not None and pod.deleting_at is not None
+        assert process is not None
         grace = pod.template.grace
         prestop = pod.template.prestop if run_prestop else None
         hook: asyncio.Task[tuple[bool, str]] | None = None
-        exited = asyncio.ensure_future(pod.exited.wait())
+        exited = asyncio.ensure_future(process.wait())
         try:
             if prestop is not None and grace > 0:
                 self.emit(EventKind.PRESTOP_START, pod, prestop.describe())
                 started = self.clock.now()
-                hook = asyncio.ensure_future(run_handler(prestop, pod.port, grace + 60))
+                hook = asyncio.ensure_future(run_handler(prestop, pod.app_port, grace + 60))
                 await asyncio.wait({hook, exited}, timeout=grace, return_when="FIRST_COMPLETED")
                 took = self.clock.now() - started
                 if hook.done():
@@ -417,7 +666,7 @@ class Lab:
                         pod,
                         f"{'ok' if ok else 'failed'} after {took:.2f}s: {detail}",
                     )
-                elif pod.exited.is_set():
+                elif process.returncode is not None:
                     self.emit(EventKind.PRESTOP_END, pod, "process exited during preStop")
                 else:
                     self.emit(
@@ -428,7 +677,7 @@ class Lab:
                 # kubelet: gracePeriod -= int64(time.Since(start).Seconds()) (whole seconds)
                 grace -= int(took)
             grace = max(grace, MINIMUM_GRACE_PERIOD)
-            if pod.exited.is_set():
+            if process.returncode is not None:
                 return
             if process.terminate():
                 self.emit(EventKind.SIGTERM, pod, f"{grace:g}s before SIGKILL")
@@ -460,16 +709,31 @@ class Lab:
             assert pod.process is not None
             if pod.process.terminate():
                 self.emit(EventKind.SIGTERM, pod, "teardown")
-        waits = [asyncio.ensure_future(p.exited.wait()) for p in alive]
+        # wait for the processes, not ``pod.exited``: a failed task group has cancelled the
+        # monitors that set it (issue 13: a crash at start took 6.5 s to exit)
+        procs = [p.process for p in alive if p.process is not None]
+        procs += [p.sidecar_process for p in self.pods if p.sidecar_process is not None]
+        waits = [asyncio.ensure_future(proc.wait()) for proc in procs]
         try:
             if waits:
                 await asyncio.wait(waits, timeout=timeout)
-            for pod in self.running():
+            for pod in alive:
                 assert pod.process is not None
-                pod.process.kill()
-                self.emit(EventKind.SIGKILL, pod, "teardown")
+                if pod.process.returncode is None:
+                    pod.process.kill()
+                    self.emit(EventKind.SIGKILL, pod, "teardown")
+            for pod in self.pods:
+                if pod.sidecar_process is not None:
+                    pod.sidecar_process.kill()
             if waits:
                 await asyncio.wait(waits, timeout=5.0)
+            for pod in alive:  # every exit in the timeline, also when its monitor was cancelled
+                assert pod.process is not None
+                code = pod.process.returncode
+                if not pod.exited.is_set() and code is not None:
+                    pod.returncode = code
+                    self.emit(EventKind.EXITED, pod, describe_returncode(code))
+                    pod.exited.set()
         finally:
             for future in waits:
                 future.cancel()
@@ -483,3 +747,5 @@ class Lab:
         for pod in self.pods:
             if pod.process is not None:
                 pod.process.kill()
+            if pod.sidecar_process is not None:
+                pod.sidecar_process.kill()

@@ -275,6 +275,7 @@ class _Generator:
         self.max_conns = max_conns
         self.on_record = on_record
         self.records: list[Record] = []
+        self.keep_records = True  # run_load(keep_records=False): records only go to on_record
         self.pools: list[list[_Conn]] = [[] for _ in range(max(1, view.clients))]
         self.open_conns = 0
         self.next_conn_id = 1
@@ -376,7 +377,8 @@ class _Generator:
             error = ErrorClass.SCHEDULE_LAG
         rec.error = error
         self.pending -= 1
-        self.records.append(rec)
+        if self.keep_records:
+            self.records.append(rec)
         if self.on_record is not None:
             try:
                 self.on_record(rec)
@@ -529,6 +531,7 @@ async def run_load(
     on_record: Callable[[Record], None] | None = None,
     stop: asyncio.Event | None = None,
     seed: int = 0,
+    keep_records: bool = True,
 ) -> list[Record]:
     """Send ``round(rate * duration)`` requests, open loop; return their records.
 
@@ -550,6 +553,9 @@ async def run_load(
     (each bounded by ``timeout``), then the function returns. Cancelling the call aborts every
     connection. An exception raised by ``on_record`` ends the run the same way and is then
     re-raised. Keep-alive and fresh connections are all closed before returning.
+
+    ``keep_records=False`` keeps none in memory (the result is then empty): a caller that
+    streams them through ``on_record`` runs in memory that does not grow with the requests.
     """
     if not rate > 0:
         raise ValueError(f"rate must be > 0 requests/s, got {rate}")
@@ -569,6 +575,7 @@ async def run_load(
         max_conns=max_conns,
         on_record=on_record,
     )
+    gen.keep_records = keep_records
     stop_event = stop if stop is not None else asyncio.Event()
     done = asyncio.Event()
     try:

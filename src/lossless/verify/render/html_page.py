@@ -42,6 +42,7 @@ from lossless.verify.analysis.report import Report
 from lossless.verify.analysis.verdict import Verdict
 from lossless.verify.model import Record
 from lossless.verify.render.html_figure import figure
+from lossless.verify.render.html_stress import stress_section
 from lossless.verify.results import Run
 
 __all__ = ["MAX_TABLE_ROWS", "render_html", "write_html"]
@@ -180,7 +181,7 @@ def _failure_row(c: FailureContext, kind: str, proxy_text: str, records: dict[in
 
 
 def _failures_table(
-    run: Run, a: Analysis, kinds: dict[int, CauseKind], proxy: ProxyAnalysis | None
+    run: Run, a: Analysis, kinds: dict[int, CauseKind | str], proxy: ProxyAnalysis | None
 ) -> str:
     if not a.contexts:
         return ""
@@ -308,6 +309,7 @@ def render_html(report: Report, *, verdict: Verdict | None = None, title: str | 
             '<div id="timeline"></div>',
             "<h2>Causes</h2>",
             _causes_table(analysis),
+            stress_section(run),  # issue 16: restarts, faults, upgrades (render/html_stress.py)
             f"<h2>Failed requests ({len(analysis.contexts)})</h2>" if analysis.contexts else "",
             _failures_table(run, analysis, kinds, proxy),
             streams_html,

@@ -148,6 +148,12 @@ class DelayedChanges:
         self._pending: set[asyncio.TimerHandle] = set()
         # per (client, endpoint name): time the last scheduled change for it takes effect
         self._last_due: dict[tuple[int, str], float] = {}
+        # per (client, endpoint name): changes numbered as made, the next one to apply, and
+        # those due but waiting for an earlier one (asyncio does not order timers that fall due
+        # at the same instant; found by the ten-upgrade soak, issue 16)
+        self._made: dict[tuple[int, str], int] = {}
+        self._next: dict[tuple[int, str], int] = {}
+        self._early: dict[tuple[int, str], dict[int, bool]] = {}
         self._changes: dict[str, int] = {}
         self._idle = asyncio.Event()
         self._idle.set()
@@ -162,24 +168,44 @@ class DelayedChanges:
         now = self.clock.now()
         for client in range(self.clients):
             lag = 0.0 if immediate else self.delay.draw(self.seed, client, endpoint.name, change)
-            due = max(now + lag, self._last_due.get((client, endpoint.name), 0.0))
-            self._last_due[(client, endpoint.name)] = due
+            key = (client, endpoint.name)
+            due = max(now + lag, self._last_due.get(key, 0.0))
+            self._last_due[key] = due
+            number = self._made[key] = self._made.get(key, 0) + 1
             if due <= now:
-                self._apply(client, endpoint, added)
+                self._in_order(client, endpoint, added, number)
                 continue
             holder: list[asyncio.TimerHandle] = []
-            handle = loop.call_later(due - now, self._fire, client, endpoint, added, holder)
+            handle = loop.call_later(due - now, self._fire, client, endpoint, added, number, holder)
             holder.append(handle)
             self._pending.add(handle)
             self._idle.clear()
 
     def _fire(
-        self, client: int, endpoint: Endpoint, added: bool, holder: list[asyncio.TimerHandle]
+        self,
+        client: int,
+        endpoint: Endpoint,
+        added: bool,
+        number: int,
+        holder: list[asyncio.TimerHandle],
     ) -> None:
         self._pending.discard(holder[0])
+        self._in_order(client, endpoint, added, number)
         if not self._pending:
             self._idle.set()
-        self._apply(client, endpoint, added)
+
+    def _in_order(self, client: int, endpoint: Endpoint, added: bool, number: int) -> None:
+        """Apply change ``number`` of (client, endpoint) once every earlier one has applied."""
+        key = (client, endpoint.name)
+        early = self._early.setdefault(key, {})
+        early[number] = added
+        expected = self._next.get(key, 1)
+        while expected in early:
+            self._apply(client, endpoint, early.pop(expected))
+            expected += 1
+        self._next[key] = expected
+        if not early:
+            del self._early[key]
 
     async def settled(self) -> None:
         await self._idle.wait()
