@@ -4,8 +4,10 @@ Taken from the first ``kind: Deployment`` document of the file: ``spec.replicas`
 ``spec.strategy`` (``RollingUpdate`` with ``maxSurge``/``maxUnavailable``, or ``Recreate``),
 ``spec.minReadySeconds``, ``spec.template.spec.terminationGracePeriodSeconds``, and from the
 first container (or the one named by ``container``): ``readinessProbe`` (``httpGet``,
-``tcpSocket`` or ``exec``, with its timing fields) and ``lifecycle.preStop`` (``exec``,
-``httpGet`` or ``sleep``). Fields left out get Kubernetes' defaults. Command-line flags override
+``tcpSocket`` or ``exec``, with its timing fields), ``lifecycle.preStop`` (``exec``,
+``httpGet`` or ``sleep``), ``lifecycle.stopSignal`` and ``ports`` (the first container port is
+the replica's main port, ``{port}``; each other one gets a port of its own per replica,
+``{port:NAME}``/``{port:NUMBER}``; a probe or hook that names a port goes to that one). Fields left out get Kubernetes' defaults. Command-line flags override
 the manifest (the command layer applies them).
 
 Every problem is a :class:`~lossless.errors.LosslessError` (exit 2) with a one-line message
@@ -49,6 +51,10 @@ class DeploymentSpec:
     readiness: ProbeSpec | None = None
     prestop: Handler | None = None
     container: str = ""
+    stop_signal: str | None = None
+    # the names/numbers of the main container port, then one tuple per other container port
+    port_aliases: tuple[str, ...] = ()
+    ports: tuple[tuple[str, ...], ...] = ()
 
 
 class _Where:
@@ -121,14 +127,38 @@ def _number(where: _Where, parent: Any, key: str, default: float, *, minimum: fl
     return float(value)
 
 
-def _port(where: _Where, action: dict[str, Any]) -> None:
-    """Validate a handler's port. In the lab every replica listens on a port of its own, so a
-    container port (by number or by name) always means that replica's port."""
+def _port(where: _Where, action: dict[str, Any]) -> str | None:
+    """A handler's port as a container port key (its name, or its number as a string): the lab
+    resolves it to the replica's own port of that name (see :class:`PodTemplate`)."""
     port = action.get("port")
-    if port is None or isinstance(port, str):
-        return
+    if port is None:
+        return None
+    if isinstance(port, str):
+        return port
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise where.error(f"port: expected a port number or name, got {port!r}", action)
+    return str(port)
+
+
+def _container_ports(where: _Where, c: dict[str, Any]) -> list[tuple[str, ...]]:
+    """``ports``: one tuple of keys (name and number) per container port, in order."""
+    node = c.get("ports")
+    if node is None:
+        return []
+    if not isinstance(node, list):
+        raise where.error("ports: expected a list", c)
+    out: list[tuple[str, ...]] = []
+    for item in node:
+        item = _map(where, item, "ports[]")
+        number = item.get("containerPort")
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 < number < 65536:
+            raise where.error(
+                f"ports[].containerPort: expected a port number, got {number!r}", item
+            )
+        name = item.get("name")
+        keys = (str(name), str(number)) if name else (str(number),)
+        out.append(keys)
+    return out
 
 
 def _action(where: _Where, node: Any, field: str, *, prestop: bool) -> Handler:
@@ -139,11 +169,11 @@ def _action(where: _Where, node: Any, field: str, *, prestop: bool) -> Handler:
         if scheme != "HTTP":
             raise where.error(f"{field}.httpGet: scheme {scheme} is not supported", http)
         path = str(http.get("path", "/"))
-        _port(where, http)
-        return HTTPGetAction(path=path if path.startswith("/") else "/" + path)
+        port = _port(where, http)
+        return HTTPGetAction(path=path if path.startswith("/") else "/" + path, port=port)
     if "tcpSocket" in node:
-        _port(where, _map(where, node["tcpSocket"], f"{field}.tcpSocket"))
-        return TCPSocketAction()
+        port = _port(where, _map(where, node["tcpSocket"], f"{field}.tcpSocket"))
+        return TCPSocketAction(port=port)
     if "exec" in node:
         command = _map(where, node["exec"], f"{field}.exec").get("command")
         if not isinstance(command, list) or not command:
@@ -235,6 +265,24 @@ def load_deployment(
     lifecycle = _map(where, c.get("lifecycle"), "lifecycle")
     if lifecycle.get("preStop") is not None:
         prestop = _action(where, lifecycle["preStop"], "lifecycle.preStop", prestop=True)
+    stop_signal = lifecycle.get("stopSignal")
+    if stop_signal is not None:
+        from lossless.verify.lab.process import parse_signal
+
+        try:
+            parse_signal(str(stop_signal))
+        except LosslessError as exc:
+            raise where.error(f"lifecycle.stopSignal: {exc}", lifecycle) from None
+    ports = _container_ports(where, c)
+    aliases: tuple[str, ...] = ports[0] if ports else ()
+    if not ports:
+        # no declared ports: a probe or hook port can only mean the one the app listens on
+        referenced = [
+            h.port
+            for h in (readiness.action if readiness else None, prestop)
+            if isinstance(h, HTTPGetAction | TCPSocketAction) and isinstance(h.port, str)
+        ]
+        aliases = tuple(dict.fromkeys(referenced))
     return DeploymentSpec(
         name=name,
         replicas=replicas_value,
@@ -246,4 +294,7 @@ def load_deployment(
         readiness=readiness,
         prestop=prestop,
         container=str(c.get("name", "")),
+        stop_signal=None if stop_signal is None else str(stop_signal),
+        port_aliases=aliases,
+        ports=tuple(ports[1:]),
     )

@@ -18,18 +18,28 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import math
 import os
 import shlex
+import signal
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
 from lossless.errors import LosslessError
-from lossless.verify.lab.prober import Handler, ProbeSpec, ReadinessProber, run_handler
+from lossless.verify.lab.prober import (
+    Handler,
+    HTTPGetAction,
+    ProbeSpec,
+    ReadinessProber,
+    TCPSocketAction,
+    run_handler,
+)
 from lossless.verify.lab.process import (
     PortAllocator,
     ReplicaProcess,
     describe_returncode,
+    pid1_mode,
     render_command,
 )
 from lossless.verify.model import Clock, Endpoint, Event, EventKind
@@ -43,12 +53,28 @@ MINIMUM_GRACE_PERIOD = 2.0
 # How often the lab checks whether a terminating replica still accepts connections.
 _LISTENER_POLL = 0.025
 
+# The ReplicaSet controller re-checks a pod's availability this long after minReadySeconds
+# ("Add a second to avoid milliseconds skew in AddAfter", replica_set.go updatePod).
+AVAILABILITY_RECHECK = 1.0
+
 
 @dataclasses.dataclass(frozen=True)
 class PodTemplate:
     """What a pod is made of. ``command`` is the argv template (``{port}``/``$PORT`` substituted),
     ``env`` is added to the verifier's environment (``PORT`` is always set), ``grace`` is
-    ``terminationGracePeriodSeconds``."""
+    ``terminationGracePeriodSeconds``.
+
+    Ports: the replica's main port (``{port}``) is the one clients use; ``port_aliases`` are the
+    names and numbers that mean it (from a manifest's first container port). ``ports`` are the
+    container's other ports, one tuple of keys (its name and/or number) each: each gets its own
+    free port per replica,
+    substituted as ``{port:KEY}`` and set as ``PORT_<KEY>``; probes and ``httpGet``/
+    ``tcpSocket`` hooks that name a port go to the replica's port of that name.
+
+    ``stop_signal`` is what the runtime sends at termination (the image's ``STOPSIGNAL`` or the
+    pod's ``lifecycle.stopSignal``); ``pid1`` gives the main process PID 1 signal rules (a pod;
+    False: a plain process, the naive baseline's VM).
+    """
 
     command: tuple[str, ...]
     version: str = "v1"
@@ -56,12 +82,33 @@ class PodTemplate:
     readiness: ProbeSpec | None = None
     prestop: Handler | None = None
     grace: float = 30.0
+    stop_signal: signal.Signals = signal.SIGTERM
+    pid1: bool = True
+    ports: tuple[tuple[str, ...], ...] = ()
+    port_aliases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.command:
             raise LosslessError("the replica command is empty")
         if not self.grace >= 0:
             raise LosslessError(f"grace period must be >= 0 (got {self.grace})")
+        keys = [key for group in self.ports for key in group]
+        both = sorted(set(keys) & set(self.port_aliases))
+        if both:
+            raise LosslessError(f"port {both[0]!r} is both the main port and another port")
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        if twice:
+            raise LosslessError(f"port {twice[0]!r} names two container ports")
+        known = set(keys) | set(self.port_aliases)
+        for what, handler in (("readiness probe", self.readiness), ("preStop", self.prestop)):
+            action = handler.action if isinstance(handler, ProbeSpec) else handler
+            port = action.port if isinstance(action, HTTPGetAction | TCPSocketAction) else None
+            if isinstance(port, str) and port not in known:
+                names = ", ".join(sorted(known)) or "none"
+                raise LosslessError(
+                    f"{what} port {port!r} is not a port of the container (named "
+                    f"ports: {names}); name it in the command as {{port:{port}}}"
+                )
 
 
 class PodPhase(enum.StrEnum):
@@ -81,11 +128,14 @@ class Pod:
         self.host = host
         self.created_at = t
         self.started_at: float | None = None
-        self.ready = False
+        self.ports: dict[str, int] = {}  # container port name/number -> this replica's port
+        self.ready = False  # the readiness probe's verdict (EndpointSlice "serving")
         self.ready_since: float | None = None
         self.available = False
         self.deleting_at: float | None = None
-        self.in_endpoints = False
+        self.in_endpoints = False  # in the ready set (serving and not terminating)
+        self.in_slice = False  # in the EndpointSlice at all (ready, or serving-terminating)
+        self.listening = asyncio.Event()  # seen accepting on its main port at least once
         self.returncode: int | None = None
         self.exited = asyncio.Event()
         self.process: ReplicaProcess | None = None
@@ -101,7 +151,11 @@ class Pod:
 
     @property
     def endpoint(self) -> Endpoint:
-        return Endpoint(self.name, self.host, self.port)
+        """Its EndpointSlice entry (``podToEndpoint``: serving = ready, terminating =
+        deleting)."""
+        return Endpoint(
+            self.name, self.host, self.port, serving=self.ready, terminating=self.deleting
+        )
 
     @property
     def deleting(self) -> bool:
@@ -143,6 +197,8 @@ class Lab:
         ports: PortAllocator | None = None,
         min_ready_seconds: float = 0.0,
         watch_listener: bool = True,
+        pid1: str = "auto",
+        listen_timeout: float | None = None,
     ) -> None:
         if min_ready_seconds < 0:
             raise LosslessError(f"minReadySeconds must be >= 0 (got {min_ready_seconds})")
@@ -156,6 +212,8 @@ class Lab:
         self.ports = ports or PortAllocator(host)
         self.min_ready_seconds = min_ready_seconds
         self.watch_listener = watch_listener
+        self.pid1 = pid1_mode(pid1)  # "namespace" or "emulated"
+        self.listen_timeout = listen_timeout
         self.pods: list[Pod] = []
         self.generation = 0
         self._changed = asyncio.Condition()
@@ -220,16 +278,30 @@ class Lab:
         pod = Pod(name, template, port or self.ports.allocate(), self.host, self.clock.now())
         self.pods.append(pod)
         self.emit(EventKind.CREATED, pod, f"{template.version} port {pod.port}")
+        pod.ports = {alias: pod.port for alias in template.port_aliases}
+        for group in template.ports:
+            allocated = self.ports.allocate()
+            pod.ports.update({key: allocated for key in group})
         env = dict(os.environ)
         env.update(template.env)
         env["PORT"] = str(pod.port)
-        argv = render_command(template.command, pod.port)
-        process = ReplicaProcess(argv, env=env, cwd=self.cwd, log_path=self.log_dir / f"{name}.log")
+        for group in template.ports:
+            for key in group:
+                var = f"PORT_{key.upper().replace('-', '_').replace('.', '_')}"
+                env[var] = str(pod.ports[key])
+        argv = render_command(template.command, pod.port, pod.ports)
+        mode = self.pid1 if template.pid1 else None
+        process = ReplicaProcess(
+            argv, env=env, cwd=self.cwd, log_path=self.log_dir / f"{name}.log", pid1=mode
+        )
         await process.start()
         pod.process = process
         pod.started_at = self.clock.now()
-        self.emit(EventKind.STARTED, pod, f"pid {process.pid}: {shlex.join(argv)}")
+        extra = "".join(f", port {'/'.join(g)} {pod.ports[g[0]]}" for g in template.ports)
+        pid1 = f" (PID 1: {mode})" if mode else ""
+        self.emit(EventKind.STARTED, pod, f"pid {process.pid}{pid1}{extra}: {shlex.join(argv)}")
         self._spawn(self._monitor(pod), pod)
+        self._spawn(self._watch_started(pod), pod)
         if template.readiness is None:
             self._set_ready(pod, True, "no readiness probe", immediate=immediate)
         else:
@@ -239,13 +311,26 @@ class Lab:
                 clock=self.clock.now,
                 started_at=pod.started_at,
                 on_change=lambda ready, detail: self._set_ready(pod, ready, detail),
+                ports=pod.ports,
             )
             pod._probe_task = self._spawn(pod.prober.run(), pod)
         self._bump()
         return pod
 
     def _set_ready(self, pod: Pod, ready: bool, detail: str, *, immediate: bool = False) -> None:
-        if pod.deleting or pod.exited.is_set():
+        if pod.exited.is_set():
+            return
+        if pod.deleting:
+            # the kubelet keeps probing readiness on a terminating pod (worker.go doProbe);
+            # the EndpointSlice entry keeps terminating=true and follows serving
+            if pod.routed_in_place or ready == pod.ready:
+                return
+            pod.ready = ready
+            kind = EventKind.READY if ready else EventKind.NOT_READY
+            self.emit(kind, pod, f"{detail} (terminating)")
+            if pod.in_slice:
+                self.traffic.add(pod.endpoint)
+            self._bump()
             return
         pod.ready = ready
         if ready:
@@ -255,9 +340,10 @@ class Lab:
             if self.min_ready_seconds <= 0:
                 self._set_available(pod)
             else:
+                # the ReplicaSet controller re-checks minReadySeconds + 1 s after Ready
                 loop = asyncio.get_running_loop()
                 pod._available_timer = loop.call_later(
-                    self.min_ready_seconds, self._set_available, pod
+                    self.min_ready_seconds + AVAILABILITY_RECHECK, self._set_available, pod
                 )
         else:
             pod.ready_since = None
@@ -265,25 +351,55 @@ class Lab:
             if pod._available_timer is not None:
                 pod._available_timer.cancel()
             self.emit(EventKind.NOT_READY, pod, detail)
-            self._remove_endpoint(pod, "readiness probe failed")
+            self._remove_endpoint(pod, "readiness probe failed", keep=True)
         self._bump()
 
+    def is_available(self, pod: Pod, now: float) -> bool:
+        """``IsPodAvailable``: ready, and minReadySeconds is 0 or the Ready condition's
+        ``lastTransitionTime`` (whole seconds: API times are serialized to the second) plus
+        minReadySeconds is before ``now``."""
+        if not pod.ready or pod.ready_since is None:
+            return False
+        if self.min_ready_seconds <= 0:
+            return True
+        wall = self.clock.wall_origin
+        transition = math.floor(wall + pod.ready_since)
+        return transition + self.min_ready_seconds < wall + now
+
     def _set_available(self, pod: Pod) -> None:
-        if pod.ready and not pod.deleting and not pod.exited.is_set():
-            pod.available = True
-            self.emit(EventKind.AVAILABLE, pod, f"ready for {self.min_ready_seconds:g}s")
-            self._bump()
+        if pod.deleting or pod.exited.is_set() or pod.available:
+            return
+        if not self.is_available(pod, self.clock.now()):
+            if pod.ready:  # not yet (clock skew): the controller's next re-check
+                loop = asyncio.get_running_loop()
+                pod._available_timer = loop.call_later(
+                    AVAILABILITY_RECHECK, self._set_available, pod
+                )
+            return
+        pod.available = True
+        self.emit(EventKind.AVAILABLE, pod, f"ready for {self.min_ready_seconds:g}s")
+        self._bump()
 
     def _add_endpoint(self, pod: Pod, *, immediate: bool = False) -> None:
         if not pod.in_endpoints:
-            pod.in_endpoints = True
+            pod.in_endpoints = pod.in_slice = True
             self.emit(EventKind.ENDPOINT_ADDED, pod, "at once" if immediate else "")
             self.traffic.add(pod.endpoint, immediate=immediate)
 
-    def _remove_endpoint(self, pod: Pod, detail: str, *, immediate: bool = False) -> None:
+    def _remove_endpoint(
+        self, pod: Pod, detail: str, *, immediate: bool = False, keep: bool = False
+    ) -> None:
+        """The pod leaves the ready set (``ENDPOINT_REMOVED``). ``keep``: it stays in the slice
+        with its current conditions (not serving, or terminating); else it leaves the slice."""
         if pod.in_endpoints:
             pod.in_endpoints = False
             self.emit(EventKind.ENDPOINT_REMOVED, pod, detail)
+        if not pod.in_slice:
+            return
+        if keep:
+            self.traffic.add(pod.endpoint, immediate=immediate)
+        else:
+            pod.in_slice = False
             self.traffic.remove(pod.endpoint, immediate=immediate)
 
     def replace_endpoint(self, old: Pod, new: Pod) -> None:
@@ -303,7 +419,7 @@ class Lab:
             pod._available_timer.cancel()
         self.emit(EventKind.EXITED, pod, describe_returncode(code))
         if not pod.routed_in_place and not self._closing:
-            self._remove_endpoint(pod, "process exited")
+            self._remove_endpoint(pod, "process exited")  # the pod leaves the slice
         pod.exited.set()
         self._stop_probe(pod)
         self._bump()
@@ -317,6 +433,41 @@ class Lab:
                 + (f": {tail}" if tail else "")
                 + f" [command: {shlex.join(pod.process.argv)}]"
             )
+
+    async def _watch_started(self, pod: Pod) -> None:
+        """Wait until the replica accepts connections on its assigned port (``listening``).
+        With ``listen_timeout``, a replica still running that never does within it fails the
+        run with an error naming ``{port}``/``$PORT`` (a command that ignores the port it was
+        given would otherwise pass for a server without a readiness probe)."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while not pod.exited.is_set():
+            try:
+                async with asyncio.timeout(0.5):
+                    _, writer = await asyncio.open_connection(pod.host, pod.port)
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+                pod.listening.set()
+                self._bump()
+                return
+            except (OSError, TimeoutError):
+                pass
+            if self.listen_timeout is not None and loop.time() - start > self.listen_timeout:
+                if pod.exited.is_set() or pod.deleting or self._closing:
+                    return
+                raise self.not_listening(pod, self.listen_timeout)
+            await asyncio.sleep(_LISTENER_POLL)
+
+    def not_listening(self, pod: Pod, after: float) -> LosslessError:
+        """The error for a replica that never listened on its assigned port."""
+        argv = shlex.join(pod.process.argv) if pod.process is not None else ""
+        return LosslessError(
+            f"replica {pod.name} is running but not listening on its assigned port "
+            f"{pod.host}:{pod.port} after {after:g}s: the command must listen on the port the "
+            f"lab gives it, written {{port}} or $PORT in --cmd (also in the PORT environment "
+            f"variable) [command: {argv}]"
+        )
 
     async def _watch_listener(self, pod: Pod) -> None:
         """Record when the replica first refuses a connection (its listener closed)."""
@@ -343,9 +494,12 @@ class Lab:
         Deletion starts at t0 = now (a ``DELETING`` event) and runs two tracks in parallel, as
         the endpoints controller and the kubelet each react to the pod's deletion on their own:
 
-        (a) endpoints: the pod leaves the ready endpoint set at t0 (``ENDPOINT_REMOVED``) and
-            each client of the traffic model stops routing new connections to it after its own
-            propagation delay (``VIEW_REMOVED``). Readiness probing stops at t0.
+        (a) endpoints: the pod leaves the ready endpoint set at t0 (``ENDPOINT_REMOVED``) but
+            stays in the EndpointSlice as terminating, serving while its readiness probe (which
+            the kubelet keeps running) passes; each client of the traffic model stops routing
+            new connections to it when its view takes that state (``VIEW_REMOVED``), unless it
+            has no ready endpoint left and falls back to serving-terminating ones. The entry
+            leaves the slice when the process has exited.
         (b) the container: the preStop handler (if any, and if the grace period is > 0) runs from
             t0 and is waited for at most the grace period (``PRESTOP_START``/``PRESTOP_END``; one
             still running then is abandoned, and dies with the process group); then SIGTERM goes
@@ -365,9 +519,8 @@ class Lab:
         if pod._available_timer is not None:
             pod._available_timer.cancel()
         self.emit(EventKind.DELETING, pod, f"grace {pod.template.grace:g}s")
-        self._stop_probe(pod)
-        pod.available = False
-        self._remove_endpoint(pod, "pod deleted")
+        pod.available = False  # readiness probing goes on (only liveness and startup stop)
+        self._remove_endpoint(pod, "pod deleted", keep=True)
         if not pod.exited.is_set():
             self._spawn(self._terminate(pod), pod)
             if self.watch_listener:
@@ -407,7 +560,7 @@ class Lab:
             if prestop is not None and grace > 0:
                 self.emit(EventKind.PRESTOP_START, pod, prestop.describe())
                 started = self.clock.now()
-                hook = asyncio.ensure_future(run_handler(prestop, pod.port, grace + 60))
+                hook = asyncio.ensure_future(run_handler(prestop, pod.port, grace + 60, pod.ports))
                 await asyncio.wait({hook, exited}, timeout=grace, return_when="FIRST_COMPLETED")
                 took = self.clock.now() - started
                 if hook.done():
@@ -430,8 +583,16 @@ class Lab:
             grace = max(grace, MINIMUM_GRACE_PERIOD)
             if pod.exited.is_set():
                 return
-            if process.terminate():
-                self.emit(EventKind.SIGTERM, pod, f"{grace:g}s before SIGKILL")
+            sig = pod.template.stop_signal
+            outcome = process.stop(sig)
+            if outcome is not None:
+                detail = f"{sig.name}, {grace:g}s before SIGKILL"
+                if outcome == "dropped":
+                    detail += (
+                        f": not delivered, PID 1 has no {sig.name} handler (pid_namespaces(7)); "
+                        "only SIGKILL will stop it"
+                    )
+                self.emit(EventKind.SIGTERM, pod, detail)
             done, _ = await asyncio.wait({exited}, timeout=grace)
             if not done:
                 process.kill()
