@@ -279,6 +279,11 @@ class ReplicaProcess:
         return None if self._proc is None else self._proc.pid
 
     @property
+    def pgid(self) -> int | None:
+        """The process group (and session) the replica's processes run in."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
     def returncode(self) -> int | None:
         return None if self._proc is None else self._proc.returncode
 
