@@ -63,7 +63,7 @@ NAIVE_APP = (
 )
 LOSSLESS_APP = (
     f"{PYTHON} -m lossless serve examples.app:app --host 127.0.0.1 --port {{port}} "
-    "--drain-delay 2 --shutdown-timeout 10"
+    "--drain-delay 3 --shutdown-timeout 10"
 )
 
 
