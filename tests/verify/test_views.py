@@ -92,7 +92,7 @@ def test_poll_applies_at_the_balancers_next_tick() -> None:
     profile = _profile(poll=0.3)
     times, versions = asyncio.run(_apply_times(profile, [0, 0.4]))
     assert versions == [1, 2]
-    assert all(0 < t for t in times)
+    assert all(t > 0 for t in times)
     assert times[1] - 0.4 <= 0.3 + 0.09  # at most one period after the change
 
 

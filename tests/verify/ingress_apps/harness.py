@@ -24,8 +24,8 @@ from lossless.verify.model import Clock, Event, EventKind
 from lossless.verify.results import RunWriter
 from lossless.verify.traffic.base import PropagationDelay
 from lossless.verify.traffic.ingress import PROXY_LOG, IngressTraffic
-from lossless.verify.traffic.sync import PROFILES
 from lossless.verify.traffic.service import ServiceTraffic
+from lossless.verify.traffic.sync import PROFILES
 
 REPO = Path(__file__).resolve().parents[3]
 PYTHON = sys.executable

@@ -298,8 +298,13 @@ class Lab:
         pod.process = process
         pod.started_at = self.clock.now()
         extra = "".join(f", port {'/'.join(g)} {pod.ports[g[0]]}" for g in template.ports)
-        pid1 = f" (PID 1: {mode})" if mode else ""
-        self.emit(EventKind.STARTED, pod, f"pid {process.pid}{pid1}{extra}: {shlex.join(argv)}")
+        # the group's pid first (the leak checks kill and probe the group by it)
+        pid1 = ""
+        if mode == "namespace":
+            pid1 = f" (PID 1 of a new PID namespace: pid {process.pid})"
+        elif mode == "emulated":
+            pid1 = " (PID 1 rules emulated)"
+        self.emit(EventKind.STARTED, pod, f"pid {process.pgid}{pid1}{extra}: {shlex.join(argv)}")
         self._spawn(self._monitor(pod), pod)
         self._spawn(self._watch_started(pod), pod)
         if template.readiness is None:

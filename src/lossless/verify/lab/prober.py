@@ -138,6 +138,9 @@ def resolve_port(spec: int | str | None, port: int, ports: Mapping[str, int] | N
 
 
 async def _http_get(action: HTTPGetAction, target: int, timeout: float) -> tuple[bool, str]:
+    what = f"GET {action.path}" + (
+        "" if action.port is None else f" on port {action.port} :{target}"
+    )
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(timeout):
@@ -150,9 +153,9 @@ async def _http_get(action: HTTPGetAction, target: int, timeout: float) -> tuple
             await writer.drain()
             status_line = await reader.readline()
     except TimeoutError:
-        return False, f"GET {action.path}: timeout after {timeout:g}s"
+        return False, f"{what}: timeout after {timeout:g}s"
     except OSError as exc:
-        return False, f"GET {action.path}: {_why(exc)}"
+        return False, f"{what}: {_why(exc)}"
     finally:
         if writer is not None:
             writer.close()
@@ -160,9 +163,9 @@ async def _http_get(action: HTTPGetAction, target: int, timeout: float) -> tuple
                 await writer.wait_closed()
     parts = status_line.decode("latin-1").split()
     if len(parts) < 2 or not parts[1].isdigit():
-        return False, f"GET {action.path}: no HTTP status line"
+        return False, f"{what}: no HTTP status line"
     status = int(parts[1])
-    return 200 <= status < 400, f"GET {action.path}: {status}"
+    return 200 <= status < 400, f"{what}: {status}"
 
 
 async def _tcp(action: TCPSocketAction, target: int, timeout: float) -> tuple[bool, str]:
