@@ -241,3 +241,28 @@ def test_parse_signal(text: str, expected: signal.Signals) -> None:
 def test_bad_signal_is_one_line() -> None:
     with pytest.raises(LosslessError, match="unknown signal 'SIGNOPE'"):
         parse_signal("SIGNOPE")
+
+
+@pytest.mark.slow
+def test_a_non_exec_shell_is_blamed_for_the_right_cause(tmp_path: Path) -> None:
+    """uvicorn under ``sh -c`` without ``exec``: in a pod SIGTERM never reaches uvicorn, which
+    serves its pinned keep-alive connections until SIGKILL cuts the requests in flight. The
+    cause is "killed ... the stop signal never reached the server", not "listener closed"."""
+    from tests.verify.conftest import assert_nothing_left, load_json, run_cli
+
+    out = tmp_path / "shell"
+    cmd = f"sh -c '{PYTHON} -m uvicorn examples.app:app --host 127.0.0.1 --port $PORT; echo done'"
+    result = run_cli(
+        "verify", "--cmd", cmd, "--env", "EXAMPLE_MAX_WORK=0.5", "--replicas", "2",
+        "--rate", "60", "--before", "1", "--after", "0.5", "--grace-period", "4",
+        "--max-surge", "1", "--max-unavailable", "0", "--readiness-path", "/readyz",
+        "--readiness-period", "0.5", "--new-conn-ratio", "0", "--out", str(out), "--json",
+    )  # fmt: skip
+    doc = load_json(result.stdout)
+    assert result.returncode == 1, result.stderr
+    kinds = [c["kind"] for c in doc["causes"]]
+    assert kinds[0] == "killed", doc["causes"]
+    assert "listener_closed" not in kinds
+    assert "never reached the server" in doc["causes"][0]["cause"]
+    assert "exec" in doc["causes"][0]["fix"]
+    assert_nothing_left(out)
