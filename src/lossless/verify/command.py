@@ -309,6 +309,17 @@ def _pick(flag: Any, manifest: Any, default: Any) -> Any:
     return default
 
 
+def _controller_delay(text: str) -> Any:
+    from lossless.verify.traffic.base import PropagationDelay
+
+    try:
+        return PropagationDelay.parse(text)
+    except LosslessError:
+        raise LosslessError(
+            f"--controller-delay {text!r}: expected MEAN or MEAN±JITTER in seconds, >= 0"
+        ) from None
+
+
 def build_config(args: argparse.Namespace) -> Any:
     """Merge the manifest (if any), the flags and the defaults into a ``VerifyConfig``."""
     from lossless.verify.config import VerifyConfig
@@ -422,7 +433,7 @@ def build_config(args: argparse.Namespace) -> Any:
         pid1=args.pid1,
         ports=spec.ports if spec else (),
         port_aliases=spec.port_aliases if spec else (),
-        controller_delay=PropagationDelay.parse(args.controller_delay),
+        controller_delay=_controller_delay(args.controller_delay),
     )
 
 

@@ -283,8 +283,8 @@ class Deployment:
                 acted = await step()
                 if self.complete():
                     break
-                if acted:
-                    await asyncio.sleep(0)
+                if acted:  # the next sync comes with the ReplicaSet's update event
+                    await self._controller_latency()
                     continue
                 if not await self.lab.wait_changed(generation, self.progress_deadline):
                     raise LosslessError(
@@ -298,6 +298,7 @@ class Deployment:
     async def _controller_latency(self) -> None:
         d = self.controller_delay
         if d.mean <= 0 and d.jitter <= 0:
+            await asyncio.sleep(0)
             return
         await asyncio.sleep(max(0.0, d.mean + self._delay_rng.uniform(-d.jitter, d.jitter)))
 
