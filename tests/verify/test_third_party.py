@@ -22,6 +22,7 @@ import pytest
 
 from lossless.verify.analysis.proxy import analyze_proxy
 from lossless.verify.results import read_run
+from lossless.verify.traffic.base import PropagationDelay
 from tests.verify.conftest import assert_nothing_left, load_json, run_cli
 from tests.verify.ingress_apps.harness import Scenario, run_scenario
 
@@ -78,7 +79,15 @@ def test_httpbin_behind_the_ingress(tmp_path: Path) -> None:
     naive = tmp_path / "naive"
     asyncio.run(
         run_scenario(
-            Scenario(NAIVE.split(), readiness_path="/status/200", path="/get", cwd=tmp_path),
+            # the ingress learns of changes 4 s later: longer than a replica's start-up, so
+            # both old replicas close before it adds a new one, however slow the machine is
+            Scenario(
+                NAIVE.split(),
+                readiness_path="/status/200",
+                path="/get",
+                cwd=tmp_path,
+                delay=PropagationDelay(4.0, 0.2),
+            ),
             naive,
         )
     )
