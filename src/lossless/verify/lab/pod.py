@@ -2,14 +2,18 @@
 
 A :class:`Lab` creates pods from a :class:`PodTemplate` (a command template, an environment, a
 readiness probe, a preStop handler, a grace period), probes them with the kubelet's semantics
-(:mod:`lossless.verify.lab.prober`), keeps the control plane's ready endpoint set and tells the traffic
-model about each change, and deletes pods the way the kubelet and the endpoints controller do:
-two tracks in parallel from the same t0 (see :meth:`Lab.delete`). Every transition is an
+(:mod:`lossless.verify.lab.prober`, also while they terminate), keeps each pod's EndpointSlice
+entry (``serving``/``terminating``) and tells the traffic model about each change, and deletes
+pods the way the kubelet and the endpoints controller do: two tracks in parallel from the same
+t0 (see :meth:`Lab.delete`). Main processes have PID 1 signal rules
+(:mod:`lossless.verify.lab.process`) and get the template's stop signal. Every transition is an
 :class:`~lossless.verify.model.Event` passed to ``on_event``.
 
 References (kubernetes/kubernetes): ``pkg/kubelet/kuberuntime/kuberuntime_container.go``
 (``killContainer``, ``executePreStopHook``), ``pkg/kubelet/kuberuntime/kuberuntime_manager.go``
-(``minimumGracePeriodInSeconds = 2``), ``pkg/kubelet/prober/worker.go``.
+(``minimumGracePeriodInSeconds = 2``), ``pkg/kubelet/prober/worker.go`` (``doProbe``),
+``pkg/controller/endpointslice`` (``podToEndpoint``), ``pkg/controller/replicaset/replica_set.go``
+(``updatePod``: the availability re-check), ``pkg/api/v1/pod/util.go`` (``IsPodAvailable``).
 """
 
 from __future__ import annotations
@@ -67,9 +71,8 @@ class PodTemplate:
     Ports: the replica's main port (``{port}``) is the one clients use; ``port_aliases`` are the
     names and numbers that mean it (from a manifest's first container port). ``ports`` are the
     container's other ports, one tuple of keys (its name and/or number) each: each gets its own
-    free port per replica,
-    substituted as ``{port:KEY}`` and set as ``PORT_<KEY>``; probes and ``httpGet``/
-    ``tcpSocket`` hooks that name a port go to the replica's port of that name.
+    free port per replica, substituted as ``{port:KEY}`` and set as ``PORT_<KEY>``; probes and
+    ``httpGet``/``tcpSocket`` hooks that name a port go to the replica's port of that name.
 
     ``stop_signal`` is what the runtime sends at termination (the image's ``STOPSIGNAL`` or the
     pod's ``lifecycle.stopSignal``); ``pid1`` gives the main process PID 1 signal rules (a pod;
@@ -182,6 +185,11 @@ class Lab:
     it fails the run with a :class:`LosslessError` (exit 2) naming it and its last log line: a
     kubelet would restart it, the lab reports the fault instead. Call :meth:`close` before the
     task group ends: it stops every process that is still running.
+
+    ``pid1`` (``auto``, ``namespace``, ``emulated``) says how the main processes of templates
+    with ``pid1=True`` get PID 1 signal rules (:func:`~lossless.verify.lab.process.pid1_mode`);
+    the resolved mode is :attr:`pid1`. With ``listen_timeout`` a replica that runs that long
+    without accepting connections on its assigned port fails the run (:meth:`not_listening`).
     """
 
     def __init__(
