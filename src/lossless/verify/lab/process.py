@@ -131,6 +131,9 @@ def _namespace_works() -> bool:
     """True when ``unshare --pid --fork`` runs here (CAP_SYS_ADMIN, no seccomp veto)."""
     if shutil.which("unshare") is None:
         return False
+    pid = os.getpid()
+    if not os.path.exists(f"/proc/{pid}/task/{pid}/children"):
+        return False  # the lab finds the namespace's PID 1 through it
     try:
         done = subprocess.run(
             [*_UNSHARE, "true"],
@@ -160,6 +163,15 @@ def pid1_mode(requested: str = "auto") -> str:
             "CAP_SYS_ADMIN); use --pid1 emulated"
         )
     return "emulated"
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def handles_signal(pid: int, sig: int) -> bool | None:
@@ -403,10 +415,20 @@ class ReplicaProcess:
         return True
 
     async def wait(self) -> int:
-        """Wait until the main process has exited and been reaped; return its return code."""
+        """Wait until the main process has exited and been reaped; return its return code.
+
+        In ``namespace`` mode the lab's child is ``unshare``, which reaps the namespace's PID 1
+        and exits with its status; when both were SIGKILLed together the PID 1 may still be
+        dying for a moment, so this also waits (bounded, 2 s) until it is gone."""
         if self._proc is None:
             raise RuntimeError("process not started")
-        return await self._proc.wait()
+        code = await self._proc.wait()
+        main = self._main_pid
+        if main is not None:
+            deadline = time.monotonic() + 2.0
+            while _running(main) and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+        return code
 
     def log_tail(self, max_chars: int = 300) -> str:
         """The last non-empty line of the replica's output (for one-line error messages)."""
