@@ -63,7 +63,7 @@ NAIVE_APP = (
 )
 LOSSLESS_APP = (
     f"{PYTHON} -m lossless serve examples.app:app --host 127.0.0.1 --port {{port}} "
-    "--drain-delay 2 --shutdown-timeout 10"
+    "--drain-delay 3 --shutdown-timeout 10"
 )
 
 
@@ -99,6 +99,7 @@ async def lab_session(
     delay: PropagationDelay | None = None,
     min_ready_seconds: float = 0.0,
     seed: int = 0,
+    pid1: str = "auto",
 ) -> AsyncIterator[LabRun]:
     """A :class:`Lab` inside a TaskGroup; closed (every process reaped) on the way out."""
     clock = Clock()
@@ -118,6 +119,7 @@ async def lab_session(
             on_event=events.append,
             log_dir=tmp_path / "logs",
             min_ready_seconds=min_ready_seconds,
+            pid1=pid1,
         )
         try:
             yield LabRun(lab, traffic, events)

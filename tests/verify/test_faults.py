@@ -22,7 +22,6 @@ from tests.verify.conftest import (
     assert_one_line_error,
     lab_session,
     load_json,
-    lossless_serve_available,
     run_cli,
 )
 from tests.verify.stress_helpers import STRESS_CMD, STRESS_SERVER, kinds, wait_event
@@ -103,12 +102,13 @@ def test_stop_freezes_then_resumes(tmp_path: Path) -> None:
             t = PodTemplate(command=(PYTHON, str(STRESS_SERVER)), grace=2)
             pod = await run.lab.create(t, "v1-0")
             assert pod.process is not None and pod.process.pid is not None
-            pid = pod.process.pid
+            pid = pod.process.pid  # the main process (PID 1 of its namespace when there is one)
+            pgid = pod.process.pgid  # the fault stops the whole group, named as ``started`` does
             injector = FaultInjector((parse_fault("stop@0,for=0.5"),), run.lab, run.traffic)
             try:
                 injector.load_started()
                 fault = await wait_event(run.events, EventKind.FAULT, "v1-0")
-                assert fault.detail == f"fault 1 (stop@0,for=0.5): SIGSTOP pid {pid} for 0.5s"
+                assert fault.detail == f"fault 1 (stop@0,for=0.5): SIGSTOP pid {pgid} for 0.5s"
                 assert _state(pid) == "T"
                 end = await wait_event(run.events, EventKind.FAULT_END, "v1-0")
                 assert end.t - fault.t >= 0.5
@@ -172,7 +172,6 @@ def test_fault_without_a_target_is_a_note(tmp_path: Path) -> None:
     assert_nothing_left(out)
 
 
-@pytest.mark.skipif(not lossless_serve_available(), reason="lossless serve needs uvicorn")
 def test_kill_fault_failures_carry_the_fault_cause(tmp_path: Path) -> None:
     """A kill -9 of a lossless replica during the rollout: the requests it was serving and those
     routed to it until clients learn it is gone fail; every one of them is the fault's, none is

@@ -233,10 +233,12 @@ def test_haproxy_is_stopped_on_sigint(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_naive_app_behind_ingress_fails_and_is_attributed(tmp_path: Path) -> None:
     """3. uvicorn closes its listener at SIGTERM while HAProxy still routes to it (the ingress
-    learns of the deletion 1 s later): HAProxy's connects fail, its retries (ingress-nginx-like:
-    2, redispatched) hide part of them and the rest reach clients as 503 SC--."""
+    learns of each change 3 s later): HAProxy's connects fail, its retries (ingress-nginx-like:
+    2, redispatched) hide part of them and the rest reach clients as 503 SC-- (while every server
+    HAProxy has is closed: the new replicas are ready but not added yet). The lag is longer than
+    a replica's start-up, so that window exists however slow the machine is."""
     out = tmp_path / "run"
-    asyncio.run(run_scenario(Scenario(NAIVE_APP), out))
+    asyncio.run(run_scenario(Scenario(NAIVE_APP, delay=PropagationDelay(3.0, 0.2)), out))
     run = read_run(out)
     proxy = analyze_proxy(run)
     assert proxy is not None

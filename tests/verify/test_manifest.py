@@ -55,7 +55,7 @@ def test_reads_every_field(tmp_path: Path) -> None:
     assert (spec.max_surge, spec.max_unavailable) == ("50%", 1)
     assert (spec.min_ready_seconds, spec.grace) == (2, 45)
     probe = spec.readiness
-    assert probe is not None and probe.action == HTTPGetAction("/readyz")
+    assert probe is not None and probe.action == HTTPGetAction("/readyz", port="http")
     assert (probe.initial_delay, probe.period, probe.timeout) == (3, 5, 2)
     assert (probe.success_threshold, probe.failure_threshold) == (2, 4)
     assert spec.prestop == ExecAction(("sleep", "5"))
@@ -81,7 +81,9 @@ def test_kubernetes_defaults(tmp_path: Path) -> None:
         1, "rolling", "25%", "25%"
     )  # fmt: skip
     assert spec.grace == 30 and spec.min_ready_seconds == 0
-    assert spec.readiness is not None and spec.readiness.action == TCPSocketAction()
+    # a probe port with no declared container ports means the port the app listens on
+    assert spec.readiness is not None and spec.readiness.action == TCPSocketAction(port="8080")
+    assert spec.port_aliases == ("8080",) and spec.ports == ()
     assert (spec.readiness.period, spec.readiness.timeout) == (10, 1)
     assert (spec.readiness.success_threshold, spec.readiness.failure_threshold) == (1, 3)
     assert spec.prestop == SleepAction(7)

@@ -52,9 +52,12 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_fields(tmp_path: Path) -> None:
     spec = load_deployment(write(tmp_path, MANIFEST))
     assert spec.restart_policy == "Always"
-    assert spec.liveness is not None and spec.liveness.action == HTTPGetAction("/livez")
+    # a probe's port is kept as a container-port key (issue 15); with no declared container
+    # ports it can only mean the app's own port, so it becomes an alias of the main port
+    assert spec.liveness is not None and spec.liveness.action == HTTPGetAction("/livez", "8080")
     assert (spec.liveness.period, spec.liveness.failure_threshold) == (5.0, 4)
-    assert spec.startup is not None and spec.startup.action == TCPSocketAction()
+    assert spec.startup is not None and spec.startup.action == TCPSocketAction("8080")
+    assert spec.port_aliases == ("8080",) and spec.ports == ()
     assert (spec.startup.period, spec.startup.failure_threshold) == (10.0, 30)
     assert (spec.sidecar_kind, spec.sidecar_name) == ("native", "envoy")
 
@@ -108,7 +111,8 @@ def test_cli_reads_the_probes_and_notes_the_sidecar(tmp_path: Path) -> None:
     assert doc["error"] is None, result.stderr
     assert "the manifest has a native sidecar (envoy); pass --sidecar CMD" in result.stderr
     settings = (out / "settings.json").read_text()
-    assert '"action": "httpGet /livez"' in settings and '"action": "tcpSocket"' in settings
+    assert '"action": "httpGet /livez port http"' in settings
+    assert '"action": "tcpSocket port http"' in settings
     # the startup probe gated the others: every pod started up before it was ready
     assert len(kinds(out, "startup_succeeded")) == len(kinds(out, "created"))
 

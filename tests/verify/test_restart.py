@@ -195,7 +195,8 @@ def test_replica_crash_mid_run_is_restarted_and_counted(tmp_path: Path) -> None:
         "--max-unavailable", "0", "--rate", "50", "--before", "3", "--after", "0.5",
         "--propagation-delay", "0.3±0.1", "--json",
         # a lossless rollout of this app: no pinned keep-alive, SIGTERM after the propagation
-        "--new-conn-ratio", "1", "--prestop-sleep", "1",
+        # (0.4 s watch lag at most + kube-proxy's 1 s minSyncPeriod, issue 15's sync timing)
+        "--new-conn-ratio", "1", "--prestop-sleep", "2",
     )  # fmt: skip
     doc = load_json(result.stdout)
     assert doc["error"] is None and result.returncode != 2, result.stderr

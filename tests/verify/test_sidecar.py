@@ -20,7 +20,6 @@ from tests.verify.conftest import (
     assert_nothing_left,
     lab_session,
     load_json,
-    lossless_serve_available,
     port_free,
     run_cli,
 )
@@ -101,7 +100,6 @@ def _run(tmp_path: Path, kind: str) -> dict[str, object]:
     return doc
 
 
-@pytest.mark.skipif(not lossless_serve_available(), reason="lossless serve needs uvicorn")
 def test_plain_proxy_sidecar_drops_requests_and_says_why(tmp_path: Path) -> None:
     doc = _run(tmp_path, "plain")
     assert doc["failures"] > 0 and doc["exit_code"] == 1
@@ -111,7 +109,6 @@ def test_plain_proxy_sidecar_drops_requests_and_says_why(tmp_path: Path) -> None
     assert kinds["sidecar_first"]["count"] == doc["failures"]
 
 
-@pytest.mark.skipif(not lossless_serve_available(), reason="lossless serve needs uvicorn")
 def test_native_proxy_sidecar_drops_nothing(tmp_path: Path) -> None:
     doc = _run(tmp_path, "native")
     assert doc["failures"] == 0, doc["causes"]

@@ -3,7 +3,7 @@
 1. ``lossless verify`` (the ``service`` model) rolls out httpbin under plain gunicorn: gunicorn
    closes its listener at SIGTERM while clients still route to it → refused connections,
    explained as "listener closed before clients stopped routing to it", exit 1.
-2. The same rollout with httpbin under ``lossless serve --wsgi --drain-delay 2`` → no failure.
+2. The same rollout with httpbin under ``lossless serve --wsgi --drain-delay 3`` → no failure.
 3. and 4. The same two apps behind the ``ingress`` model (a real HAProxy): 503 SC-- from the
    proxy for the naive one, attributed to the old replicas; nothing for the lossless one.
 
@@ -20,6 +20,7 @@ import pytest
 
 from lossless.verify.analysis.proxy import analyze_proxy
 from lossless.verify.results import read_run
+from lossless.verify.traffic.base import PropagationDelay
 from tests.verify.conftest import assert_nothing_left, assert_passed, load_json, run_cli
 from tests.verify.ingress_apps.harness import Scenario, run_scenario
 
@@ -27,7 +28,7 @@ PY = sys.executable
 NAIVE = f"{PY} -m gunicorn -b 127.0.0.1:{{port}} httpbin:app"
 LOSSLESS = (
     f"{PY} -m lossless serve --wsgi httpbin:app --host 127.0.0.1 --port {{port}} "
-    "--drain-delay 2 --shutdown-timeout 10"
+    "--drain-delay 3 --shutdown-timeout 10"
 )
 COMMON = ("--replicas", "2", "--rate", "100", "--before", "1", "--after", "1", "--path", "/get",
           "--max-surge", "1", "--max-unavailable", "0", "--propagation-delay", "1±0.2",
@@ -70,7 +71,15 @@ def test_httpbin_behind_the_ingress(tmp_path: Path) -> None:
     naive = tmp_path / "naive"
     asyncio.run(
         run_scenario(
-            Scenario(NAIVE.split(), readiness_path="/status/200", path="/get", cwd=tmp_path),
+            # the ingress learns of changes 4 s later: longer than a replica's start-up, so
+            # both old replicas close before it adds a new one, however slow the machine is
+            Scenario(
+                NAIVE.split(),
+                readiness_path="/status/200",
+                path="/get",
+                cwd=tmp_path,
+                delay=PropagationDelay(4.0, 0.2),
+            ),
             naive,
         )
     )

@@ -62,7 +62,7 @@ def test_each_client_applies_changes_after_its_own_seeded_delay() -> None:
         assert 0.09 <= removed[client] - removed_at <= 0.55
     assert len({round(t, 2) for t in removed.values()}) > 1  # clients differ
     delay = PropagationDelay(0.3, 0.2)
-    expected = [delay.draw(7, c, "a", "remove2") for c in range(4)]
+    expected = [delay.draw(7, c, "a", "change2") for c in range(4)]
     for client in range(4):  # the lags are the seeded draws
         assert removed[client] - removed_at == pytest.approx(expected[client], abs=0.06)
 

@@ -113,6 +113,12 @@ def add_parser(subparsers: Any) -> None:
         help="probe GET PATH on the replica's port; 200-399 is success",
     )
     g.add_argument(
+        "--readiness-port",
+        metavar="NAME|NUMBER",
+        help="probe that container port instead of the main one: a {port:NAME} of --cmd, or "
+        "a port of the manifest's container",
+    )
+    g.add_argument(
         "--readiness-initial-delay",
         type=argtypes.nonnegative_duration,
         metavar="SECONDS",
@@ -158,6 +164,20 @@ def add_parser(subparsers: Any) -> None:
         type=argtypes.nonnegative_duration,
         metavar="SECONDS",
         help="terminationGracePeriodSeconds (default 30)",
+    )
+    g.add_argument(
+        "--stop-signal",
+        metavar="SIGNAL",
+        help="the signal the runtime sends at termination: the image's STOPSIGNAL (nginx: "
+        "SIGQUIT) or lifecycle.stopSignal (default: the manifest's, else SIGTERM)",
+    )
+    g.add_argument(
+        "--pid1",
+        choices=("auto", "namespace", "emulated"),
+        default="auto",
+        help="how the main process gets PID 1 signal rules: a PID namespace (needs "
+        "CAP_SYS_ADMIN) or an emulation from its signal mask (default auto: the namespace "
+        "when it works)",
     )
 
     g = p.add_argument_group("traffic and load")
@@ -209,6 +229,19 @@ def add_parser(subparsers: Any) -> None:
         metavar="MEAN[±JITTER]",
         help="per-client delay of endpoint changes, uniform (default 1±0.5 s; "
         "'1+-0.5' and '1:0.5' work too)",
+    )
+    g.add_argument(
+        "--traffic-profile",
+        metavar="NAME",
+        help="the clients' sync timing: kube-proxy (default for service), ingress-nginx "
+        "(default for ingress) or lag-only; --propagation-delay is its watch lag",
+    )
+    g.add_argument(
+        "--controller-delay",
+        default="0.15±0.1",
+        metavar="MEAN[±JITTER]",
+        help="latency of each Deployment controller reaction (kubelet status → ReplicaSet → "
+        "Deployment → API), uniform (default 0.15±0.1 s)",
     )
     g.add_argument(
         "--rate",
@@ -418,6 +451,17 @@ def _pick(flag: Any, manifest: Any, default: Any) -> Any:
     return default
 
 
+def _controller_delay(text: str) -> Any:
+    from lossless.verify.traffic.base import PropagationDelay
+
+    try:
+        return PropagationDelay.parse(text)
+    except LosslessError:
+        raise LosslessError(
+            f"--controller-delay {text!r}: expected MEAN or MEAN±JITTER in seconds, >= 0"
+        ) from None
+
+
 def build_config(args: argparse.Namespace) -> Any:
     """Merge the manifest (if any), the flags and the defaults into a ``VerifyConfig``."""
     from lossless.verify.config import VerifyConfig
@@ -428,6 +472,7 @@ def build_config(args: argparse.Namespace) -> Any:
         HTTPGetAction,
         ProbeSpec,
         SleepAction,
+        TCPSocketAction,
     )
     from lossless.verify.lab.process import split_command
     from lossless.verify.lab.rollout import RolloutStrategy
@@ -449,11 +494,19 @@ def build_config(args: argparse.Namespace) -> Any:
 
     readiness: ProbeSpec | None = spec.readiness if spec else None
     if args.readiness_path is not None:
-        action = HTTPGetAction(path=args.readiness_path)
+        action = HTTPGetAction(path=args.readiness_path, port=args.readiness_port)
         readiness = (
             ProbeSpec(action=action, period=1.0)
             if readiness is None
             else dataclasses.replace(readiness, action=action)
+        )
+    elif args.readiness_port is not None:
+        if readiness is None or not isinstance(readiness.action, HTTPGetAction | TCPSocketAction):
+            raise LosslessError(
+                "--readiness-port needs --readiness-path (or an httpGet/tcpSocket probe in -f)"
+            )
+        readiness = dataclasses.replace(
+            readiness, action=dataclasses.replace(readiness.action, port=args.readiness_port)
         )
     timing = {
         "initial_delay": args.readiness_initial_delay,
@@ -524,6 +577,12 @@ def build_config(args: argparse.Namespace) -> Any:
         stream_path=args.stream_path,
         websocket_path=args.websocket_path,
         **stress_config(args, spec),  # issue 16 (stress_command.py)
+        traffic_profile=args.traffic_profile,
+        stop_signal=_pick(args.stop_signal, spec.stop_signal if spec else None, "SIGTERM"),
+        pid1=args.pid1,
+        ports=spec.ports if spec else (),
+        port_aliases=spec.port_aliases if spec else (),
+        controller_delay=_controller_delay(args.controller_delay),
     )
 
 

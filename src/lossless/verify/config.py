@@ -16,11 +16,13 @@ from lossless.verify.haproxy.config import HAProxySettings
 from lossless.verify.lab.faults import FaultSpec
 from lossless.verify.lab.pod import PodTemplate
 from lossless.verify.lab.prober import Handler, ProbeSpec
+from lossless.verify.lab.process import PID1_MODES, parse_signal, pid1_mode, port_keys
 from lossless.verify.lab.restart import RESTART_POLICIES, BackOffPolicy
 from lossless.verify.lab.rollout import RolloutStrategy
 from lossless.verify.lab.sidecar import SidecarSpec
 from lossless.verify.load.mix import RequestKind, RequestMix
 from lossless.verify.traffic.base import TRAFFIC_MODELS, PropagationDelay
+from lossless.verify.traffic.sync import TimingProfile, profile_named
 
 __all__ = ["VerifyConfig"]
 
@@ -82,6 +84,20 @@ class VerifyConfig:
     upgrades: int = 1
     faults: tuple[FaultSpec, ...] = ()
     faults_count: bool = False
+    # --traffic-profile: the clients' sync timing (None: kube-proxy for service, ingress-nginx
+    # for ingress); its watch lag is always ``propagation``
+    traffic_profile: str | None = None
+    # the runtime's stop signal (the image's STOPSIGNAL or lifecycle.stopSignal)
+    stop_signal: str = "SIGTERM"
+    # --pid1: how replicas get PID 1 signal rules (auto, namespace, emulated)
+    pid1: str = "auto"
+    # container ports besides the main one (one tuple of keys each), and the main one's names
+    ports: tuple[tuple[str, ...], ...] = ()
+    port_aliases: tuple[str, ...] = ()
+    # kubelet status -> ReplicaSet -> Deployment controller -> pod deletion: per controller sync
+    controller_delay: PropagationDelay = dataclasses.field(
+        default_factory=lambda: PropagationDelay(0.15, 0.1)
+    )
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -104,6 +120,16 @@ class VerifyConfig:
         self._check_registry()
         self._check_long_lived()
         self._check_stress()
+        parse_signal(self.stop_signal)
+        if self.traffic_profile is not None:
+            if self.traffic == "registry":
+                raise LosslessError(
+                    "--traffic-profile does not apply to --traffic registry "
+                    "(its clients' timing is --registry-cache-ttl)"
+                )
+            profile_named(self.traffic_profile)
+        if self.pid1 not in PID1_MODES:
+            raise LosslessError(f"--pid1 {self.pid1}: expected one of {', '.join(PID1_MODES)}")
 
     def _check_long_lived(self) -> None:
         if self.streams < 0 or self.websockets < 0:
@@ -150,6 +176,10 @@ class VerifyConfig:
             liveness=self.liveness,
             startup=self.startup,
             sidecar=self.sidecar,
+            stop_signal=parse_signal(self.stop_signal),
+            pid1=self.strategy.kind != "naive",  # the naive baseline is a process on a VM
+            ports=self.all_ports(),
+            port_aliases=self.port_aliases,
         )
 
     def stress_settings(self) -> dict[str, Any]:
@@ -180,6 +210,24 @@ class VerifyConfig:
             "faults": [f.text for f in self.faults],
             "faults_count": self.faults_count,
         }
+
+    def profile(self) -> TimingProfile:
+        """The clients' timing profile, with ``propagation`` as its watch lag."""
+        name = self.traffic_profile or (
+            "ingress-nginx" if self.traffic == "ingress" else "kube-proxy"
+        )
+        return profile_named(name).with_lag(self.propagation)
+
+    def all_ports(self) -> tuple[tuple[str, ...], ...]:
+        """``ports`` plus every ``{port:KEY}`` the commands name that is not declared."""
+        groups = list(self.ports)
+        known = {key for group in groups for key in group} | set(self.port_aliases)
+        for command in (self.command, self.new_command or ()):
+            for key in port_keys(command):
+                if key not in known:
+                    groups.append((key,))
+                    known.add(key)
+        return tuple(groups)
 
     def _check_registry(self) -> None:
         if self.traffic != "registry":
@@ -244,6 +292,8 @@ class VerifyConfig:
             }
         if self.traffic == "ingress":
             registry = {"ingress": self.ingress.to_json()}
+        if self.traffic != "registry":
+            registry["traffic_profile"] = self.profile().to_json()
         return {
             "command": list(self.command),
             "new_command": list(self.new_command) if self.new_command else None,
@@ -267,6 +317,13 @@ class VerifyConfig:
             },
             "prestop": handler(self.prestop),
             "grace_period": self.grace,
+            "stop_signal": parse_signal(self.stop_signal).name,
+            "pid1": pid1_mode(self.pid1) if self.strategy.kind != "naive" else "none (naive)",
+            "ports": [list(group) for group in self.all_ports()],
+            "controller_delay": {
+                "mean": self.controller_delay.mean,
+                "jitter": self.controller_delay.jitter,
+            },
             "traffic": self.traffic,
             "clients": self.clients,
             "propagation_delay": {

@@ -40,9 +40,10 @@ SCENARIOS = (
     Scenario("rolling update, lossless serve", "rolling", "lossless", False),
 )
 
-# Timings: a 1±0.5 s endpoint propagation, so a 2 s drain delay covers the slowest client.
+# Timings: a 1±0.5 s watch lag, then up to 1 s more until kube-proxy's next sync (minSyncPeriod
+# 1 s, burst 2: lossless.verify.traffic.sync), so a 3 s drain delay covers the slowest client.
 PROPAGATION = "1±0.5"
-DRAIN_DELAY = 2
+DRAIN_DELAY = 3
 
 
 def add_parser(subparsers: Any) -> None:

@@ -30,11 +30,23 @@ class Clock:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Endpoint:
-    """One replica's address as clients see it. ``name`` identifies the replica (e.g. ``v1-0``)."""
+    """One replica's address as clients see it. ``name`` identifies the replica (e.g. ``v1-0``).
+
+    ``serving``/``terminating`` are the EndpointSlice conditions (kubernetes
+    ``pkg/controller/endpointslice`` ``podToEndpoint``): ``serving`` is the pod's readiness,
+    ``terminating`` is set once the pod is being deleted, and ``ready = serving and not
+    terminating``. A terminating pod stays in the slice, with the readiness its probe still
+    reports, until its process is gone."""
 
     name: str
     host: str
     port: int
+    serving: bool = True
+    terminating: bool = False
+
+    @property
+    def ready(self) -> bool:
+        return self.serving and not self.terminating
 
 
 class EndpointView(Protocol):

@@ -107,8 +107,18 @@ async def _race(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
 
 
 async def _wait_available(lab: Lab, rs: ReplicaSet, replicas: int, timeout: float) -> None:
+    """Every replica of ``rs`` listens on its assigned port and is available, within
+    ``timeout``; LosslessError naming the first that is not (``{port}`` when it never
+    listened, its readiness probe's last result otherwise)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    while not all(p.listening.is_set() for p in rs.active()):
+        generation = lab.generation
+        left = deadline - loop.time()
+        if left <= 0 or not await lab.wait_changed(generation, left):
+            waiting = [p for p in rs.active() if not p.listening.is_set()]
+            if waiting:
+                raise lab.not_listening(waiting[0], timeout)
     while rs.available() < replicas:
         generation = lab.generation
         left = deadline - loop.time()
@@ -155,7 +165,7 @@ def _make_traffic(
         return IngressTraffic(
             clock=clock,
             clients=cfg.clients,
-            delay=cfg.propagation,
+            profile=cfg.profile(),
             seed=cfg.seed,
             on_event=on_event,
             settings=cfg.ingress,
@@ -163,7 +173,7 @@ def _make_traffic(
             proxy_log=cfg.out_dir / PROXY_LOG,
         )
     return ServiceTraffic(
-        clock=clock, clients=cfg.clients, delay=cfg.propagation, seed=cfg.seed, on_event=on_event
+        clock=clock, clients=cfg.clients, profile=cfg.profile(), seed=cfg.seed, on_event=on_event
     )
 
 
@@ -229,6 +239,8 @@ async def _run_lab(
             ports=PortAllocator(cfg.host, cfg.base_port),
             min_ready_seconds=cfg.min_ready_seconds,
             backoff=cfg.backoff if cfg.restart_policy == "Always" else None,
+            pid1=cfg.pid1,
+            listen_timeout=cfg.ready_timeout,
         )
         status.lab = lab
         # -- issue 16: faults on purpose (lab/faults.py)

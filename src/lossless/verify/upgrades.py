@@ -58,6 +58,8 @@ async def run_upgrades(
             new=new,
             progress_deadline=cfg.progress_deadline,
             on_phase=on_detail,
+            controller_delay=cfg.controller_delay,
+            seed=cfg.seed + k,  # one controller-delay stream per upgrade, reproducible
         )
         await deployment.run()
         set_phase("terminating" if total == 1 else f"terminating {k}/{total}")

@@ -25,6 +25,7 @@ from lossless.verify.results import RunWriter
 from lossless.verify.traffic.base import PropagationDelay
 from lossless.verify.traffic.ingress import PROXY_LOG, IngressTraffic
 from lossless.verify.traffic.service import ServiceTraffic
+from lossless.verify.traffic.sync import PROFILES
 
 REPO = Path(__file__).resolve().parents[3]
 PYTHON = sys.executable
@@ -74,6 +75,9 @@ class Scenario:
     prestop: Handler | None = None
     grace: float = 30.0
     delay: PropagationDelay = dataclasses.field(default_factory=lambda: PropagationDelay(1.0, 0.2))
+    # these scenarios test what the proxy does with a change, not when it gets it: the watch
+    # lag alone (tests/verify/test_fidelity.py runs the ingress-nginx profile)
+    profile: str = "lag-only"
     clients: int = 2
     new_conn_ratio: float = 0.1
     seed: int = 0
@@ -122,6 +126,7 @@ async def run_scenario(sc: Scenario, out: Path) -> None:
                 seed=sc.seed,
                 on_event=writer.event,
                 settings=sc.ingress,
+                profile=PROFILES[sc.profile],
                 proxy_log=out / PROXY_LOG,
             )
         else:
@@ -131,6 +136,7 @@ async def run_scenario(sc: Scenario, out: Path) -> None:
                 delay=sc.delay,
                 seed=sc.seed,
                 on_event=writer.event,
+                profile=PROFILES[sc.profile],
             )
         try:
             if isinstance(traffic, IngressTraffic):

@@ -180,6 +180,7 @@ class _ReplicaTimeline:
     endpoint: list[tuple[float, bool]] = dataclasses.field(default_factory=list)
     registry: list[tuple[float, bool]] = dataclasses.field(default_factory=list)
     exit_detail: str = ""
+    stop_dropped: bool = False  # the stop signal was not delivered (PID 1 without a handler)
 
     def at(self, kind: EventKind) -> float | None:
         return self.first.get(kind)
@@ -262,6 +263,8 @@ def _index(events: Iterable[Event]) -> dict[str, _ReplicaTimeline]:
             tl.endpoint.append((e.t, e.kind is EventKind.ENDPOINT_ADDED))
         elif e.kind is EventKind.EXITED:
             tl.exit_detail = e.detail
+        elif e.kind is EventKind.SIGTERM and "not delivered" in e.detail:
+            tl.stop_dropped = True
         elif e.kind is EventKind.NOTE and e.detail.startswith((_REGISTRY_PUT, _REGISTRY_DELETE)):
             tl.registry.append((e.t, e.detail.startswith(_REGISTRY_PUT)))
     return dict(timelines)
@@ -821,6 +824,18 @@ class Analyzer:
             ages.extend(kill - r.sent for r in g.records if r.replica == name)
         grace = f"{max(graces):.1f} s after deletion" if graces else "at the grace period"
         age = f"; the oldest had been running {max(ages):.1f} s" if ages else ""
+        dropped = [n for n in g.names if (tl := self.timelines.get(n)) and tl.stop_dropped]
+        if dropped:
+            # pid_namespaces(7): PID 1 gets only the signals it has a handler for
+            return (
+                f"killed at the grace period with requests in flight: the stop signal never "
+                f"reached the server ({', '.join(dropped)}: PID 1 has no handler for it, e.g. "
+                f"a shell that does not exec), so it served until SIGKILL {grace} cut "
+                f"{g.requests}{age}",
+                "make the server PID 1 or forward the signal: `exec` it from the shell or "
+                "entrypoint script (or run it under `lossless run`), and handle SIGTERM by "
+                "draining",
+            )
         return (
             f"killed at the grace period with requests in flight: {g.who} got SIGKILL {grace} "
             f"with {g.requests} unanswered{age}",

@@ -195,18 +195,21 @@ class FaultInjector:
             await self._pause(number, spec, None, self._haproxy_pid())
             return
         pod = self._target(spec)
-        if pod is None or pod.process is None or pod.process.pid is None:
+        # the process group (as the ``started`` event names it): in a PID namespace the main
+        # process's pid is not the group's
+        pgid = pod.process.pgid if pod is not None and pod.process is not None else None
+        if pod is None or pod.process is None or pgid is None:
             who = spec.replica or "a ready replica"
             self.lab.emit(
                 EventKind.NOTE, None, f"fault {number} ({spec.text}): skipped, no {who} running"
             )
             return
         if spec.kind == "kill":
-            self._emit(EventKind.FAULT, pod, number, spec, f"kill -9 pid {pod.process.pid}")
+            self._emit(EventKind.FAULT, pod, number, spec, f"kill -9 pid {pgid}")
             pod.fault_exit = True  # not a crash of the app's: no crash-loop count
             pod.process.kill()
         else:
-            await self._pause(number, spec, pod, pod.process.pid)
+            await self._pause(number, spec, pod, pgid)
 
     async def _pause(self, number: int, spec: FaultSpec, pod: Pod | None, pgid: int | None) -> None:
         what = "HAProxy" if pod is None else f"pid {pgid}"

@@ -4,8 +4,10 @@ Taken from the first ``kind: Deployment`` document of the file: ``spec.replicas`
 ``spec.strategy`` (``RollingUpdate`` with ``maxSurge``/``maxUnavailable``, or ``Recreate``),
 ``spec.minReadySeconds``, ``spec.template.spec.terminationGracePeriodSeconds``, and from the
 first container (or the one named by ``container``): ``readinessProbe`` (``httpGet``,
-``tcpSocket`` or ``exec``, with its timing fields) and ``lifecycle.preStop`` (``exec``,
-``httpGet`` or ``sleep``). Fields left out get Kubernetes' defaults. Command-line flags override
+``tcpSocket`` or ``exec``, with its timing fields), ``lifecycle.preStop`` (``exec``,
+``httpGet`` or ``sleep``), ``lifecycle.stopSignal`` and ``ports`` (the first container port is
+the replica's main port, ``{port}``; each other one gets a port of its own per replica,
+``{port:NAME}``/``{port:NUMBER}``; a probe or hook that names a port goes to that one). Fields left out get Kubernetes' defaults. Command-line flags override
 the manifest (the command layer applies them).
 
 Every problem is a :class:`~lossless.errors.LosslessError` (exit 2) with a one-line message
@@ -56,6 +58,10 @@ class DeploymentSpec:
     restart_policy: str = "Always"
     sidecar_kind: str | None = None  # "native" (initContainers, restartPolicy Always), "plain"
     sidecar_name: str = ""
+    stop_signal: str | None = None
+    # the names/numbers of the main container port, then one tuple per other container port
+    port_aliases: tuple[str, ...] = ()
+    ports: tuple[tuple[str, ...], ...] = ()
 
 
 class _Where:
@@ -128,14 +134,38 @@ def _number(where: _Where, parent: Any, key: str, default: float, *, minimum: fl
     return float(value)
 
 
-def _port(where: _Where, action: dict[str, Any]) -> None:
-    """Validate a handler's port. In the lab every replica listens on a port of its own, so a
-    container port (by number or by name) always means that replica's port."""
+def _port(where: _Where, action: dict[str, Any]) -> str | None:
+    """A handler's port as a container port key (its name, or its number as a string): the lab
+    resolves it to the replica's own port of that name (see :class:`PodTemplate`)."""
     port = action.get("port")
-    if port is None or isinstance(port, str):
-        return
+    if port is None:
+        return None
+    if isinstance(port, str):
+        return port
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise where.error(f"port: expected a port number or name, got {port!r}", action)
+    return str(port)
+
+
+def _container_ports(where: _Where, c: dict[str, Any]) -> list[tuple[str, ...]]:
+    """``ports``: one tuple of keys (name and number) per container port, in order."""
+    node = c.get("ports")
+    if node is None:
+        return []
+    if not isinstance(node, list):
+        raise where.error("ports: expected a list", c)
+    out: list[tuple[str, ...]] = []
+    for item in node:
+        item = _map(where, item, "ports[]")
+        number = item.get("containerPort")
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 < number < 65536:
+            raise where.error(
+                f"ports[].containerPort: expected a port number, got {number!r}", item
+            )
+        name = item.get("name")
+        keys = (str(name), str(number)) if name else (str(number),)
+        out.append(keys)
+    return out
 
 
 def _action(where: _Where, node: Any, field: str, *, prestop: bool) -> Handler:
@@ -146,11 +176,11 @@ def _action(where: _Where, node: Any, field: str, *, prestop: bool) -> Handler:
         if scheme != "HTTP":
             raise where.error(f"{field}.httpGet: scheme {scheme} is not supported", http)
         path = str(http.get("path", "/"))
-        _port(where, http)
-        return HTTPGetAction(path=path if path.startswith("/") else "/" + path)
+        port = _port(where, http)
+        return HTTPGetAction(path=path if path.startswith("/") else "/" + path, port=port)
     if "tcpSocket" in node:
-        _port(where, _map(where, node["tcpSocket"], f"{field}.tcpSocket"))
-        return TCPSocketAction()
+        port = _port(where, _map(where, node["tcpSocket"], f"{field}.tcpSocket"))
+        return TCPSocketAction(port=port)
     if "exec" in node:
         command = _map(where, node["exec"], f"{field}.exec").get("command")
         if not isinstance(command, list) or not command:
@@ -242,6 +272,27 @@ def load_deployment(
     lifecycle = _map(where, c.get("lifecycle"), "lifecycle")
     if lifecycle.get("preStop") is not None:
         prestop = _action(where, lifecycle["preStop"], "lifecycle.preStop", prestop=True)
+    stop_signal = lifecycle.get("stopSignal")
+    if stop_signal is not None:
+        from lossless.verify.lab.process import parse_signal
+
+        try:
+            parse_signal(str(stop_signal))
+        except LosslessError as exc:
+            raise where.error(f"lifecycle.stopSignal: {exc}", lifecycle) from None
+    stress = stress_fields(where, pod, c, containers)  # issue 16 (lab/manifest_stress.py)
+    ports = _container_ports(where, c)
+    aliases: tuple[str, ...] = ports[0] if ports else ()
+    if not ports:
+        # no declared ports: a probe or hook port can only mean the one the app listens on
+        probes = (readiness, stress.get("liveness"), stress.get("startup"))
+        actions = [p.action for p in probes if isinstance(p, ProbeSpec)] + [prestop]
+        referenced = [
+            h.port
+            for h in actions
+            if isinstance(h, HTTPGetAction | TCPSocketAction) and isinstance(h.port, str)
+        ]
+        aliases = tuple(dict.fromkeys(referenced))
     return DeploymentSpec(
         name=name,
         replicas=replicas_value,
@@ -253,5 +304,8 @@ def load_deployment(
         readiness=readiness,
         prestop=prestop,
         container=str(c.get("name", "")),
-        **stress_fields(where, pod, c, containers),  # issue 16 (lab/manifest_stress.py)
+        **stress,
+        stop_signal=None if stop_signal is None else str(stop_signal),
+        port_aliases=aliases,
+        ports=tuple(ports[1:]),
     )

@@ -2,14 +2,18 @@
 
 A :class:`Lab` creates pods from a :class:`PodTemplate` (a command template, an environment, a
 readiness probe, a preStop handler, a grace period), probes them with the kubelet's semantics
-(:mod:`lossless.verify.lab.prober`), keeps the control plane's ready endpoint set and tells the traffic
-model about each change, and deletes pods the way the kubelet and the endpoints controller do:
-two tracks in parallel from the same t0 (see :meth:`Lab.delete`). Every transition is an
+(:mod:`lossless.verify.lab.prober`, also while they terminate), keeps each pod's EndpointSlice
+entry (``serving``/``terminating``) and tells the traffic model about each change, and deletes
+pods the way the kubelet and the endpoints controller do: two tracks in parallel from the same
+t0 (see :meth:`Lab.delete`). Main processes have PID 1 signal rules
+(:mod:`lossless.verify.lab.process`) and get the template's stop signal. Every transition is an
 :class:`~lossless.verify.model.Event` passed to ``on_event``.
 
 References (kubernetes/kubernetes): ``pkg/kubelet/kuberuntime/kuberuntime_container.go``
 (``killContainer``, ``executePreStopHook``), ``pkg/kubelet/kuberuntime/kuberuntime_manager.go``
-(``minimumGracePeriodInSeconds = 2``), ``pkg/kubelet/prober/worker.go``.
+(``minimumGracePeriodInSeconds = 2``), ``pkg/kubelet/prober/worker.go`` (``doProbe``),
+``pkg/controller/endpointslice`` (``podToEndpoint``), ``pkg/controller/replicaset/replica_set.go``
+(``updatePod``: the availability re-check), ``pkg/api/v1/pod/util.go`` (``IsPodAvailable``).
 """
 
 from __future__ import annotations
@@ -18,19 +22,29 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import math
 import os
 import shlex
+import signal
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
 from lossless.errors import LosslessError
-from lossless.verify.lab.prober import Handler, ProbeSpec, ReadinessProber, run_handler
+from lossless.verify.lab.prober import (
+    Handler,
+    HTTPGetAction,
+    ProbeSpec,
+    ReadinessProber,
+    TCPSocketAction,
+    run_handler,
+)
 from lossless.verify.lab.probes_liveness import LivenessProber, StartupProber
 from lossless.verify.lab.process import (
     PortAllocator,
     ReplicaProcess,
     describe_returncode,
+    pid1_mode,
     render_command,
 )
 from lossless.verify.lab.restart import BackOffPolicy, ContainerBackOff, CrashLoopError
@@ -46,12 +60,27 @@ MINIMUM_GRACE_PERIOD = 2.0
 # How often the lab checks whether a terminating replica still accepts connections.
 _LISTENER_POLL = 0.025
 
+# The ReplicaSet controller re-checks a pod's availability this long after minReadySeconds
+# ("Add a second to avoid milliseconds skew in AddAfter", replica_set.go updatePod).
+AVAILABILITY_RECHECK = 1.0
+
 
 @dataclasses.dataclass(frozen=True)
 class PodTemplate:
     """What a pod is made of. ``command`` is the argv template (``{port}``/``$PORT`` substituted),
     ``env`` is added to the verifier's environment (``PORT`` is always set), ``grace`` is
-    ``terminationGracePeriodSeconds``."""
+    ``terminationGracePeriodSeconds``.
+
+    Ports: the replica's main port (``{port}``) is the one clients use; ``port_aliases`` are the
+    names and numbers that mean it (from a manifest's first container port). ``ports`` are the
+    container's other ports, one tuple of keys (its name and/or number) each: each gets its own
+    free port per replica, substituted as ``{port:KEY}`` and set as ``PORT_<KEY>``; probes and
+    ``httpGet``/``tcpSocket`` hooks that name a port go to the replica's port of that name.
+
+    ``stop_signal`` is what the runtime sends at termination (the image's ``STOPSIGNAL`` or the
+    pod's ``lifecycle.stopSignal``); ``pid1`` gives the main process PID 1 signal rules (a pod;
+    False: a plain process, the naive baseline's VM).
+    """
 
     command: tuple[str, ...]
     version: str = "v1"
@@ -59,6 +88,10 @@ class PodTemplate:
     readiness: ProbeSpec | None = None
     prestop: Handler | None = None
     grace: float = 30.0
+    stop_signal: signal.Signals = signal.SIGTERM
+    pid1: bool = True
+    ports: tuple[tuple[str, ...], ...] = ()
+    port_aliases: tuple[str, ...] = ()
     # -- issue 16: restartPolicy, liveness and startup probes, a sidecar (lab/restart.py,
     # lab/probes_liveness.py, lab/sidecar.py)
     restart_policy: str = "Always"
@@ -71,6 +104,29 @@ class PodTemplate:
             raise LosslessError("the replica command is empty")
         if not self.grace >= 0:
             raise LosslessError(f"grace period must be >= 0 (got {self.grace})")
+        keys = [key for group in self.ports for key in group]
+        both = sorted(set(keys) & set(self.port_aliases))
+        if both:
+            raise LosslessError(f"port {both[0]!r} is both the main port and another port")
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        if twice:
+            raise LosslessError(f"port {twice[0]!r} names two container ports")
+        known = set(keys) | set(self.port_aliases)
+        handlers = (
+            ("readiness probe", self.readiness),
+            ("liveness probe", self.liveness),
+            ("startup probe", self.startup),
+            ("preStop", self.prestop),
+        )
+        for what, handler in handlers:
+            action = handler.action if isinstance(handler, ProbeSpec) else handler
+            port = action.port if isinstance(action, HTTPGetAction | TCPSocketAction) else None
+            if isinstance(port, str) and port not in known:
+                names = ", ".join(sorted(known)) or "none"
+                raise LosslessError(
+                    f"{what} port {port!r} is not a port of the container (named "
+                    f"ports: {names}); name it in the command as {{port:{port}}}"
+                )
 
 
 class PodPhase(enum.StrEnum):
@@ -90,11 +146,14 @@ class Pod:
         self.host = host
         self.created_at = t
         self.started_at: float | None = None
-        self.ready = False
+        self.ports: dict[str, int] = {}  # container port name/number -> this replica's port
+        self.ready = False  # the readiness probe's verdict (EndpointSlice "serving")
         self.ready_since: float | None = None
         self.available = False
         self.deleting_at: float | None = None
-        self.in_endpoints = False
+        self.in_endpoints = False  # in the ready set (serving and not terminating)
+        self.in_slice = False  # in the EndpointSlice at all (ready, or serving-terminating)
+        self.listening = asyncio.Event()  # its app seen accepting on app_port at least once
         self.returncode: int | None = None
         self.exited = asyncio.Event()
         self.process: ReplicaProcess | None = None
@@ -127,7 +186,11 @@ class Pod:
 
     @property
     def endpoint(self) -> Endpoint:
-        return Endpoint(self.name, self.host, self.port)
+        """Its EndpointSlice entry (``podToEndpoint``: serving = ready, terminating =
+        deleting)."""
+        return Endpoint(
+            self.name, self.host, self.port, serving=self.ready, terminating=self.deleting
+        )
 
     @property
     def deleting(self) -> bool:
@@ -150,10 +213,17 @@ class Lab:
     """Local pods, their probes, the ready endpoint set and deletions, on one event loop.
 
     All of the lab's background work (process monitors, probers, terminations) runs as tasks of
-    ``task_group``, so it shares the fate of the run. A replica that exits while nobody deleted
-    it fails the run with a :class:`LosslessError` (exit 2) naming it and its last log line: a
-    kubelet would restart it, the lab reports the fault instead. Call :meth:`close` before the
-    task group ends: it stops every process that is still running.
+    ``task_group``, so it shares the fate of the run. A replica whose container exits while
+    nobody deleted it is restarted after the kubelet's back-off when ``backoff`` is given
+    (``restartPolicy: Always``; a crash loop fails the run with :class:`CrashLoopError`); without
+    ``backoff`` it fails the run with a :class:`LosslessError` (exit 2) naming it and its last
+    log line. A restarted container keeps its pod's ports. Call :meth:`close` before the task
+    group ends: it stops every process that is still running.
+
+    ``pid1`` (``auto``, ``namespace``, ``emulated``) says how the main processes of templates
+    with ``pid1=True`` get PID 1 signal rules (:func:`~lossless.verify.lab.process.pid1_mode`);
+    the resolved mode is :attr:`pid1`. With ``listen_timeout`` a replica that runs that long
+    without accepting connections on its assigned port fails the run (:meth:`not_listening`).
     """
 
     def __init__(
@@ -169,6 +239,8 @@ class Lab:
         ports: PortAllocator | None = None,
         min_ready_seconds: float = 0.0,
         watch_listener: bool = True,
+        pid1: str = "auto",
+        listen_timeout: float | None = None,
         backoff: BackOffPolicy | None = None,
     ) -> None:
         if min_ready_seconds < 0:
@@ -183,6 +255,8 @@ class Lab:
         self.ports = ports or PortAllocator(host)
         self.min_ready_seconds = min_ready_seconds
         self.watch_listener = watch_listener
+        self.pid1 = pid1_mode(pid1)  # "namespace" or "emulated"
+        self.listen_timeout = listen_timeout
         self.pods: list[Pod] = []
         self.generation = 0
         self._changed = asyncio.Condition()
@@ -254,6 +328,14 @@ class Lab:
         self.pods.append(pod)
         self.emit(EventKind.CREATED, pod, f"{template.version} port {pod.port}")
         if template.sidecar is not None:
+            pod.app_port = self.ports.allocate()  # the sidecar takes the pod's port
+        # every container port gets its port once per pod (a restart keeps them); the main
+        # port's names mean the app's own port (``app_port``: ``port`` unless a sidecar fronts it)
+        pod.ports = {alias: pod.app_port for alias in template.port_aliases}
+        for group in template.ports:
+            allocated = self.ports.allocate()
+            pod.ports.update({key: allocated for key in group})
+        if template.sidecar is not None:
             await self._start_sidecar(pod, template.sidecar)
         delay = self.start_delay(pod)
         if delay > 0:  # a slow-start fault: the container starts later (lab/faults.py)
@@ -264,22 +346,38 @@ class Lab:
         return pod
 
     async def _start_container(self, pod: Pod, *, immediate: bool = False) -> None:
-        """Spawn the pod's main container (again, after a crash) and start its probes."""
+        """Spawn the pod's main container (again, after a crash) with the pod's ports (``{port}``
+        and ``$PORT`` are the app's port, ``{port:KEY}`` and ``PORT_<KEY>`` its other ports),
+        under PID 1 rules unless the template says otherwise, and start its probes and the watch
+        for its listener."""
         template = pod.template
         env = dict(os.environ)
         env.update(template.env)
         env["PORT"] = str(pod.app_port)
-        argv = render_command(template.command, pod.app_port)
+        for group in template.ports:
+            for key in group:
+                var = f"PORT_{key.upper().replace('-', '_').replace('.', '_')}"
+                env[var] = str(pod.ports[key])
+        argv = render_command(template.command, pod.app_port, pod.ports)
+        mode = self.pid1 if template.pid1 else None
         process = ReplicaProcess(
-            argv, env=env, cwd=self.cwd, log_path=self.log_dir / f"{pod.name}.log"
+            argv, env=env, cwd=self.cwd, log_path=self.log_dir / f"{pod.name}.log", pid1=mode
         )
         await process.start()
         pod.process = process
         pod.returncode = None
         pod.started_at = self.clock.now()
         pod.startup_done = template.startup is None
-        self.emit(EventKind.STARTED, pod, f"pid {process.pid}: {shlex.join(argv)}")
+        extra = "".join(f", port {'/'.join(g)} {pod.ports[g[0]]}" for g in template.ports)
+        # the group's pid first (the leak checks kill and probe the group by it)
+        pid1 = ""
+        if mode == "namespace":
+            pid1 = f" (PID 1 of a new PID namespace: pid {process.pid})"
+        elif mode == "emulated":
+            pid1 = " (PID 1 rules emulated)"
+        self.emit(EventKind.STARTED, pod, f"pid {process.pgid}{pid1}{extra}: {shlex.join(argv)}")
         self._spawn(self._monitor(pod, process), pod)
+        self._spawn(self._watch_started(pod, process), pod)
         if template.startup is not None:
             startup = StartupProber(
                 template.startup,
@@ -288,6 +386,7 @@ class Lab:
                 started_at=pod.started_at,
                 on_started=lambda detail: self._started_up(pod, process, detail),
                 on_fail=lambda detail: self._probe_kill(pod, process, "startup", detail),
+                ports=pod.ports,
             )
             self._container_task(pod, startup.run())
         else:
@@ -309,6 +408,7 @@ class Lab:
                 clock=self.clock.now,
                 started_at=pod.started_at,
                 on_change=lambda ready, detail: self._set_ready(pod, ready, detail),
+                ports=pod.ports,
             )
             pod._probe_task = self._spawn(pod.prober.run(), pod)
         if template.liveness is not None:
@@ -318,11 +418,24 @@ class Lab:
                 clock=self.clock.now,
                 started_at=pod.started_at,
                 on_fail=lambda detail: self._probe_kill(pod, process, "liveness", detail),
+                ports=pod.ports,
             )
             self._container_task(pod, pod.liveness.run())
 
     def _set_ready(self, pod: Pod, ready: bool, detail: str, *, immediate: bool = False) -> None:
-        if pod.deleting or pod.exited.is_set():
+        if pod.exited.is_set():
+            return
+        if pod.deleting:
+            # the kubelet keeps probing readiness on a terminating pod (worker.go doProbe);
+            # the EndpointSlice entry keeps terminating=true and follows serving
+            if pod.routed_in_place or ready == pod.ready:
+                return
+            pod.ready = ready
+            kind = EventKind.READY if ready else EventKind.NOT_READY
+            self.emit(kind, pod, f"{detail} (terminating)")
+            if pod.in_slice:
+                self.traffic.add(pod.endpoint)
+            self._bump()
             return
         pod.ready = ready
         if ready:
@@ -332,9 +445,10 @@ class Lab:
             if self.min_ready_seconds <= 0:
                 self._set_available(pod)
             else:
+                # the ReplicaSet controller re-checks minReadySeconds + 1 s after Ready
                 loop = asyncio.get_running_loop()
                 pod._available_timer = loop.call_later(
-                    self.min_ready_seconds, self._set_available, pod
+                    self.min_ready_seconds + AVAILABILITY_RECHECK, self._set_available, pod
                 )
         else:
             pod.ready_since = None
@@ -342,25 +456,55 @@ class Lab:
             if pod._available_timer is not None:
                 pod._available_timer.cancel()
             self.emit(EventKind.NOT_READY, pod, detail)
-            self._remove_endpoint(pod, "readiness probe failed")
+            self._remove_endpoint(pod, "readiness probe failed", keep=True)
         self._bump()
 
+    def is_available(self, pod: Pod, now: float) -> bool:
+        """``IsPodAvailable``: ready, and minReadySeconds is 0 or the Ready condition's
+        ``lastTransitionTime`` (whole seconds: API times are serialized to the second) plus
+        minReadySeconds is before ``now``."""
+        if not pod.ready or pod.ready_since is None:
+            return False
+        if self.min_ready_seconds <= 0:
+            return True
+        wall = self.clock.wall_origin
+        transition = math.floor(wall + pod.ready_since)
+        return transition + self.min_ready_seconds < wall + now
+
     def _set_available(self, pod: Pod) -> None:
-        if pod.ready and not pod.deleting and not pod.exited.is_set():
-            pod.available = True
-            self.emit(EventKind.AVAILABLE, pod, f"ready for {self.min_ready_seconds:g}s")
-            self._bump()
+        if pod.deleting or pod.exited.is_set() or pod.available:
+            return
+        if not self.is_available(pod, self.clock.now()):
+            if pod.ready:  # not yet (clock skew): the controller's next re-check
+                loop = asyncio.get_running_loop()
+                pod._available_timer = loop.call_later(
+                    AVAILABILITY_RECHECK, self._set_available, pod
+                )
+            return
+        pod.available = True
+        self.emit(EventKind.AVAILABLE, pod, f"ready for {self.min_ready_seconds:g}s")
+        self._bump()
 
     def _add_endpoint(self, pod: Pod, *, immediate: bool = False) -> None:
         if not pod.in_endpoints:
-            pod.in_endpoints = True
+            pod.in_endpoints = pod.in_slice = True
             self.emit(EventKind.ENDPOINT_ADDED, pod, "at once" if immediate else "")
             self.traffic.add(pod.endpoint, immediate=immediate)
 
-    def _remove_endpoint(self, pod: Pod, detail: str, *, immediate: bool = False) -> None:
+    def _remove_endpoint(
+        self, pod: Pod, detail: str, *, immediate: bool = False, keep: bool = False
+    ) -> None:
+        """The pod leaves the ready set (``ENDPOINT_REMOVED``). ``keep``: it stays in the slice
+        with its current conditions (not serving, or terminating); else it leaves the slice."""
         if pod.in_endpoints:
             pod.in_endpoints = False
             self.emit(EventKind.ENDPOINT_REMOVED, pod, detail)
+        if not pod.in_slice:
+            return
+        if keep:
+            self.traffic.add(pod.endpoint, immediate=immediate)
+        else:
+            pod.in_slice = False
             self.traffic.remove(pod.endpoint, immediate=immediate)
 
     def replace_endpoint(self, old: Pod, new: Pod) -> None:
@@ -388,7 +532,7 @@ class Lab:
             return
         self.emit(EventKind.EXITED, pod, describe_returncode(code))
         if not pod.routed_in_place and not self._closing:
-            self._remove_endpoint(pod, "process exited")
+            self._remove_endpoint(pod, "process exited")  # the pod leaves the slice
         self._stop_probe(pod)
         if pod.sidecar_process is not None and not self._closing:
             await self._stop_sidecar(pod)  # native: after the app; plain: already stopping
@@ -438,7 +582,7 @@ class Lab:
         if pod.ready:
             pod.ready = pod.available = False
             self.emit(EventKind.NOT_READY, pod, f"{kind} probe failed: container killed")
-            self._remove_endpoint(pod, f"{kind} probe failed")
+            self._remove_endpoint(pod, f"{kind} probe failed", keep=True)
             self._bump()
         self._spawn(self._terminate(pod), pod)
 
@@ -470,7 +614,8 @@ class Lab:
         )
         if was_ready:
             self.emit(EventKind.NOT_READY, pod, "container exited")
-        self._remove_endpoint(pod, "container exited")
+        # the pod stays in the EndpointSlice, not serving, until its restarted container is ready
+        self._remove_endpoint(pod, "container exited", keep=True)
         self._bump()
         limit = self.backoff.limit
         if limit and pod._crash_run >= limit:
@@ -504,8 +649,8 @@ class Lab:
         self._bump()
 
     async def _start_sidecar(self, pod: Pod, spec: SidecarSpec) -> None:
-        """Start the sidecar on the pod's port; the app moves to a port of its own."""
-        pod.app_port = self.ports.allocate()
+        """Start the sidecar on the pod's port (the app has a port of its own, ``app_port``,
+        allocated by :meth:`create`). The sidecar is a plain process (no PID 1 rules)."""
         env = dict(os.environ)
         env.update(pod.template.env)
         env.update(PORT=str(pod.port), APP_PORT=str(pod.app_port))
@@ -554,6 +699,49 @@ class Lab:
             await process.wait()
         process.kill()
 
+    # -- issue 15: the replica listens on the port it was given -------------------------------
+
+    async def _watch_started(self, pod: Pod, process: ReplicaProcess) -> None:
+        """Wait until the replica's container accepts connections on the app's assigned port
+        (:attr:`Pod.app_port`; ``listening``). With ``listen_timeout``, a container still
+        running that never does within it fails the run with an error naming ``{port}``/
+        ``$PORT`` (a command that ignores the port it was given would otherwise pass for a
+        server without a readiness probe). Once a pod has listened, its restarted containers
+        are not watched again (the command is known to use its port)."""
+        if pod.listening.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while process.returncode is None and not pod.exited.is_set():
+            try:
+                async with asyncio.timeout(0.5):
+                    _, writer = await asyncio.open_connection(pod.host, pod.app_port)
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+                pod.listening.set()
+                self._bump()
+                return
+            except (OSError, TimeoutError):
+                pass
+            if self.listen_timeout is not None and loop.time() - start > self.listen_timeout:
+                if process.returncode is not None or pod.exited.is_set():
+                    return
+                if pod.deleting or self._closing:
+                    return
+                raise self.not_listening(pod, self.listen_timeout)
+            await asyncio.sleep(_LISTENER_POLL)
+
+    def not_listening(self, pod: Pod, after: float) -> LosslessError:
+        """The error for a replica that never listened on its assigned port."""
+        argv = shlex.join(pod.process.argv) if pod.process is not None else ""
+        return LosslessError(
+            f"replica {pod.name} is running but not listening on its assigned port "
+            f"{pod.host}:{pod.app_port} after {after:g}s: the command must listen on the port "
+            f"the lab gives it, written {{port}} or $PORT in --cmd (also in the PORT environment "
+            f"variable) [command: {argv}]"
+        )
+
     async def _watch_listener(self, pod: Pod) -> None:
         """Record when the replica first refuses a connection (its listener closed)."""
         while not pod.exited.is_set():
@@ -579,21 +767,30 @@ class Lab:
         Deletion starts at t0 = now (a ``DELETING`` event) and runs two tracks in parallel, as
         the endpoints controller and the kubelet each react to the pod's deletion on their own:
 
-        (a) endpoints: the pod leaves the ready endpoint set at t0 (``ENDPOINT_REMOVED``) and
-            each client of the traffic model stops routing new connections to it after its own
-            propagation delay (``VIEW_REMOVED``). Readiness probing stops at t0.
+        (a) endpoints: the pod leaves the ready endpoint set at t0 (``ENDPOINT_REMOVED``) but
+            stays in the EndpointSlice as terminating, serving while its readiness probe (which
+            the kubelet keeps running) passes; each client of the traffic model stops routing
+            new connections to it when its view takes that state (``VIEW_REMOVED``), unless it
+            has no ready endpoint left and falls back to serving-terminating ones. The entry
+            leaves the slice when the process has exited. Liveness and startup probes stop at
+            t0 (``StopLivenessAndStartup``); a container that has not passed its startup probe
+            never gets readiness probes.
         (b) the container: the preStop handler (if any, and if the grace period is > 0) runs from
             t0 and is waited for at most the grace period (``PRESTOP_START``/``PRESTOP_END``; one
-            still running then is abandoned, and dies with the process group); then SIGTERM goes
-            to the main process (``SIGTERM``). The time left is the grace period minus the whole
+            still running then is abandoned, and dies with the process group); then the
+            template's stop signal goes to the main process (a ``SIGTERM`` event naming the
+            signal, and saying so when PID 1 rules drop it because the process has no handler
+            for it). The time left is the grace period minus the whole
             seconds the preStop took, floored at 2 s (kubelet's ``minimumGracePeriodInSeconds``:
             a preStop that used up the grace period gets a one-off 2 s); when it runs out the
             whole process group gets SIGKILL (``SIGKILL``). ``EXITED`` follows when the main
             process has been reaped, and the group is SIGKILLed then in any case.
 
         So without a preStop SIGKILL comes exactly ``grace`` seconds after t0 (at least 2 s).
-        Deleting a pod twice does nothing; deleting one whose process already exited only does
-        track (a). It does not wait: ``await pod.exited.wait()`` for that.
+        A sidecar stops after the app (native) or from t0 in parallel (plain): see
+        :mod:`lossless.verify.lab.sidecar`. A pod whose container is in back-off (or not started
+        yet) goes at once. Deleting a pod twice does nothing; deleting one whose process already
+        exited only does track (a). It does not wait: ``await pod.exited.wait()`` for that.
         """
         if pod.deleting:
             return
@@ -601,9 +798,9 @@ class Lab:
         if pod._available_timer is not None:
             pod._available_timer.cancel()
         self.emit(EventKind.DELETING, pod, f"grace {pod.template.grace:g}s")
-        self._stop_probe(pod)
-        pod.available = False
-        self._remove_endpoint(pod, "pod deleted")
+        self._stop_liveness_and_startup(pod)
+        pod.available = False  # readiness probing goes on (only liveness and startup stop)
+        self._remove_endpoint(pod, "pod deleted", keep=True)
         sidecar = pod.template.sidecar
         if sidecar is not None and not sidecar.native:  # a plain container stops at t0 too
             self._spawn(self._stop_sidecar(pod), pod)
@@ -611,7 +808,9 @@ class Lab:
             # in back-off (or not started yet): no container to stop, the pod goes at once
             if pod._restart_task is not None:
                 pod._restart_task.cancel()
+            self._stop_probe(pod)
             self.emit(EventKind.EXITED, pod, "deleted while its container was not running")
+            self._remove_endpoint(pod, "pod deleted")  # the pod leaves the slice
             if pod.sidecar_process is not None:
                 self._spawn(self._stop_sidecar(pod), pod)
             pod.exited.set()
@@ -637,13 +836,19 @@ class Lab:
                 self._spawn(self._watch_listener(pod), pod)
         self._bump()
 
-    def _stop_probe(self, pod: Pod) -> None:
-        for task in list(pod._container_tasks):  # liveness and startup stop at deletion too
+    def _stop_liveness_and_startup(self, pod: Pod) -> None:
+        """At deletion the kubelet stops liveness and startup probes (``StopLivenessAndStartup``);
+        readiness goes on until the container exits."""
+        for task in list(pod._container_tasks):
             task.cancel()
-        if pod._probe_task is not None:
-            pod._probe_task.cancel()
         if pod._available_timer is not None:
             pod._available_timer.cancel()
+
+    def _stop_probe(self, pod: Pod) -> None:
+        """Every probe of the pod stops (its container exited, or the naive baseline's stop)."""
+        self._stop_liveness_and_startup(pod)
+        if pod._probe_task is not None:
+            pod._probe_task.cancel()
 
     async def _terminate(self, pod: Pod, *, run_prestop: bool = True) -> None:
         process = pod.process
@@ -656,7 +861,9 @@ class Lab:
             if prestop is not None and grace > 0:
                 self.emit(EventKind.PRESTOP_START, pod, prestop.describe())
                 started = self.clock.now()
-                hook = asyncio.ensure_future(run_handler(prestop, pod.app_port, grace + 60))
+                hook = asyncio.ensure_future(
+                    run_handler(prestop, pod.app_port, grace + 60, pod.ports)
+                )
                 await asyncio.wait({hook, exited}, timeout=grace, return_when="FIRST_COMPLETED")
                 took = self.clock.now() - started
                 if hook.done():
@@ -679,8 +886,16 @@ class Lab:
             grace = max(grace, MINIMUM_GRACE_PERIOD)
             if process.returncode is not None:
                 return
-            if process.terminate():
-                self.emit(EventKind.SIGTERM, pod, f"{grace:g}s before SIGKILL")
+            sig = pod.template.stop_signal
+            outcome = process.stop(sig)
+            if outcome is not None:
+                detail = f"{sig.name}, {grace:g}s before SIGKILL"
+                if outcome == "dropped":
+                    detail += (
+                        f": not delivered, PID 1 has no {sig.name} handler (pid_namespaces(7)); "
+                        "only SIGKILL will stop it"
+                    )
+                self.emit(EventKind.SIGTERM, pod, detail)
             done, _ = await asyncio.wait({exited}, timeout=grace)
             if not done:
                 process.kill()

@@ -11,7 +11,12 @@ prober worker (kubernetes/kubernetes ``pkg/kubelet/prober/worker.go``):
 - a result only changes readiness after ``success_threshold`` consecutive successes or
   ``failure_threshold`` consecutive failures (the worker's ``resultRun`` counter);
 - an HTTP probe succeeds on a status in 200-399 (``pkg/probe/http/http.go``), fails on any other
-  status, a connection error, or no answer within ``timeout`` seconds.
+  status, a connection error, or no answer within ``timeout`` seconds;
+- readiness keeps being probed while the pod terminates (``doProbe`` stops only liveness and
+  startup probes then); the lab's prober runs until the process exits.
+
+A handler's ``port`` is ``None`` (the replica's main port), a container port name or number as
+a string (resolved through the replica's port map: ``{port:NAME}``), or an int (that port).
 
 Kubernetes takes whole seconds; the lab accepts fractions so that local runs stay short.
 """
@@ -24,7 +29,7 @@ import dataclasses
 import math
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from lossless.errors import LosslessError
 
@@ -36,16 +41,17 @@ __all__ = [
     "ReadinessProber",
     "SleepAction",
     "TCPSocketAction",
+    "resolve_port",
     "run_handler",
 ]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class HTTPGetAction:
-    """``httpGet``: GET ``path`` on the replica (``port`` None = the replica's own port)."""
+    """``httpGet``: GET ``path`` on the replica (``port``: see the module docstring)."""
 
     path: str = "/"
-    port: int | None = None
+    port: int | str | None = None
     host: str = "127.0.0.1"
 
     def describe(self) -> str:
@@ -54,9 +60,9 @@ class HTTPGetAction:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TCPSocketAction:
-    """``tcpSocket``: success when a TCP connection opens."""
+    """``tcpSocket``: success when a TCP connection opens (``port``: see the module docstring)."""
 
-    port: int | None = None
+    port: int | str | None = None
     host: str = "127.0.0.1"
 
     def describe(self) -> str:
@@ -119,8 +125,22 @@ def _why(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-async def _http_get(action: HTTPGetAction, port: int, timeout: float) -> tuple[bool, str]:
-    target = action.port or port
+def resolve_port(spec: int | str | None, port: int, ports: Mapping[str, int] | None) -> int:
+    """The port a handler's ``port`` means for a replica whose main port is ``port`` and whose
+    named/numbered container ports are ``ports``. Raises LosslessError for an unknown name."""
+    if spec is None:
+        return port
+    if isinstance(spec, int):
+        return spec
+    if ports and spec in ports:
+        return ports[spec]
+    raise LosslessError(f"port {spec!r} is not a port of the replica")
+
+
+async def _http_get(action: HTTPGetAction, target: int, timeout: float) -> tuple[bool, str]:
+    what = f"GET {action.path}" + (
+        "" if action.port is None else f" on port {action.port} :{target}"
+    )
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(timeout):
@@ -133,9 +153,9 @@ async def _http_get(action: HTTPGetAction, port: int, timeout: float) -> tuple[b
             await writer.drain()
             status_line = await reader.readline()
     except TimeoutError:
-        return False, f"GET {action.path}: timeout after {timeout:g}s"
+        return False, f"{what}: timeout after {timeout:g}s"
     except OSError as exc:
-        return False, f"GET {action.path}: {_why(exc)}"
+        return False, f"{what}: {_why(exc)}"
     finally:
         if writer is not None:
             writer.close()
@@ -143,13 +163,12 @@ async def _http_get(action: HTTPGetAction, port: int, timeout: float) -> tuple[b
                 await writer.wait_closed()
     parts = status_line.decode("latin-1").split()
     if len(parts) < 2 or not parts[1].isdigit():
-        return False, f"GET {action.path}: no HTTP status line"
+        return False, f"{what}: no HTTP status line"
     status = int(parts[1])
-    return 200 <= status < 400, f"GET {action.path}: {status}"
+    return 200 <= status < 400, f"{what}: {status}"
 
 
-async def _tcp(action: TCPSocketAction, port: int, timeout: float) -> tuple[bool, str]:
-    target = action.port or port
+async def _tcp(action: TCPSocketAction, target: int, timeout: float) -> tuple[bool, str]:
     try:
         async with asyncio.timeout(timeout):
             _, writer = await asyncio.open_connection(action.host, target)
@@ -188,16 +207,24 @@ async def _exec(action: ExecAction, port: int, timeout: float) -> tuple[bool, st
     return code == 0, f"exec {action.command[0]}: exit code {code}"
 
 
-async def run_handler(handler: Handler, port: int, timeout: float) -> tuple[bool, str]:
-    """Run one handler against the replica on ``port``, bounded by ``timeout`` seconds.
+async def run_handler(
+    handler: Handler, port: int, timeout: float, ports: Mapping[str, int] | None = None
+) -> tuple[bool, str]:
+    """Run one handler against the replica whose main port is ``port`` (and whose other
+    container ports are ``ports``), bounded by ``timeout`` seconds.
 
     Returns ``(success, detail)``; never raises for the replica's faults (refused, timeout, bad
-    status). A ``SleepAction`` sleeps ``min(seconds, timeout)`` and succeeds.
+    status); a port name the replica does not have is a failed result. A ``SleepAction`` sleeps
+    ``min(seconds, timeout)`` and succeeds.
     """
-    if isinstance(handler, HTTPGetAction):
-        return await _http_get(handler, port, timeout)
-    if isinstance(handler, TCPSocketAction):
-        return await _tcp(handler, port, timeout)
+    if isinstance(handler, HTTPGetAction | TCPSocketAction):
+        try:
+            target = resolve_port(handler.port, port, ports)
+        except LosslessError as exc:
+            return False, str(exc)
+        if isinstance(handler, HTTPGetAction):
+            return await _http_get(handler, target, timeout)
+        return await _tcp(handler, target, timeout)
     if isinstance(handler, ExecAction):
         return await _exec(handler, port, timeout)
     await asyncio.sleep(min(handler.seconds, timeout))
@@ -220,9 +247,11 @@ class ReadinessProber:
         clock: Callable[[], float],
         started_at: float,
         on_change: Callable[[bool, str], None],
+        ports: Mapping[str, int] | None = None,
     ) -> None:
         self.spec = spec
         self.port = port
+        self.ports = dict(ports or {})
         self.clock = clock
         self.started_at = started_at
         self.on_change = on_change
@@ -253,7 +282,9 @@ class ReadinessProber:
         tick = 0
         while True:
             if self.clock() - self.started_at >= spec.initial_delay:
-                success, detail = await run_handler(spec.action, self.port, spec.timeout)
+                success, detail = await run_handler(
+                    spec.action, self.port, spec.timeout, self.ports
+                )
                 self.observe(success, detail)
             # Next tick of a fixed ticker; ticks missed by a slow probe are dropped.
             tick += 1

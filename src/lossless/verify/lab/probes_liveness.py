@@ -13,11 +13,13 @@ only what a result does:
 - **gating**: until a container with a startup probe has started, its readiness and liveness
   workers do not probe ("Disable other probes until container has started"); the lab starts
   them only then. ``initialDelaySeconds`` counts from the container's start in every case.
+- **ports**: like readiness, a probe that names a container port (``{port:NAME}``) goes to the
+  replica's port of that name (``ports``); otherwise to the app's port.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from lossless.errors import LosslessError
 from lossless.verify.lab.prober import ProbeSpec, ReadinessProber
@@ -46,9 +48,15 @@ class LivenessProber(ReadinessProber):
         clock: Callable[[], float],
         started_at: float,
         on_fail: Callable[[str], None],
+        ports: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__(
-            spec, port, clock=clock, started_at=started_at, on_change=lambda ok, detail: None
+            spec,
+            port,
+            clock=clock,
+            started_at=started_at,
+            on_change=lambda ok, detail: None,
+            ports=ports,
         )
         self.ready = True  # liveness starts as Success
         self.on_fail = on_fail
@@ -82,8 +90,11 @@ class StartupProber(LivenessProber):
         started_at: float,
         on_started: Callable[[str], None],
         on_fail: Callable[[str], None],
+        ports: Mapping[str, int] | None = None,
     ) -> None:
-        super().__init__(spec, port, clock=clock, started_at=started_at, on_fail=on_fail)
+        super().__init__(
+            spec, port, clock=clock, started_at=started_at, on_fail=on_fail, ports=ports
+        )
         self.ready = False  # Unknown until the first result
         self.on_started = on_started
 

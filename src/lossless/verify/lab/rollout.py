@@ -16,6 +16,12 @@ The arithmetic follows kubernetes/kubernetes ``pkg/controller/deployment``:
   maxSurge is 0"), maxUnavailable may not exceed 100%.
 - ``pkg/controller/controller_utils.go`` ``ActivePodsWithRanks``: a ReplicaSet scaling down
   deletes not-ready pods first, then those ready for the shortest time, then the newest.
+- Controller timing: a change the Deployment controller reacts to (a pod ready or available,
+  a pod gone) travels kubelet status update → API server → ReplicaSet controller → Deployment
+  controller → API call before anything is created or deleted; the driver waits
+  ``controller_delay`` (seeded, tens to hundreds of ms) after each change before its next sync,
+  instead of acting in the same loop turn. Availability itself follows the ReplicaSet
+  controller's re-check (:data:`lossless.verify.lab.pod.AVAILABILITY_RECHECK`).
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import random
 import re
 from collections.abc import Callable
 
 from lossless.errors import LosslessError
 from lossless.verify.lab.pod import Lab, Pod, PodTemplate
 from lossless.verify.model import EventKind
+from lossless.verify.traffic.base import PropagationDelay
 
 __all__ = [
     "STRATEGIES",
@@ -239,8 +247,12 @@ class Deployment:
         new: ReplicaSet,
         progress_deadline: float = 120.0,
         on_phase: Callable[[str], None] | None = None,
+        controller_delay: PropagationDelay | None = None,
+        seed: int = 0,
     ) -> None:
         self.lab = lab
+        self.controller_delay = controller_delay or PropagationDelay(0.0, 0.0)
+        self._delay_rng = random.Random(f"{seed}/controller")
         self.replicas = replicas
         self.strategy = strategy
         self.old = old
@@ -271,8 +283,8 @@ class Deployment:
                 acted = await step()
                 if self.complete():
                     break
-                if acted:
-                    await asyncio.sleep(0)
+                if acted:  # the next sync comes with the ReplicaSet's update event
+                    await self._controller_latency()
                     continue
                 if not await self.lab.wait_changed(generation, self.progress_deadline):
                     raise LosslessError(
@@ -280,7 +292,15 @@ class Deployment:
                         f"({self.new.name}: {self.new.available()}/{self.replicas} available)",
                         exit_code=1,
                     )
+                await self._controller_latency()
         self.lab.emit(EventKind.ROLLOUT_END, None, self.strategy.kind)
+
+    async def _controller_latency(self) -> None:
+        d = self.controller_delay
+        if d.mean <= 0 and d.jitter <= 0:
+            await asyncio.sleep(0)
+            return
+        await asyncio.sleep(max(0.0, d.mean + self._delay_rng.uniform(-d.jitter, d.jitter)))
 
     def _status(self) -> str:
         return (

@@ -15,6 +15,10 @@ Connections model how real clients reach a Kubernetes Service:
 - the pool is LIFO (the most recently used idle connection first, as Go's ``http.Transport`` and
   urllib3 do), grows when every pooled connection is busy and only shrinks when a connection is
   closed by the server, errors, answers ``Connection: close``, or is evicted at ``max_conns``;
+- with a view whose ``per_endpoint_pools`` is true (``--traffic registry``: callers that
+  balance per request, like gRPC subchannels), the client picks the endpoint *first* for every
+  request and reuses an idle connection to that endpoint only: once its view drops an endpoint,
+  that endpoint's pooled connections are no longer used;
 - a share ``new_conn_ratio`` of the requests (chosen by a generator seeded with ``seed``) is sent
   on a fresh one-shot connection with ``Connection: close`` (new callers, clients without pools).
 
@@ -277,6 +281,7 @@ class _Generator:
         self.records: list[Record] = []
         self.keep_records = True  # run_load(keep_records=False): records only go to on_record
         self.pools: list[list[_Conn]] = [[] for _ in range(max(1, view.clients))]
+        self.per_endpoint = bool(getattr(view, "per_endpoint_pools", False))
         self.open_conns = 0
         self.next_conn_id = 1
         self.inflight: collections.deque[tuple[Record, _Conn]] = collections.deque()
@@ -300,8 +305,18 @@ class _Generator:
     def issue(self, seq: int, intended: float, client: int, fresh: bool, kind: int = 0) -> bool:
         """Start request ``seq``; False (nothing done) when ``max_conns`` connections are busy."""
         pool = self.pools[client]
-        if not fresh and pool:
-            conn = pool.pop()
+        balanced = self.per_endpoint and not fresh
+        picked = self.view.pick(client) if balanced else None
+        conn_index = -1 if pool else None
+        if balanced:  # the newest idle connection to the picked endpoint, if any
+            conn_index = None
+            if picked is not None:
+                for i in range(len(pool) - 1, -1, -1):
+                    if pool[i].endpoint.name == picked.name:
+                        conn_index = i
+                        break
+        if not fresh and conn_index is not None:
+            conn = pool.pop(conn_index)
             rec = Record(
                 seq, intended, self.now(), None, None, 0, 0, _OK, "", 0, False, client, kind
             )
@@ -311,7 +326,7 @@ class _Generator:
         if self.open_conns >= self.max_conns and not self._evict_idle():
             return False
         rec = Record(seq, intended, self.now(), None, None, 0, 0, _OK, "", 0, False, client, kind)
-        endpoint = self.view.pick(client)
+        endpoint = picked if balanced else self.view.pick(client)
         if endpoint is None:
             self.pending += 1
             self.finish(rec, ErrorClass.NO_ENDPOINT, None)

@@ -2,9 +2,12 @@
 
 A traffic model is an :class:`~lossless.verify.model.EndpointView` (the load generator calls
 ``pick(client)`` for every new connection) that the lab feeds with control-plane changes:
-``add(endpoint)`` when a replica enters the ready endpoint set, ``remove(endpoint)`` when it leaves
-it. Each model decides when each client sees the change, and records that moment as a
-``VIEW_ADDED``/``VIEW_REMOVED`` event.
+``add(endpoint)`` when a replica enters the endpoint set or its conditions change (an endpoint
+carries ``serving``/``terminating``, as in an EndpointSlice), ``remove(endpoint)`` when it
+leaves it. Each model decides when each client sees the change, and records the moments a
+client starts or stops routing to an endpoint as ``VIEW_ADDED``/``VIEW_REMOVED`` events. The
+``service`` and ``ingress`` models share :class:`~lossless.verify.traffic.sync.SyncedViews`
+(bounded-frequency syncs of the whole state: views lag, never reorder).
 
 Models: ``service`` (:mod:`lossless.verify.traffic.service`: kube-proxy), ``registry``
 (:mod:`lossless.verify.traffic.registry`: clients watch etcd) and ``ingress``
@@ -14,16 +17,14 @@ Models: ``service`` (:mod:`lossless.verify.traffic.service`: kube-proxy), ``regi
 from __future__ import annotations
 
 import abc
-import asyncio
 import dataclasses
 import math
 import random
-from collections.abc import Callable
 
 from lossless.errors import LosslessError
-from lossless.verify.model import Clock, Endpoint
+from lossless.verify.model import Endpoint
 
-__all__ = ["TRAFFIC_MODELS", "DelayedChanges", "PropagationDelay", "TrafficModel"]
+__all__ = ["TRAFFIC_MODELS", "PropagationDelay", "TrafficModel"]
 
 TRAFFIC_MODELS = ("service", "registry", "ingress")
 
@@ -41,6 +42,11 @@ class TrafficModel(abc.ABC):
     """
 
     clients: int
+    # Callers that balance per request over per-endpoint connection pools (gRPC subchannels,
+    # Spring's load-balanced clients) stop using an endpoint's pooled connections once their
+    # view drops it; kube-proxy and ingress clients keep theirs pinned (conntrack). Read by
+    # the load generator.
+    per_endpoint_pools: bool = False
 
     async def start(self) -> None:
         """Start what the model owns (a proxy, a watch). Default: nothing."""
@@ -117,102 +123,3 @@ class PropagationDelay:
 
     def __str__(self) -> str:
         return f"{self.mean:g}±{self.jitter:g}s"
-
-
-class DelayedChanges:
-    """Propagation of control-plane endpoint changes to ``clients`` observers, each after its own
-    seeded delay: the part every delayed traffic model shares.
-
-    :meth:`schedule` draws ``delay.draw(seed, client, endpoint, change)`` per client (0 when
-    ``immediate``) and calls ``apply(client, endpoint, added)`` when it is due, on the running
-    event loop. Changes of one endpoint apply in the order they were made for each client (a
-    removal drawn shorter than a pending add waits for it), as a watch delivers events in order.
-    :meth:`settled` returns once nothing is pending; :meth:`close` cancels what is pending and
-    ignores later changes (idempotent).
-    """
-
-    def __init__(
-        self,
-        *,
-        clients: int,
-        delay: PropagationDelay,
-        seed: int,
-        clock: Clock,
-        apply: Callable[[int, Endpoint, bool], None],
-    ) -> None:
-        self.clients = clients
-        self.delay = delay
-        self.seed = seed
-        self.clock = clock
-        self._apply = apply
-        self._pending: set[asyncio.TimerHandle] = set()
-        # per (client, endpoint name): time the last scheduled change for it takes effect
-        self._last_due: dict[tuple[int, str], float] = {}
-        # per (client, endpoint name): changes numbered as made, the next one to apply, and
-        # those due but waiting for an earlier one (asyncio does not order timers that fall due
-        # at the same instant; found by the ten-upgrade soak, issue 16)
-        self._made: dict[tuple[int, str], int] = {}
-        self._next: dict[tuple[int, str], int] = {}
-        self._early: dict[tuple[int, str], dict[int, bool]] = {}
-        self._changes: dict[str, int] = {}
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self.closed = False
-
-    def schedule(self, endpoint: Endpoint, added: bool, immediate: bool) -> None:
-        if self.closed:
-            return
-        n = self._changes[endpoint.name] = self._changes.get(endpoint.name, 0) + 1
-        change = f"{'add' if added else 'remove'}{n}"
-        loop = asyncio.get_running_loop()
-        now = self.clock.now()
-        for client in range(self.clients):
-            lag = 0.0 if immediate else self.delay.draw(self.seed, client, endpoint.name, change)
-            key = (client, endpoint.name)
-            due = max(now + lag, self._last_due.get(key, 0.0))
-            self._last_due[key] = due
-            number = self._made[key] = self._made.get(key, 0) + 1
-            if due <= now:
-                self._in_order(client, endpoint, added, number)
-                continue
-            holder: list[asyncio.TimerHandle] = []
-            handle = loop.call_later(due - now, self._fire, client, endpoint, added, number, holder)
-            holder.append(handle)
-            self._pending.add(handle)
-            self._idle.clear()
-
-    def _fire(
-        self,
-        client: int,
-        endpoint: Endpoint,
-        added: bool,
-        number: int,
-        holder: list[asyncio.TimerHandle],
-    ) -> None:
-        self._pending.discard(holder[0])
-        self._in_order(client, endpoint, added, number)
-        if not self._pending:
-            self._idle.set()
-
-    def _in_order(self, client: int, endpoint: Endpoint, added: bool, number: int) -> None:
-        """Apply change ``number`` of (client, endpoint) once every earlier one has applied."""
-        key = (client, endpoint.name)
-        early = self._early.setdefault(key, {})
-        early[number] = added
-        expected = self._next.get(key, 1)
-        while expected in early:
-            self._apply(client, endpoint, early.pop(expected))
-            expected += 1
-        self._next[key] = expected
-        if not early:
-            del self._early[key]
-
-    async def settled(self) -> None:
-        await self._idle.wait()
-
-    def close(self) -> None:
-        self.closed = True
-        for handle in self._pending:
-            handle.cancel()
-        self._pending.clear()
-        self._idle.set()

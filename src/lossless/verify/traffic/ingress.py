@@ -7,13 +7,16 @@ client connections that never reach a log. :class:`IngressTraffic` puts a real H
 
 - ``pick(client)`` returns the one frontend endpoint (name ``"ingress"``) for every client: the
   load generator's clients are callers of the ingress, each with its own keep-alive pool to it;
-- a control-plane change (``add``/``remove`` from the lab) reaches HAProxy through its runtime
-  API after one propagation delay per change (:class:`~lossless.verify.traffic.base.PropagationDelay`,
-  drawn for client 0), as an ingress controller applies Endpoints changes: ``add server`` +
+- control-plane changes (``add``/``remove`` from the lab) reach HAProxy through its runtime
+  API the way an ingress controller applies them: one client of
+  :class:`~lossless.verify.traffic.sync.SyncedViews` with a timing ``profile`` (default
+  ``ingress-nginx``: the watch lag, then syncs rate-limited to 0.3/s with burst 1, then the Lua
+  balancer's 1 s re-read), each sync applying the whole ready set: ``add server`` +
   ``enable server`` for a new replica (``set server ... addr``/``state ready`` for a known
   name), ``set server ... state maint`` for a removed one (HAProxy sends it no new request;
   requests in flight finish). The moment it is applied is a ``VIEW_ADDED``/``VIEW_REMOVED``
-  event with ``client=0`` (the ingress is the one client whose view decides routing);
+  event with ``client=0`` (the ingress is the one client whose view decides routing). The
+  ingress routes to ready endpoints only (no serving-terminating fallback);
 - HAProxy adds ``x-lossless-replica: <server>`` to every response it forwards, so records name
   the replica that answered; its access log (with the request's ``x-lossless-seq``) is written
   to ``proxy.jsonl`` next to the run's files (:data:`PROXY_LOG`) for
@@ -40,7 +43,8 @@ from lossless.verify.haproxy.config import BACKEND, HAProxySettings
 from lossless.verify.haproxy.log import ProxyLogEntry
 from lossless.verify.haproxy.process import HAProxy
 from lossless.verify.model import Clock, Endpoint, Event, EventKind
-from lossless.verify.traffic.base import DelayedChanges, PropagationDelay, TrafficModel
+from lossless.verify.traffic.base import PropagationDelay, TrafficModel
+from lossless.verify.traffic.sync import PROFILES, SyncedViews, TimingProfile
 
 __all__ = ["INGRESS", "PROXY_LOG", "IngressTraffic"]
 
@@ -55,7 +59,8 @@ class IngressTraffic(TrafficModel):
     """A TrafficModel backed by HAProxy (see the module docstring).
 
     ``clients`` is the number of client pools the load generator keeps to the ingress;
-    ``delay``/``seed`` decide when each change reaches HAProxy; ``settings`` are HAProxy's
+    ``profile`` (default ``ingress-nginx``), ``delay`` (its watch lag) and ``seed`` decide when
+    each change reaches HAProxy; ``settings`` are HAProxy's
     (defaults: ingress-nginx-like, :class:`~lossless.verify.haproxy.process.HAProxySettings`);
     ``proxy_log`` is where the access log is written as JSON lines (None: kept in memory only,
     in :attr:`entries`). A runtime API command that fails is a NOTE event and is raised from
@@ -74,12 +79,17 @@ class IngressTraffic(TrafficModel):
         host: str = "127.0.0.1",
         port: int | None = None,
         proxy_log: Path | None = None,
+        profile: TimingProfile | None = None,
     ) -> None:
         if clients < 1:
             raise LosslessError(f"--clients must be >= 1 (got {clients})")
+        profile = profile or PROFILES["ingress-nginx"]
+        if delay is not None:
+            profile = profile.with_lag(delay)
         self.clients = clients
         self.clock = clock
-        self.delay = delay or PropagationDelay()
+        self.profile = profile
+        self.delay = profile.lag
         self.seed = seed
         self.on_event = on_event or (lambda event: None)
         self.settings = settings or HAProxySettings()
@@ -90,11 +100,10 @@ class IngressTraffic(TrafficModel):
         )
         self._endpoint: Endpoint | None = None
         self._log: TextIO | None = None
-        self._ready: dict[str, Endpoint] = {}
         self._servers: dict[str, Endpoint] = {}  # every server HAProxy knows (in maint or not)
         # one observer: the ingress controller that reconfigures HAProxy
-        self._changes = DelayedChanges(
-            clients=1, delay=self.delay, seed=seed, clock=clock, apply=self._apply
+        self._changes = SyncedViews(
+            clients=1, profile=profile, seed=seed, clock=clock, on_view=self._apply
         )
         self._errors: list[LosslessError] = []
 
@@ -150,7 +159,8 @@ class IngressTraffic(TrafficModel):
 
     def ready_endpoints(self) -> list[Endpoint]:
         """The control plane's ready set (what HAProxy will eventually route to)."""
-        return [self._ready[name] for name in sorted(self._ready)]
+        state = self._changes.current
+        return [state[name] for name in sorted(state) if state[name].ready]
 
     def servers(self) -> list[str]:
         """The servers HAProxy routes new requests to now (applied changes), sorted."""
@@ -158,17 +168,19 @@ class IngressTraffic(TrafficModel):
 
     # -- control plane --------------------------------------------------------------------------
     def add(self, endpoint: Endpoint, *, immediate: bool = False) -> None:
-        self._ready[endpoint.name] = endpoint
-        self._schedule(endpoint, True, immediate)
+        self._changes.upsert(endpoint, immediate=immediate)
 
     def remove(self, endpoint: Endpoint, *, immediate: bool = False) -> None:
-        self._ready.pop(endpoint.name, None)
-        self._schedule(endpoint, False, immediate)
+        self._changes.delete(endpoint.name, immediate=immediate)
 
-    def _schedule(self, endpoint: Endpoint, added: bool, immediate: bool) -> None:
-        self._changes.schedule(endpoint, added, immediate)
+    def _apply(self, _client: int, old: dict[str, Endpoint], new: dict[str, Endpoint]) -> None:
+        # one sync applies the whole ready set: removals first, then additions
+        for name in sorted(set(old) - set(new)):
+            self._apply_one(old[name], False)
+        for name in sorted(set(new) - set(old)):
+            self._apply_one(new[name], True)
 
-    def _apply(self, _client: int, endpoint: Endpoint, added: bool) -> None:
+    def _apply_one(self, endpoint: Endpoint, added: bool) -> None:
         try:
             detail = self._add_server(endpoint) if added else self._drop_server(endpoint)
         except LosslessError as exc:

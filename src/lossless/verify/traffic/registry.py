@@ -92,7 +92,16 @@ def registry_traffic(
 
 class RegistryTraffic(TrafficModel):
     """The ``registry`` model (see the module docstring). Create it inside the lab's event loop
-    (the watch thread hands changes to that loop); :meth:`close` stops the watch."""
+    (the watch thread hands changes to that loop); :meth:`close` stops the watch.
+
+    Each refresh copies the registry's whole current set (as the watch delivered it, in
+    order), so a view is always a set the registry really listed: views lag, never reorder.
+    Callers balance per request over per-endpoint connection pools
+    (:attr:`per_endpoint_pools`): an instance's pooled connections are no longer used once
+    the caller's view has dropped it, as gRPC closes a removed address's subchannel.
+    """
+
+    per_endpoint_pools = True
 
     def __init__(
         self,
@@ -156,8 +165,11 @@ class RegistryTraffic(TrafficModel):
 
     # -- control plane (the lab) ----------------------------------------------------------------
     def add(self, endpoint: Endpoint, *, immediate: bool = False) -> None:
-        self._ready[endpoint.name] = endpoint
         self._names[endpoint.port] = endpoint.name
+        if endpoint.ready:
+            self._ready[endpoint.name] = endpoint
+        else:  # not serving, or terminating: no longer what the registry should list
+            self._ready.pop(endpoint.name, None)
 
     def remove(self, endpoint: Endpoint, *, immediate: bool = False) -> None:
         self._ready.pop(endpoint.name, None)

@@ -5,26 +5,51 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from lossless.errors import LosslessError
 from lossless.verify.model import Clock, Endpoint, Event, EventKind
-from lossless.verify.traffic.base import DelayedChanges, PropagationDelay, TrafficModel
+from lossless.verify.traffic.base import PropagationDelay, TrafficModel
+from lossless.verify.traffic.sync import PROFILES, SyncedViews, TimingProfile
 
-__all__ = ["ServiceTraffic"]
+__all__ = ["ServiceTraffic", "view_events"]
+
+
+def view_events(
+    clock: Clock,
+    client: int,
+    old: dict[str, Endpoint],
+    new: dict[str, Endpoint],
+    detail: str = "",
+) -> list[Event]:
+    """The ``VIEW_REMOVED``/``VIEW_ADDED`` events of one client's routable set going from
+    ``old`` to ``new`` (removals first, each group sorted by name). An endpoint that stays but
+    is now routed only as serving-terminating gets a ``VIEW_ADDED`` whose detail says so."""
+    now = clock.now()
+    events = [
+        Event(now, EventKind.VIEW_REMOVED, name, client, detail)
+        for name in sorted(set(old) - set(new))
+    ]
+    for name in sorted(new):
+        ep = new[name]
+        if name not in old:
+            extra = "serving-terminating fallback" if ep.terminating else ""
+            events.append(Event(now, EventKind.VIEW_ADDED, name, client, extra or detail))
+        elif ep.terminating and not old[name].terminating:
+            events.append(Event(now, EventKind.NOTE, name, client, "routed as serving-terminating"))
+    return events
 
 
 class ServiceTraffic(TrafficModel):
     """The ``service`` model: ``clients`` kube-proxy nodes, each with its own lagged copy of the
-    ready endpoint set.
+    Service's endpoints.
 
-    A control-plane change reaches client ``c`` after ``delay.draw(seed, c, ...)`` seconds; until
-    then ``pick(c)`` keeps choosing from the old set. ``pick`` chooses uniformly at random (a
-    per-client generator seeded from ``seed``) among the client's view, like kube-proxy's
-    iptables/nftables random probability rules. Existing connections are not this model's
-    business: the load generator keeps them pinned to the endpoint they were opened to, as
-    conntrack does.
-
-    Changes for the same endpoint apply in the order they were made for each client (a removal
-    drawn shorter than a pending add waits for it), as a watch delivers events in order.
+    Each node learns the source's changes through :class:`SyncedViews` with ``profile``
+    (default ``kube-proxy``: a watch lag of ``delay`` per change, delivered in order, then a
+    BoundedFrequencyRunner with minSyncPeriod 1 s and burst 2 that applies the whole state),
+    so a node's view is always a state the Service really had. A node routes new connections
+    to the ready endpoints of its view, or to the serving-terminating ones when none is ready
+    (``CategorizeEndpoints``). ``pick`` chooses uniformly at random (a per-client generator
+    seeded from ``seed``) among them, like kube-proxy's iptables/nftables random probability
+    rules. Existing connections are not this model's business: the load generator keeps them
+    pinned to the endpoint they were opened to, as conntrack does.
     """
 
     def __init__(
@@ -35,25 +60,26 @@ class ServiceTraffic(TrafficModel):
         delay: PropagationDelay | None = None,
         seed: int = 0,
         on_event: Callable[[Event], None] | None = None,
+        profile: TimingProfile | None = None,
     ) -> None:
-        if clients < 1:
-            raise LosslessError(f"--clients must be >= 1 (got {clients})")
+        profile = profile or PROFILES["kube-proxy"]
+        if delay is not None:
+            profile = profile.with_lag(delay)
         self.clients = clients
         self.clock = clock
-        self.delay = delay or PropagationDelay()
+        self.profile = profile
+        self.delay = profile.lag
         self.seed = seed
         self.on_event = on_event or (lambda event: None)
-        self._ready: dict[str, Endpoint] = {}
-        self._views: list[dict[str, Endpoint]] = [{} for _ in range(clients)]
         self._rngs = [random.Random(f"{seed}/pick/{c}") for c in range(clients)]
-        self._changes = DelayedChanges(
-            clients=clients, delay=self.delay, seed=seed, clock=clock, apply=self._apply
+        self._sync = SyncedViews(
+            clients=clients, profile=profile, seed=seed, clock=clock, on_view=self._apply
         )
 
     # -- EndpointView -------------------------------------------------------------------------
 
     def pick(self, client: int) -> Endpoint | None:
-        view = self._views[client]
+        view = self._sync.views[client]
         if not view:
             return None
         names = sorted(view)
@@ -61,39 +87,35 @@ class ServiceTraffic(TrafficModel):
 
     def view(self, client: int) -> list[Endpoint]:
         """The endpoints client ``client`` routes new connections to now (sorted by name)."""
-        return [self._views[client][name] for name in sorted(self._views[client])]
+        view = self._sync.views[client]
+        return [view[name] for name in sorted(view)]
 
     def ready_endpoints(self) -> list[Endpoint]:
-        """The control plane's ready set (what every client will eventually see)."""
-        return [self._ready[name] for name in sorted(self._ready)]
+        """The control plane's ready endpoints (what every client will eventually route to)."""
+        state = self._sync.current
+        return [state[name] for name in sorted(state) if state[name].ready]
+
+    @property
+    def source(self) -> SyncedViews:
+        """The source state's history and each client's view of it."""
+        return self._sync
 
     # -- control plane ------------------------------------------------------------------------
 
     def add(self, endpoint: Endpoint, *, immediate: bool = False) -> None:
-        self._ready[endpoint.name] = endpoint
-        self._schedule(endpoint, True, immediate)
+        self._sync.upsert(endpoint, immediate=immediate)
 
     def remove(self, endpoint: Endpoint, *, immediate: bool = False) -> None:
-        self._ready.pop(endpoint.name, None)
-        self._schedule(endpoint, False, immediate)
+        self._sync.delete(endpoint.name, immediate=immediate)
 
-    def _schedule(self, endpoint: Endpoint, added: bool, immediate: bool) -> None:
-        self._changes.schedule(endpoint, added, immediate)
-
-    def _apply(self, client: int, endpoint: Endpoint, added: bool) -> None:
-        view = self._views[client]
-        if added:
-            view[endpoint.name] = endpoint
-            kind = EventKind.VIEW_ADDED
-        else:
-            view.pop(endpoint.name, None)
-            kind = EventKind.VIEW_REMOVED
-        self.on_event(Event(self.clock.now(), kind, endpoint.name, client))
+    def _apply(self, client: int, old: dict[str, Endpoint], new: dict[str, Endpoint]) -> None:
+        for event in view_events(self.clock, client, old, new):
+            self.on_event(event)
 
     async def settled(self) -> None:
-        """Return once every scheduled change has reached every client."""
-        await self._changes.settled()
+        """Return once every client's view holds the Service's latest state."""
+        await self._sync.settled()
 
     def close(self) -> None:
         """Cancel the changes still pending. Idempotent."""
-        self._changes.close()
+        self._sync.close()
