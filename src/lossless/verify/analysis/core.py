@@ -512,6 +512,12 @@ class Analyzer:
         status_codes = self._status_codes
         replicas = self._replicas
         ok, late = self._ok, self._late
+        # before the causes: a silent replica's failures get their own cause (never_listened)
+        self.silent = frozenset(
+            name
+            for name, (quiet, first, last) in self._quiet.items()
+            if quiet and last - first >= SILENT_SPAN
+        )
         contexts = [self.context(r) for r in failed]
         causes = self._causes(failed, contexts, first_ok)
         duration = 0.0
@@ -521,11 +527,6 @@ class Analyzer:
             duration = max(self._max_end, self._last[2]) - start
             span = self._last[1] - start
             rate = (self._n - 1) / span if span > 0 else 0.0
-        self.silent = frozenset(
-            name
-            for name, (quiet, first, last) in self._quiet.items()
-            if quiet and last - first >= SILENT_SPAN
-        )
         achieved = 0.0
         if self._first is not None and self._n > 1:
             sent_span = self._max_sent - self._first[1]
