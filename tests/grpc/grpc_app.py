@@ -1,6 +1,8 @@
 """A gRPC server under ``lossless.grpc``, no generated code: generic handlers on raw bytes.
 
-``python grpc_app.py sync|aio PORT``; drain settings from ``LOSSLESS_*`` variables.
+``python grpc_app.py sync|aio|plain PORT``; drain settings from ``LOSSLESS_*`` variables.
+``plain`` is a bare ``grpc.server`` that stops at once at SIGTERM (``server.stop(0)``), as most
+services do: the naive baseline of tests/verify/test_grpc_load.py.
 
 - ``/t.Test/Slow``: unary; the request is a number of seconds to sleep; answers ``done``.
 - ``/t.Test/Stream``: unary -> stream; the request is ``N,INTERVAL``; sends ``0``..``N-1``.
@@ -9,7 +11,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -62,8 +66,24 @@ async def main_aio(port: int, lc: Lifecycle) -> int:
     return await lossless.grpc.serve_aio(srv, lc, services=["t.Test"])
 
 
+def main_plain(port: int) -> int:
+    from concurrent import futures
+
+    srv = grpc.server(futures.ThreadPoolExecutor(16))
+    srv.add_generic_rpc_handlers((handlers(False),))
+    srv.add_insecure_port(f"127.0.0.1:{port}")
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    srv.start()
+    stopped.wait()
+    srv.stop(0).wait()
+    return 0
+
+
 def main() -> int:
     mode, port = sys.argv[1], int(sys.argv[2])
+    if mode == "plain":
+        return main_plain(port)
     events.configure()
     lc = Lifecycle()
     if mode == "aio":

@@ -65,6 +65,8 @@ class VerifyConfig:
     ingress: HAProxySettings = dataclasses.field(default_factory=HAProxySettings)
     # -- the request mix (issue 13): --method/--body/--header or --mix; None: GET ``path``
     requests: RequestMix | None = None
+    # -- gRPC load (issue 13): --grpc SERVICE/METHOD; a GrpcTarget (load/grpc_client.py) or None
+    grpc: Any = None
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -85,6 +87,13 @@ class VerifyConfig:
         if not self.path.startswith("/"):
             raise LosslessError(f"--path must start with / (got {self.path!r})")
         self._check_registry()
+        if self.grpc is not None and self.requests is not None:
+            raise LosslessError("--grpc replaces the HTTP request flags (--method, --body, --mix)")
+        if self.grpc is not None and self.traffic == "ingress":
+            raise LosslessError(
+                "--grpc works with --traffic service or registry (the ingress model's HAProxy "
+                "speaks HTTP/1.1 to the replicas)"
+            )
 
     def _check_registry(self) -> None:
         if self.traffic != "registry":
@@ -192,6 +201,7 @@ class VerifyConfig:
             "seed": self.seed,
             "path": self.path,
             "url": f"http://{self.host}{self.path}",
+            **({"grpc": self.grpc.to_json()} if self.grpc is not None else {}),
             "requests": self.mix.to_json(),
             "timeout": self.timeout,
             "lag_budget": self.lag_budget,

@@ -590,6 +590,13 @@ class Analyzer:
         kill = None if tl is None else tl.at(EventKind.SIGKILL)
         if kill is not None and r.sent <= kill and (r.end is None or r.end >= kill - 0.05):
             return CauseKind.KILLED
+        # -- gRPC calls (issue 13): their statuses by replica and phase (grpc_causes.py)
+        if r.grpc is not None:
+            from lossless.verify.analysis.grpc_causes import grpc_kind
+
+            grpc = grpc_kind(r, ctx, tl)
+            if grpc is not None:
+                return grpc
         if ctx.phase in _TERMINATING:
             if r.reused and r.error is ErrorClass.RESET:
                 return CauseKind.KEEPALIVE_RESET
@@ -642,6 +649,10 @@ class Analyzer:
             CauseKind.NOT_READY: self._explain_not_ready,
             CauseKind.SLOW: self._explain_slow,
         }.get(kind, self._explain_unexplained)
+        if kind.value.startswith("grpc_"):  # gRPC calls (issue 13, grpc_causes.py)
+            from lossless.verify.analysis.grpc_causes import EXPLAIN
+
+            explain = EXPLAIN.get(kind, explain)
         cause, fix = explain(g)
         classes = Counter(r.error.value for r in g.records)
         if kind is not CauseKind.NO_ENDPOINT:

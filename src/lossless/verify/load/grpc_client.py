@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import random
 from collections.abc import Callable
 from typing import Any
@@ -60,6 +61,13 @@ from lossless.errors import LosslessError
 from lossless.verify.load.generator import collect_young, young_collections_only
 from lossless.verify.model import Clock, Endpoint, EndpointView, ErrorClass, Record
 
+# grpc core logs INFO lines on stderr (fork handlers skipped each time the lab spawns a replica,
+# every GOAWAY received) that would garble the CLI's output: keep its errors only, unless the
+# user set GRPC_VERBOSITY. It is read when grpc is imported and removed again after, so the
+# replicas inherit the user's environment unchanged.
+_quiet = "GRPC_VERBOSITY" not in os.environ
+if _quiet:
+    os.environ["GRPC_VERBOSITY"] = "ERROR"
 try:
     import grpc  # type: ignore[import-untyped,import-not-found,unused-ignore]
     import grpc.aio  # type: ignore[import-untyped,import-not-found,unused-ignore]
@@ -67,6 +75,9 @@ except ImportError as exc:  # pragma: no cover - depends on the extras installed
     raise LosslessError(
         f"--grpc needs grpcio ({exc.name} is missing): pip install 'lossless[grpc]'"
     ) from exc
+finally:
+    if _quiet:
+        os.environ.pop("GRPC_VERBOSITY", None)
 
 __all__ = ["GrpcTarget", "classify", "run_grpc_load"]
 
@@ -273,10 +284,9 @@ class _GrpcGenerator:
             rec.first_byte = rec.end
             ch.served += 1
         again = not reconnect and connected and error is ErrorClass.REFUSED
-        if error is not _OK and error is not ErrorClass.GRPC_ERROR:
-            self._retire(ch)
-        elif ch.retired and ch.active == 0:
-            self._retire(ch)
+        transport = error is not _OK and error is not ErrorClass.GRPC_ERROR
+        if transport or (ch.retired and ch.active == 0):
+            self._retire(ch)  # a failed channel is not used again; a retired one is closed
         return error, again
 
     def _finish(self, rec: Record, error: ErrorClass) -> None:
