@@ -28,8 +28,8 @@ Channels model how gRPC clients reach a Kubernetes Service (as the HTTP keep-ali
   ``conn_id``/``replica`` the channel that decided the outcome, ``reused`` false). A call that
   reached a server is never sent twice.
 
-Outcome of a call (``Record.grpc`` holds the status code, ``status`` is 200 when the server
-answered with a status and 0 otherwise):
+Outcome of a call (``Record.grpc`` holds the status code, ``status`` is 200, the HTTP status of
+every gRPC response, when the server answered with a status, and 0 otherwise):
 
 - ``OK`` and the application's own codes (``INVALID_ARGUMENT``, ``NOT_FOUND``,
   ``ALREADY_EXISTS``, ``PERMISSION_DENIED``, ``RESOURCE_EXHAUSTED``, ``FAILED_PRECONDITION``,
@@ -61,13 +61,16 @@ from lossless.errors import LosslessError
 from lossless.verify.load.generator import collect_young, young_collections_only
 from lossless.verify.model import Clock, Endpoint, EndpointView, ErrorClass, Record
 
-# grpc core logs INFO lines on stderr (fork handlers skipped each time the lab spawns a replica,
-# every GOAWAY received) that would garble the CLI's output: keep its errors only, unless the
-# user set GRPC_VERBOSITY. It is read when grpc is imported and removed again after, so the
-# replicas inherit the user's environment unchanged.
-_quiet = "GRPC_VERBOSITY" not in os.environ
-if _quiet:
-    os.environ["GRPC_VERBOSITY"] = "ERROR"
+# Two grpc settings of this process, read when grpc is imported and removed from the
+# environment again after, so the replicas inherit the user's environment unchanged:
+# - GRPC_ENABLE_FORK_SUPPORT=0: the lab forks (preexec_fn) to start every replica; grpc's fork
+#   handlers then run in the child while the load's threads are inside grpc, and the child died
+#   of SIGSEGV before exec (6 of 150 spawns, measured); without them the child only execs;
+# - GRPC_VERBOSITY=ERROR: grpc core logs INFO lines on stderr (every GOAWAY received) that would
+#   garble the CLI's output; kept when the user set it.
+_IMPORT_ENV = {"GRPC_ENABLE_FORK_SUPPORT": "0", "GRPC_VERBOSITY": "ERROR"}
+_set = [name for name in _IMPORT_ENV if name not in os.environ]
+os.environ.update((name, _IMPORT_ENV[name]) for name in _set)
 try:
     import grpc  # type: ignore[import-untyped,import-not-found,unused-ignore]
     import grpc.aio  # type: ignore[import-untyped,import-not-found,unused-ignore]
@@ -76,13 +79,14 @@ except ImportError as exc:  # pragma: no cover - depends on the extras installed
         f"--grpc needs grpcio ({exc.name} is missing): pip install 'lossless[grpc]'"
     ) from exc
 finally:
-    if _quiet:
-        os.environ.pop("GRPC_VERBOSITY", None)
+    for _name in _set:
+        os.environ.pop(_name, None)
 
 __all__ = ["GrpcTarget", "classify", "run_grpc_load"]
 
 _OK = ErrorClass.NONE
 _BATCH = 64
+_CLOSE_TIMEOUT = 2.0
 #: Channel options: a channel's own subchannel (connection), never shared with another channel.
 CHANNEL_OPTIONS = (("grpc.use_local_subchannel_pool", 1),)
 
@@ -140,7 +144,10 @@ def classify(code: Any, details: str | None) -> tuple[ErrorClass, int]:
         return _OK, 200
     if code is _S.UNAVAILABLE and "failed to connect" in (details or "").lower():
         return ErrorClass.REFUSED, 0
-    return _BY_CODE.get(code, ErrorClass.GRPC_ERROR), 0
+    error = _BY_CODE.get(code)
+    if error is None:  # UNKNOWN, INTERNAL, UNIMPLEMENTED, DATA_LOSS: the server's answer
+        return ErrorClass.GRPC_ERROR, 200
+    return error, 0
 
 
 class _Channel:
@@ -229,7 +236,7 @@ class _GrpcGenerator:
         if ch.active == 0 and ch in self.open:
             self.open.discard(ch)
             assert self._tg is not None
-            self._tg.create_task(ch.channel.close())
+            self._tg.create_task(_close(ch))
 
     def issue(self, seq: int, intended: float, client: int, fresh: bool) -> None:
         rec = Record(seq, intended, self.now(), None, None, 0, 0, _OK, "", 0, False, client, 0)
@@ -240,6 +247,7 @@ class _GrpcGenerator:
             rec.end = rec.sent
             self._finish(rec, ErrorClass.NO_ENDPOINT)
             return
+        ch.active += 1  # taken now: the channel is not closed before the call starts on it
         assert self._tg is not None
         self._tg.create_task(self._call(rec, ch))
 
@@ -253,18 +261,19 @@ class _GrpcGenerator:
                 self._finish(rec, ErrorClass.NO_ENDPOINT)
                 return
             retry.retired = True
+            retry.active += 1
             error, _ = await self._attempt(rec, retry, reconnect=True)
         self._finish(rec, error)
 
     async def _attempt(
         self, rec: Record, ch: _Channel, *, reconnect: bool = False
     ) -> tuple[ErrorClass, bool]:
-        """One call on ``ch``; (error class, whether the kube-proxy reconnection applies)."""
+        """One call on ``ch`` (its ``active`` already counts it); (error class, whether the
+        kube-proxy reconnection applies)."""
         rec.conn_id = ch.conn_id
         rec.replica = ch.endpoint.name
         rec.reused = ch.served > 0
         connected = ch.served > 0
-        ch.active += 1
         try:
             response = await ch.call(self.target.request, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
@@ -337,7 +346,17 @@ class _GrpcGenerator:
         channels = list(self.open)
         self.open.clear()
         for ch in channels:
+            await _close(ch)
+
+
+async def _close(ch: _Channel) -> None:
+    """Close ``ch``'s channel (no call runs on it any more), bounded: grpc's ``close`` walks
+    every task of the loop looking for the channel's calls."""
+    try:
+        async with asyncio.timeout(_CLOSE_TIMEOUT):
             await ch.channel.close()
+    except TimeoutError:  # pragma: no cover - never seen; the run must not hang on it
+        pass
 
 
 async def run_grpc_load(
