@@ -1,8 +1,9 @@
 """A gRPC server under ``lossless.grpc``, no generated code: generic handlers on raw bytes.
 
 ``python grpc_app.py sync|aio|plain PORT``; drain settings from ``LOSSLESS_*`` variables.
-``plain`` is a bare ``grpc.server`` that stops at once at SIGTERM (``server.stop(0)``), as most
-services do: the naive baseline of tests/verify/test_grpc_load.py.
+``plain`` is a bare ``grpc.server`` with the standard health service (always SERVING) that
+stops at once at SIGTERM (``server.stop(0)``), as most services do: the naive baseline of
+tests/verify/test_grpc_load.py.
 
 - ``/t.Test/Slow``: unary; the request is a number of seconds to sleep; answers ``done``.
 - ``/t.Test/Stream``: unary -> stream; the request is ``N,INTERVAL``; sends ``0``..``N-1``.
@@ -69,8 +70,11 @@ async def main_aio(port: int, lc: Lifecycle) -> int:
 def main_plain(port: int) -> int:
     from concurrent import futures
 
+    from grpc_health.v1 import health, health_pb2_grpc
+
     srv = grpc.server(futures.ThreadPoolExecutor(16))
     srv.add_generic_rpc_handlers((handlers(False),))
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), srv)  # "" SERVING
     srv.add_insecure_port(f"127.0.0.1:{port}")
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())

@@ -18,8 +18,9 @@ import asyncio
 import csv
 import signal
 import sys
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -30,7 +31,7 @@ from lossless.verify.load.grpc_client import GrpcTarget, run_grpc_load
 from lossless.verify.model import Clock, Endpoint, ErrorClass, Record
 from lossless.verify.results import RunWriter, read_run
 from tests.conftest import free_port
-from tests.supervise._proc import Proc, spawn  # noqa: F401 - the spawn fixture
+from tests.supervise._proc import Proc
 from tests.verify.conftest import (
     PYTHON,
     REPO,
@@ -55,6 +56,21 @@ class View:
 
     def pick(self, client: int) -> Endpoint | None:
         return self.endpoints[client % len(self.endpoints)] if self.endpoints else None
+
+
+@pytest.fixture
+def spawn() -> Iterator[Spawn]:
+    """Start processes that are always stopped at teardown (as tests/grpc's fixture)."""
+    started: list[Proc] = []
+
+    def start(argv: list[str], env: dict[str, str] | None = None) -> Proc:
+        proc = Proc(argv, env)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()
 
 
 def serving(port: int, timeout: float = 15.0) -> None:
@@ -195,7 +211,8 @@ def test_records_keep_the_grpc_status_in_the_run_directory(tmp_path: Path) -> No
 # -- end to end ----------------------------------------------------------------------------------
 COMMON = ("--grpc", "t.Test/Slow", "--grpc-request", "0.2", "--replicas", "3", "--rate", "60",
           "--before", "1", "--after", "1", "--max-surge", "1", "--max-unavailable", "0",
-          "--propagation-delay", "1±0.5", "--json")  # fmt: skip
+          "--propagation-delay", "1±0.5", "--readiness-grpc", "--readiness-period", "0.2",
+          "--json")  # fmt: skip
 
 
 def grpc_app(mode: str) -> str:
@@ -252,3 +269,25 @@ def test_bad_grpc_flags_are_one_line_errors(args: tuple[str, ...], message: str)
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_the_grpc_readiness_probe_follows_kubelets_semantics(spawn: Spawn) -> None:
+    from lossless.verify.lab.prober import GRPCAction, run_handler
+
+    proc, ep = start_server(spawn, "aio", LOSSLESS_DRAIN_DELAY="5")
+
+    async def probe(action: GRPCAction, port: int) -> tuple[bool, str]:
+        return await run_handler(action, port, 1.0)
+
+    assert run(probe(GRPCAction(), ep.port)) == (True, "service healthy")
+    assert run(probe(GRPCAction(service="t.Test"), ep.port))[0]
+    ok, detail = run(probe(GRPCAction(service="nope"), ep.port))
+    assert not ok and "NOT_FOUND" in detail
+    ok, detail = run(probe(GRPCAction(), free_port()))
+    assert not ok and detail.startswith("timeout: failed to connect service")
+    proc.signal(signal.SIGTERM)  # draining: lossless.grpc answers NOT_SERVING at once
+    proc.wait_event("draining")
+    deadline = time.monotonic() + 5
+    while (result := run(probe(GRPCAction(), ep.port)))[0] and time.monotonic() < deadline:
+        time.sleep(0.02)  # the server's health follows its lifecycle on its next tick
+    assert result == (False, "service unhealthy (responded with 'NOT_SERVING')")

@@ -113,6 +113,14 @@ def add_parser(subparsers: Any) -> None:
         help="probe GET PATH on the replica's port; 200-399 is success",
     )
     g.add_argument(
+        "--readiness-grpc",
+        nargs="?",
+        const="",
+        metavar="SERVICE",
+        help="probe with grpc.health.v1 Check(SERVICE, default '') on the replica's port "
+        "(Kubernetes' grpc probe); SERVING is success",
+    )
+    g.add_argument(
         "--readiness-initial-delay",
         type=argtypes.nonnegative_duration,
         metavar="SECONDS",
@@ -451,10 +459,23 @@ def build_config(args: argparse.Namespace) -> Any:
         "success_threshold": args.readiness_success_threshold,
         "failure_threshold": args.readiness_failure_threshold,
     }
+    if args.readiness_grpc is not None:  # issue 13: Kubernetes' grpc probe
+        from lossless.verify.lab.prober import GRPCAction
+
+        if args.readiness_path is not None:
+            raise LosslessError("--readiness-path and --readiness-grpc: give one probe")
+        grpc_action = GRPCAction(service=args.readiness_grpc)
+        readiness = (
+            ProbeSpec(action=grpc_action, period=1.0)
+            if readiness is None
+            else dataclasses.replace(readiness, action=grpc_action)
+        )
     given = {k: v for k, v in timing.items() if v is not None}
     if given:
         if readiness is None:
-            raise LosslessError("readiness probe timing flags need --readiness-path (or -f)")
+            raise LosslessError(
+                "readiness probe timing flags need --readiness-path, --readiness-grpc or -f"
+            )
         readiness = dataclasses.replace(readiness, **given)
 
     prestop: Handler | None = spec.prestop if spec else None
