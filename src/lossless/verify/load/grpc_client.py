@@ -43,8 +43,8 @@ every gRPC response, when the server answered with a status, and 0 otherwise):
 - ``no_endpoint``: the client's view was empty; ``schedule_lag`` (artefact): a successful call
   sent more than ``lag_budget`` late, as for HTTP.
 
-Concurrency: one :class:`asyncio.TaskGroup` owned by :func:`run_grpc_load` (scheduler, one task
-per call, channel closers); automatic garbage collection is replaced by young collections every
+Concurrency: one :class:`asyncio.TaskGroup` owned by :func:`run_grpc_load` (scheduler, channel
+closers; each call is grpc's own invocation task, whose done callback records it); automatic garbage collection is replaced by young collections every
 10 ms as in the HTTP generator.
 """
 
@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import os
 import random
 from collections.abc import Callable
@@ -111,6 +112,7 @@ _BY_CODE = {
     _S.DEADLINE_EXCEEDED: ErrorClass.DEADLINE_EXCEEDED,
 }
 _READY = grpc.ChannelConnectivity.READY
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,9 +190,12 @@ class _GrpcGenerator:
         *,
         timeout: float,
         lag_budget: float,
+        max_inflight: int,
         on_record: Callable[[Record], None] | None,
     ) -> None:
         self.view = view
+        self.max_inflight = max_inflight
+        self.room = asyncio.Event()
         self.now = clock.now
         self.target = target
         self.timeout = timeout
@@ -248,55 +253,99 @@ class _GrpcGenerator:
             self._finish(rec, ErrorClass.NO_ENDPOINT)
             return
         ch.active += 1  # taken now: the channel is not closed before the call starts on it
-        assert self._tg is not None
-        self._tg.create_task(self._call(rec, ch))
+        self._start(rec, ch, reconnect=False)
 
-    async def _call(self, rec: Record, ch: _Channel) -> None:
-        error, again = await self._attempt(rec, ch)
-        if again:  # kube-proxy reconnection (module docstring): once, on the current view
-            retry = self._open(rec.client)
-            if retry is None:
-                rec.end = self.now()
-                rec.grpc = None
-                self._finish(rec, ErrorClass.NO_ENDPOINT)
-                return
-            retry.retired = True
-            retry.active += 1
-            error, _ = await self._attempt(rec, retry, reconnect=True)
-        self._finish(rec, error)
-
-    async def _attempt(
-        self, rec: Record, ch: _Channel, *, reconnect: bool = False
-    ) -> tuple[ErrorClass, bool]:
-        """One call on ``ch`` (its ``active`` already counts it); (error class, whether the
-        kube-proxy reconnection applies)."""
+    def _start(self, rec: Record, ch: _Channel, *, reconnect: bool) -> None:
+        """Start one call of ``rec`` on ``ch`` (its ``active`` already counts it); ``_done``
+        completes it. No task of ours: grpc's own invocation task reports the outcome (its
+        done callback), one task per call as in a plain ``await stub(...)`` loop."""
         rec.conn_id = ch.conn_id
         rec.replica = ch.endpoint.name
-        rec.reused = ch.served > 0
-        connected = ch.served > 0
+        rec.reused = connected = ch.served > 0
+        call = ch.call(self.target.request, timeout=self.timeout)
+        task = getattr(call, "_invocation_task", None)
+        if isinstance(task, asyncio.Future):
+            task.add_done_callback(
+                functools.partial(self._done, rec, ch, call, reconnect, connected)
+            )
+        else:  # pragma: no cover - a grpcio without it: await the call in a task of ours
+            assert self._tg is not None
+            self._tg.create_task(self._await(rec, ch, call, reconnect, connected))
+
+    async def _await(
+        self, rec: Record, ch: _Channel, call: Any, reconnect: bool, connected: bool
+    ) -> None:  # pragma: no cover - see _start
         try:
-            response = await ch.call(self.target.request, timeout=self.timeout)
+            response = await call
         except grpc.aio.AioRpcError as exc:
-            code, details = exc.code(), exc.details()
-            error, rec.status = classify(code, details)
-            rec.bytes = 0
-        except asyncio.CancelledError:
-            raise
+            self._outcome(rec, ch, exc.code(), exc.details(), 0, reconnect, connected)
         else:
-            code, error, rec.status = _S.OK, _OK, 200
-            rec.bytes = len(response)
-        finally:
-            ch.active -= 1
+            self._outcome(rec, ch, _S.OK, "", len(response), reconnect, connected)
+
+    def _done(
+        self,
+        rec: Record,
+        ch: _Channel,
+        call: Any,
+        reconnect: bool,
+        connected: bool,
+        task: asyncio.Future[Any],
+    ) -> None:
+        """grpc's invocation task ended: its result is the response (bytes, as there is no
+        deserializer) or grpc's EOF marker, the status then being the call's (what ``await
+        call`` reads to raise AioRpcError)."""
+        if task.cancelled():
+            self._outcome(rec, ch, _S.CANCELLED, "cancelled", 0, reconnect, connected)
+            return
+        exc = task.exception()
+        if exc is not None:
+            if self.callback_error is None:
+                self.callback_error = exc
+            self._outcome(rec, ch, _S.UNKNOWN, repr(exc), 0, reconnect, connected)
+            return
+        response = task.result()
+        if isinstance(response, bytes):
+            self._outcome(rec, ch, _S.OK, "", len(response), reconnect, connected)
+            return
+        status = call._cython_call._status
+        code = _CODES.get(status.code(), _S.UNKNOWN)
+        self._outcome(rec, ch, code, status.details(), 0, reconnect, connected)
+
+    def _outcome(
+        self,
+        rec: Record,
+        ch: _Channel,
+        code: Any,
+        details: str | None,
+        size: int,
+        reconnect: bool,
+        connected: bool,
+    ) -> None:
+        """Record the call's outcome; retire the channel after a transport failure; apply the
+        kube-proxy reconnection (module docstring) once, on the current view."""
+        ch.active -= 1
+        if code is _S.OK:
+            error, rec.status, rec.bytes = _OK, 200, size
+        else:
+            (error, rec.status), rec.bytes = classify(code, details), 0
         rec.end = self.now()
         rec.grpc = int(code.value[0])
         if rec.status:
             rec.first_byte = rec.end
             ch.served += 1
-        again = not reconnect and connected and error is ErrorClass.REFUSED
         transport = error is not _OK and error is not ErrorClass.GRPC_ERROR
         if transport or (ch.retired and ch.active == 0):
             self._retire(ch)  # a failed channel is not used again; a retired one is closed
-        return error, again
+        if not reconnect and connected and error is ErrorClass.REFUSED:
+            retry = self._open(rec.client)
+            if retry is not None:
+                retry.retired = True  # one-shot
+                retry.active += 1
+                self._start(rec, retry, reconnect=True)
+                return
+            rec.grpc = None
+            error = ErrorClass.NO_ENDPOINT
+        self._finish(rec, error)
 
     def _finish(self, rec: Record, error: ErrorClass) -> None:
         if error is _OK and rec.sent - rec.intended > self.lag_budget:
@@ -305,6 +354,8 @@ class _GrpcGenerator:
         self.pending -= 1
         if self.pending == 0:
             self.idle.set()
+        if self.pending < self.max_inflight:
+            self.room.set()
         self.records.append(rec)
         if self.on_record is not None:
             try:
@@ -332,8 +383,12 @@ class _GrpcGenerator:
                 with_stop = min(intended - now, 0.01)
                 await asyncio.sleep(with_stop)
                 continue
+            if self.pending >= self.max_inflight:  # at the bound: wait for a call to end (lag)
+                self.room.clear()
+                await self.room.wait()
+                continue
             issued = 0
-            while intended <= now and seq < count:
+            while intended <= now and seq < count and self.pending < self.max_inflight:
                 self.issue(seq, intended, seq % clients, rng.random() < new_conn_ratio)
                 seq += 1
                 issued += 1
@@ -369,6 +424,7 @@ async def run_grpc_load(
     new_conn_ratio: float = 0.1,
     timeout: float = 5.0,
     lag_budget: float = 0.1,
+    max_inflight: int = 2000,
     on_record: Callable[[Record], None] | None = None,
     stop: asyncio.Event | None = None,
     seed: int = 0,
@@ -381,17 +437,25 @@ async def run_grpc_load(
     multiplexes them on the client's channel). Each call's deadline is ``timeout``. When
     ``stop`` is set no further call starts; the calls in flight end (each bounded by its
     deadline), every channel is closed, then the function returns. An exception raised by
-    ``on_record`` ends the run the same way and is then re-raised."""
+    ``on_record`` ends the run the same way and is then re-raised. At most ``max_inflight``
+    calls run at once: at that bound the schedule waits for one to end, which shows as lag
+    (the HTTP generator's ``max_conns``)."""
     if not rate > 0:
         raise ValueError(f"rate must be > 0 calls/s, got {rate}")
     if not duration >= 0:
         raise ValueError(f"duration must be >= 0 s, got {duration}")
     if not 0.0 <= new_conn_ratio <= 1.0:
         raise ValueError(f"new_conn_ratio must be within [0, 1], got {new_conn_ratio}")
-    if not (timeout > 0 and lag_budget >= 0):
-        raise ValueError("timeout must be > 0 and lag_budget >= 0")
+    if not (timeout > 0 and lag_budget >= 0 and max_inflight >= 1):
+        raise ValueError("timeout must be > 0, lag_budget >= 0 and max_inflight >= 1")
     gen = _GrpcGenerator(
-        view, clock, target, timeout=timeout, lag_budget=lag_budget, on_record=on_record
+        view,
+        clock,
+        target,
+        timeout=timeout,
+        lag_budget=lag_budget,
+        max_inflight=max_inflight,
+        on_record=on_record,
     )
     stop_event = stop if stop is not None else asyncio.Event()
     try:
