@@ -228,6 +228,7 @@ def test_the_grpc_integration_rolls_out_with_no_failed_call(tmp_path: Path) -> N
     doc = assert_passed(result)
     assert doc["failures"] == 0, (doc["failures_by_class"], doc["causes"], out)
     assert doc["requests"] > 200
+    assert doc["grpc_codes"] == {"OK": doc["requests"]}
     records = read_run(out).records
     assert {r.grpc for r in records} == {0}
     assert len({r.replica for r in records}) == 6  # three old replicas, three new
@@ -242,6 +243,8 @@ def test_a_plain_grpc_server_fails_with_a_diagnosis(tmp_path: Path) -> None:
     assert doc["verdict"] == "fail"
     assert doc["failures"] > 0
     assert doc["failures_by_class"].get("unavailable", 0) > 0, doc["failures_by_class"]
+    assert doc["grpc_codes"]["UNAVAILABLE"] == doc["failures"]  # refused ones are UNAVAILABLE too
+    assert doc["grpc_codes"]["OK"] == doc["ok"]
     kinds = {c["kind"]: c for c in doc["causes"]}
     stopped = kinds.get("grpc_stopped")
     assert stopped is not None, doc["causes"]

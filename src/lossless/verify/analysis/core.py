@@ -79,6 +79,7 @@ METRICS: dict[str, str] = {
     "request_kinds": "per kind of request (settings' requests, e.g. 'POST /orders'): idempotent, "
     "requests, failures; behind a proxy also retried (saved by a retry) and not_retried "
     "(failures the proxy did not retry)",
+    "grpc_codes": "gRPC calls (--grpc) per status code name (OK, UNAVAILABLE...); {} otherwise",
     "silent_replicas": "replicas that were sent requests for 2 s or more and never answered one "
     "(every attempt refused or timed out at connect): the run could not exercise them",
     "replicas": "requests and failures per replica",
@@ -360,6 +361,7 @@ class Analysis:
     window_requests: int | None = None
     silent_replicas: list[str] = dataclasses.field(default_factory=list)
     request_kinds: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    grpc_codes: dict[str, int] = dataclasses.field(default_factory=dict)  # --grpc (issue 13)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict (failure contexts appear as the causes' examples)."""
@@ -385,9 +387,18 @@ class Analysis:
             "window_requests": self.window_requests,
             "silent_replicas": self.silent_replicas,
             "request_kinds": self.request_kinds,
+            "grpc_codes": self.grpc_codes,
             "replicas": self.replicas,
             "warnings": self.warnings,
         }
+
+
+def _grpc_codes(records: Iterable[Record]) -> dict[str, int]:
+    """gRPC calls per status name (``{"OK": 950, "UNAVAILABLE": 12}``); {} without gRPC calls."""
+    from lossless.verify.analysis.grpc_causes import STATUS_NAMES
+
+    codes = Counter(STATUS_NAMES.get(r.grpc, str(r.grpc)) for r in records if r.grpc is not None)
+    return dict(codes.most_common())
 
 
 class _Group:
@@ -522,6 +533,7 @@ class Analyzer:
             request_kinds=request_kinds(self.settings, records),
             window_requests=self._window_requests(records),
             silent_replicas=sorted(self.silent),
+            grpc_codes=_grpc_codes(records),
         )
 
     def _window_requests(self, records: Sequence[Record]) -> int | None:
