@@ -229,6 +229,8 @@ def test_the_grpc_integration_rolls_out_with_no_failed_call(tmp_path: Path) -> N
     assert doc["failures"] == 0, (doc["failures_by_class"], doc["causes"], out)
     assert doc["requests"] > 200
     assert doc["grpc_codes"] == {"OK": doc["requests"]}
+    kind = doc["request_kinds"]["gRPC /t.Test/Slow"]
+    assert kind["requests"] == doc["requests"] and kind["failures"] == 0
     records = read_run(out).records
     assert {r.grpc for r in records} == {0}
     assert len({r.replica for r in records}) == 6  # three old replicas, three new

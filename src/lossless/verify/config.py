@@ -202,7 +202,7 @@ class VerifyConfig:
             "path": self.path,
             "url": f"http://{self.host}{self.path}",
             **({"grpc": self.grpc.to_json()} if self.grpc is not None else {}),
-            "requests": self.mix.to_json(),
+            "requests": self.mix.to_json() if self.grpc is None else [self.grpc.request_kind()],
             "timeout": self.timeout,
             "lag_budget": self.lag_budget,
             "versions": [self.old_version, self.new_version],

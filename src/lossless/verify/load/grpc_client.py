@@ -139,6 +139,21 @@ class GrpcTarget:
     def to_json(self) -> dict[str, Any]:
         return {"method": self.method, "request_bytes": len(self.request)}
 
+    def request_kind(self) -> dict[str, Any]:
+        """The run's one kind of request, as settings' ``requests`` lists kinds (the analysis
+        and the vegeta export read it): on the wire a gRPC call is an HTTP/2 POST to
+        ``/Service/Method``. Not idempotent: the generator cannot know the method's
+        idempotency level, so it never claims a retry would be safe."""
+        return {
+            "name": f"gRPC {self.method}",
+            "method": "POST",
+            "path": self.method,
+            "weight": 1.0,
+            "idempotent": False,
+            "body_bytes": len(self.request),
+            "headers": [],
+        }
+
 
 def classify(code: Any, details: str | None) -> tuple[ErrorClass, int]:
     """The error class and ``Record.status`` of a call that ended with ``code``."""
