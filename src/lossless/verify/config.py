@@ -200,7 +200,7 @@ class VerifyConfig:
             "new_conn_ratio": self.new_conn_ratio,
             "seed": self.seed,
             "path": self.path,
-            "url": f"http://{self.host}{self.path}",
+            "url": f"http://{self.host}{self.path if self.grpc is None else self.grpc.method}",
             **({"grpc": self.grpc.to_json()} if self.grpc is not None else {}),
             "requests": self.mix.to_json() if self.grpc is None else [self.grpc.request_kind()],
             "timeout": self.timeout,
