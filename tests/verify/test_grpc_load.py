@@ -26,6 +26,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from lossless.errors import LosslessError
 from lossless.verify.load.generator import run
 from lossless.verify.load.grpc_client import GrpcTarget, run_grpc_load
 from lossless.verify.model import Clock, Endpoint, ErrorClass, Record
@@ -297,3 +298,32 @@ def test_the_grpc_readiness_probe_follows_kubelets_semantics(spawn: Spawn) -> No
     while (result := run(probe(GRPCAction(), ep.port)))[0] and time.monotonic() < deadline:
         time.sleep(0.02)  # the server's health follows its lifecycle on its next tick
     assert result == (False, "service unhealthy (responded with 'NOT_SERVING')")
+
+
+MANIFEST = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: greeter}
+spec:
+  template:
+    spec:
+      containers:
+        - name: app
+          readinessProbe:
+            grpc: {port: 50051%s}
+            periodSeconds: 2
+"""
+
+
+def test_a_manifests_grpc_readiness_probe_is_read(tmp_path: Path) -> None:
+    from lossless.verify.lab.manifest import load_deployment
+    from lossless.verify.lab.prober import GRPCAction
+
+    path = tmp_path / "deploy.yaml"
+    path.write_text(MANIFEST % ", service: t.Test")
+    probe = load_deployment(path).readiness
+    assert probe is not None
+    assert probe.action == GRPCAction(service="t.Test") and probe.period == 2
+    path.write_text(MANIFEST.replace("50051", "grpc-port") % "")
+    with pytest.raises(LosslessError, match=r"deploy.yaml:10: readinessProbe.grpc.port: expected"):
+        load_deployment(path)
