@@ -153,7 +153,7 @@ def _action(where: _Where, node: Any, field: str, *, prestop: bool) -> Handler:
     if prestop and "sleep" in node:
         sleep = _map(where, node["sleep"], f"{field}.sleep")
         return SleepAction(_number(where, sleep, "seconds", 0))
-    kinds = "exec, httpGet or sleep" if prestop else "httpGet, tcpSocket or exec"
+    kinds = "exec, httpGet or sleep" if prestop else "httpGet, tcpSocket, exec or grpc"
     raise where.error(f"{field}: expected {kinds} (found {', '.join(node) or 'nothing'})", node)
 
 
