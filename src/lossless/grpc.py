@@ -20,9 +20,8 @@ What :func:`serve` does, in order (the sequence of DESIGN.md applied to gRPC):
 3. t0 + D: ``server.stop(grace=remaining)``: the listeners close and the server sends GOAWAY, so
    new RPCs are refused with UNAVAILABLE (clients retry them on another instance); RPCs already
    running go on.
-4. When the last tracked RPC ends (and at least :data:`STOP_SETTLE` after step 3, so that calls
-   sent just before the clients saw the GOAWAY are served), the stop completes at once (a
-   health ``Watch`` stream never holds it). At the deadline (t0 + shutdown timeout) response streams still running are cut
+4. When the last tracked RPC ends, the stop completes at once (a health ``Watch`` stream never
+   holds it). At the deadline (t0 + shutdown timeout) response streams still running are cut
    with ``UNAVAILABLE`` and the details :data:`CUT_DETAILS` (between two messages, a moment
    before the deadline); anything else is cancelled by grpc itself (``UNAVAILABLE``,
    "Cancelling all calls"). Each cut RPC is logged as ``forced``.
@@ -49,7 +48,6 @@ import os
 import queue
 import signal
 import threading
-import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent import futures
@@ -96,12 +94,6 @@ HEALTH_PREFIX = "/grpc.health.v1.Health/"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 _POLL = 0.02
-#: After ``server.stop(grace)`` began, the early stop (no tracked RPC left) waits at least this
-#: long: a call a client sent just before it processed the GOAWAY is still accepted by grpc and
-#: reaches the interceptor a moment later; stopping at once cancelled it (found by
-#: ``lossless verify --grpc``: 1 call in 5 runs at 200 calls/s, CANCELLED / "Cancelling all
-#: calls"). Bounded by the deadline like everything else.
-STOP_SETTLE = 0.25
 
 #: Lifecycles whose RPCs an interceptor tracks (so serve() may end as soon as they are done).
 _tracked: weakref.WeakSet[Lifecycle] = weakref.WeakSet()
@@ -341,7 +333,6 @@ def serve(
         lc.startup_sync()
         shown: int | None = None
         stopped: threading.Event | None = None
-        settled = 0.0
         while True:
             try:
                 driver.on_signal(received.get(timeout=driver.wait_time()))
@@ -359,12 +350,11 @@ def serve(
                 shown = status
             if lc.draining and stopped is None and lc.delay_remaining() <= 0:
                 stopped = srv.stop(grace=lc.remaining())
-                settled = time.monotonic() + STOP_SETTLE
                 events.emit("listeners_closed", t_plus=lc.since_t0(), in_flight=lc.in_flight)
             if stopped is not None:
                 if stopped.is_set():
                     break
-                if lc in _tracked and lc.in_flight == 0 and time.monotonic() >= settled:
+                if lc in _tracked and lc.in_flight == 0:
                     srv.stop(None)  # only untracked streams (health Watch) are left
                     break
                 driver.at_deadline()
@@ -415,7 +405,6 @@ async def serve_aio(
         await lc.startup()
         shown: int | None = None
         stopping: asyncio.Task[None] | None = None
-        settled = 0.0
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), driver.wait_time())
@@ -432,12 +421,11 @@ async def serve_aio(
                 shown = status
             if lc.draining and stopping is None and lc.delay_remaining() <= 0:
                 stopping = loop.create_task(srv.stop(grace=lc.remaining()))
-                settled = time.monotonic() + STOP_SETTLE
                 events.emit("listeners_closed", t_plus=lc.since_t0(), in_flight=lc.in_flight)
             if stopping is not None:
                 if stopping.done():
                     break
-                if lc in _tracked and lc.in_flight == 0 and time.monotonic() >= settled:
+                if lc in _tracked and lc.in_flight == 0:
                     await srv.stop(None)
                     await stopping
                     break
