@@ -2,6 +2,9 @@
 
 ``python grpc_app.py sync|aio PORT``; drain settings from ``LOSSLESS_*`` variables;
 ``APP_DRAIN_HOOK_FILE``: an ``on_drain`` hook that takes 0.5 s, then writes that file.
+``plain`` (``sync|aio|plain``) is a bare ``grpc.server`` with the standard health service (always SERVING) that
+stops at once at SIGTERM (``server.stop(0)``), as most services do: the naive baseline of
+tests/verify/test_grpc_load.py.
 
 - ``/t.Test/Slow``: unary; the request is a number of seconds to sleep; answers ``done``.
 - ``/t.Test/Stream``: unary -> stream; the request is ``N,INTERVAL``; sends ``0``..``N-1``.
@@ -11,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -64,8 +69,27 @@ async def main_aio(port: int, lc: Lifecycle) -> int:
     return await lossless.grpc.serve_aio(srv, lc, services=["t.Test"])
 
 
+def main_plain(port: int) -> int:
+    from concurrent import futures
+
+    from grpc_health.v1 import health, health_pb2_grpc
+
+    srv = grpc.server(futures.ThreadPoolExecutor(16))
+    srv.add_generic_rpc_handlers((handlers(False),))
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), srv)  # "" SERVING
+    srv.add_insecure_port(f"127.0.0.1:{port}")
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    srv.start()
+    stopped.wait()
+    srv.stop(0).wait()
+    return 0
+
+
 def main() -> int:
     mode, port = sys.argv[1], int(sys.argv[2])
+    if mode == "plain":
+        return main_plain(port)
     events.configure()
     lc = Lifecycle()
     if os.environ.get("APP_DRAIN_HOOK_FILE"):  # a 0.5 s on_drain hook that writes a file

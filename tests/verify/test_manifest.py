@@ -127,9 +127,9 @@ def test_the_examples_parse() -> None:
         ("kind: Deployment\nspec:\n  template: {spec: {}}\n", "containers"),
         ("kind: Deployment\nspec:\n  replicas: {{ .Values.replicas }}\n", "Helm template"),
         (
-            "kind: Deployment\nspec:\n  template: {spec: {containers: [{readinessProbe: {grpc: "
+            "kind: Deployment\nspec:\n  template: {spec: {containers: [{readinessProbe: {grpcX: "
             "{port: 1}}}]}}\n",
-            "readinessProbe: expected httpGet, tcpSocket or exec",
+            "readinessProbe: expected httpGet, tcpSocket, exec or grpc",
         ),
     ],
 )

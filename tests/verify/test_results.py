@@ -83,7 +83,7 @@ def test_a_line_cut_by_a_crash_is_ignored_with_a_warning(tmp_path: Path) -> None
         ("records.csv", ",".join(RECORD_COLUMNS) + "\n1,2,3\n", r"records.csv:2: corrupt record"),
         (
             "records.csv",
-            ",".join(RECORD_COLUMNS) + "\n0,0,0,,,200,2,bogus,a,1,0,0,0\n",
+            ",".join(RECORD_COLUMNS) + "\n0,0,0,,,200,2,bogus,a,1,0,0,0,\n",
             r"records.csv:2: corrupt record: 'bogus' is not a valid ErrorClass",
         ),
         ("records.csv", "", r"records.csv:1: empty"),

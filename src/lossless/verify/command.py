@@ -119,6 +119,14 @@ def add_parser(subparsers: Any) -> None:
         "a port of the manifest's container",
     )
     g.add_argument(
+        "--readiness-grpc",
+        nargs="?",
+        const="",
+        metavar="SERVICE",
+        help="probe with grpc.health.v1 Check(SERVICE, default '') on the replica's port "
+        "(Kubernetes' grpc probe); SERVING is success",
+    )
+    g.add_argument(
         "--readiness-initial-delay",
         type=argtypes.nonnegative_duration,
         metavar="SECONDS",
@@ -288,6 +296,19 @@ def add_parser(subparsers: Any) -> None:
         metavar="'WEIGHT METHOD PATH [BODY|@FILE]'",
         help="a weighted kind of request, repeatable: --mix '80 GET /' --mix '20 POST /orders "
         "@order.json' (replaces --method/--path/--body)",
+    )
+    # -- gRPC load (issue 13, load/grpc_client.py) --
+    g.add_argument(
+        "--grpc",
+        metavar="SERVICE/METHOD",
+        help="load with unary gRPC calls over HTTP/2 instead of HTTP/1.1 requests "
+        "(e.g. helloworld.Greeter/SayHello)",
+    )
+    g.add_argument(
+        "--grpc-request",
+        metavar="BYTES|@FILE",
+        help="the serialized request message: TEXT's UTF-8 bytes, or @FILE's bytes "
+        "(default: empty, a message with every field at its default)",
     )
     g.add_argument(
         "--timeout",
@@ -515,10 +536,23 @@ def build_config(args: argparse.Namespace) -> Any:
         "success_threshold": args.readiness_success_threshold,
         "failure_threshold": args.readiness_failure_threshold,
     }
+    if args.readiness_grpc is not None:  # issue 13: Kubernetes' grpc probe
+        from lossless.verify.lab.prober import GRPCAction
+
+        if args.readiness_path is not None:
+            raise LosslessError("--readiness-path and --readiness-grpc: give one probe")
+        grpc_action = GRPCAction(service=args.readiness_grpc)
+        readiness = (
+            ProbeSpec(action=grpc_action, period=1.0)
+            if readiness is None
+            else dataclasses.replace(readiness, action=grpc_action)
+        )
     given = {k: v for k, v in timing.items() if v is not None}
     if given:
         if readiness is None:
-            raise LosslessError("readiness probe timing flags need --readiness-path (or -f)")
+            raise LosslessError(
+                "readiness probe timing flags need --readiness-path, --readiness-grpc or -f"
+            )
         readiness = dataclasses.replace(readiness, **given)
 
     prestop: Handler | None = spec.prestop if spec else None
@@ -541,6 +575,7 @@ def build_config(args: argparse.Namespace) -> Any:
     if cwd is not None and not cwd.is_dir():
         raise LosslessError(f"--cwd {cwd}: not a directory")
     return VerifyConfig(
+        grpc=_grpc_target(args),
         requests=_request_mix(args),
         command=split_command(args.cmd),
         new_command=split_command(args.new_cmd) if args.new_cmd else None,
@@ -687,6 +722,26 @@ def _request_mix(args: argparse.Namespace) -> Any:
         return None
     body = parse_body(args.body) if args.body is not None else b""
     return RequestMix((RequestKind((args.method or "GET").upper(), args.path, body, headers),))
+
+
+def _grpc_target(args: argparse.Namespace) -> Any:
+    """``--grpc`` and ``--grpc-request`` as a GrpcTarget (None without ``--grpc``)."""
+    if args.grpc is None:
+        if args.grpc_request is not None:
+            raise LosslessError("--grpc-request needs --grpc SERVICE/METHOD")
+        return None
+    from lossless.verify.load.grpc_client import GrpcTarget
+
+    text: str | None = args.grpc_request
+    request = b"" if text is None else text.encode("utf-8")
+    if text is not None and text.startswith("@"):
+        try:
+            request = Path(text[1:]).read_bytes()
+        except OSError as exc:
+            raise LosslessError(
+                f"--grpc-request {text}: cannot read {text[1:]}: {exc.strerror or exc}"
+            ) from None
+    return GrpcTarget.parse(args.grpc, request)
 
 
 def _ingress_settings(args: argparse.Namespace) -> Any:

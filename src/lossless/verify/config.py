@@ -98,6 +98,8 @@ class VerifyConfig:
     controller_delay: PropagationDelay = dataclasses.field(
         default_factory=lambda: PropagationDelay(0.15, 0.1)
     )
+    # -- gRPC load (issue 13): --grpc SERVICE/METHOD; a GrpcTarget (load/grpc_client.py) or None
+    grpc: Any = None
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -130,6 +132,14 @@ class VerifyConfig:
             profile_named(self.traffic_profile)
         if self.pid1 not in PID1_MODES:
             raise LosslessError(f"--pid1 {self.pid1}: expected one of {', '.join(PID1_MODES)}")
+
+        if self.grpc is not None and self.requests is not None:
+            raise LosslessError("--grpc replaces the HTTP request flags (--method, --body, --mix)")
+        if self.grpc is not None and self.traffic == "ingress":
+            raise LosslessError(
+                "--grpc works with --traffic service or registry (the ingress model's HAProxy "
+                "speaks HTTP/1.1 to the replicas)"
+            )
 
     def _check_long_lived(self) -> None:
         if self.streams < 0 or self.websockets < 0:
@@ -334,8 +344,9 @@ class VerifyConfig:
             "new_conn_ratio": self.new_conn_ratio,
             "seed": self.seed,
             "path": self.path,
-            "url": f"http://{self.host}{self.path}",
-            "requests": self.mix.to_json(),
+            "url": f"http://{self.host}{self.path if self.grpc is None else self.grpc.method}",
+            **({"grpc": self.grpc.to_json()} if self.grpc is not None else {}),
+            "requests": self.mix.to_json() if self.grpc is None else [self.grpc.request_kind()],
             "timeout": self.timeout,
             "lag_budget": self.lag_budget,
             "versions": self.versions(),

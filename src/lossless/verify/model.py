@@ -79,6 +79,12 @@ class ErrorClass(enum.StrEnum):
     HTTP_5XX = "5xx"  # any other 5xx
     TIMEOUT = "timeout"  # no complete response within the client timeout
     NO_ENDPOINT = "no_endpoint"  # the client's view had no endpoint to send to
+    # gRPC calls (--grpc, lossless.verify.load.grpc_client; the code is in Record.grpc): a call
+    # whose channel could not connect is ``refused``; once connected, a failing status is one of
+    UNAVAILABLE = "unavailable"  # UNAVAILABLE: connection lost, server stopped, GOAWAY race
+    CANCELLED = "cancelled"  # CANCELLED
+    DEADLINE_EXCEEDED = "deadline_exceeded"  # DEADLINE_EXCEEDED: no status within the timeout
+    GRPC_ERROR = "grpc_error"  # UNKNOWN, INTERNAL, UNIMPLEMENTED, DATA_LOSS
     # generator artefacts:
     SCHEDULE_LAG = "schedule_lag"  # sent later than the lag budget after its intended time
     FD_EXHAUSTED = "fd_exhausted"  # EMFILE/ENFILE/EADDRNOTAVAIL in the generator itself
@@ -101,6 +107,11 @@ class Record:
     was known, failures included (response complete, or the error observed), so it is set on
     every record it returns; ``bytes`` counts response body bytes; ``conn_id`` numbers
     connections from 1 (0: no connection was opened, e.g. ``no_endpoint``).
+
+    gRPC calls (lossless.verify.load.grpc_client) set ``grpc`` to the call's status code,
+    ``status`` to 200 when the server answered with a status (OK or an application code such as
+    NOT_FOUND) and 0 otherwise, ``conn_id`` to the channel (one HTTP/2 connection) and
+    ``bytes`` to the response message's size.
     """
 
     seq: int
@@ -116,6 +127,7 @@ class Record:
     reused: bool
     client: int = 0
     kind: int = 0  # index of the request's kind in the run's request mix (settings' "requests")
+    grpc: int | None = None  # gRPC calls: the status code (0 OK, 14 UNAVAILABLE...); else None
 
     @property
     def ok(self) -> bool:

@@ -7,7 +7,8 @@ A run directory holds three files, all written while the run is going on:
     header row naming the columns (:data:`RECORD_COLUMNS`). Times are run-relative seconds with
     microsecond precision; an empty cell is ``None``; ``reused`` is ``0``/``1``; ``kind`` is the
     request's index in settings' ``requests`` (the request mix). Files written before the
-    ``kind`` column existed are read with ``kind`` 0.
+    ``kind`` column existed are read with ``kind`` 0. ``grpc`` is a gRPC call's status code,
+    empty for HTTP requests (files without the column are read with ``None``).
 ``timeline.jsonl``
     One :class:`~lossless.verify.model.Event` per line as a JSON object
     (``t``, ``kind``, ``replica``, ``client``, ``detail``).
@@ -66,9 +67,12 @@ RECORD_COLUMNS = (
     "reused",
     "client",
     "kind",
+    "grpc",
 )
 # records.csv written before the request mix (no ``kind`` column: every request is kind 0)
-_COLUMNS_V1 = RECORD_COLUMNS[:-1]
+_COLUMNS_V1 = RECORD_COLUMNS[:-2]
+# records.csv written before gRPC load (no ``grpc`` column: no record is a gRPC call)
+_COLUMNS_V2 = RECORD_COLUMNS[:-1]
 
 FLUSH_INTERVAL = 0.25  # seconds between flushes of records.csv while records keep coming
 
@@ -137,6 +141,7 @@ class RunWriter:
                 1 if r.reused else 0,
                 r.client,
                 r.kind,
+                "" if r.grpc is None else r.grpc,
             )
         )
         now = time.monotonic()
@@ -206,6 +211,7 @@ def _parse_record(row: list[str], columns: int = len(RECORD_COLUMNS)) -> Record:
     if len(row) != columns:
         raise ValueError(f"expected {columns} columns, got {len(row)}")
     kind = row[12] if columns > 12 else "0"
+    grpc = row[13] if columns > 13 else ""
     seq, intended, sent, first_byte, end, status, nbytes, error, replica, conn, reused, client = (
         row[:12]
     )
@@ -225,6 +231,7 @@ def _parse_record(row: list[str], columns: int = len(RECORD_COLUMNS)) -> Record:
         reused=reused == "1",
         client=int(client),
         kind=int(kind),
+        grpc=None if grpc == "" else int(grpc),
     )
 
 
@@ -242,7 +249,7 @@ def _read_records(path: Path, warnings: list[str]) -> list[Record]:
     if not lines:
         raise LosslessError(f"{path}:1: empty, expected the header row {','.join(RECORD_COLUMNS)}")
     header = next(csv.reader([lines[0]]))
-    if tuple(header) not in (RECORD_COLUMNS, _COLUMNS_V1):
+    if tuple(header) not in (RECORD_COLUMNS, _COLUMNS_V1, _COLUMNS_V2):
         raise LosslessError(f"{path}:1: not a records file (header {','.join(header)!r})")
     records: list[Record] = []
     for number, row in enumerate(csv.reader(io.StringIO("\n".join(lines[1:]))), start=2):

@@ -142,6 +142,31 @@ async def _first_settled(traffic: TrafficModel) -> None:
     traffic.check_ready()
 
 
+async def _grpc_load(
+    cfg: VerifyConfig,
+    view: TrafficModel,
+    clock: Clock,
+    on_record: Callable[[Record], None],
+    stop: asyncio.Event,
+) -> list[Record]:
+    """``--grpc``: the gRPC generator instead of the HTTP one (load/grpc_client.py)."""
+    from lossless.verify.load.grpc_client import run_grpc_load
+
+    return await run_grpc_load(
+        view,
+        clock,
+        cfg.grpc,
+        rate=cfg.rate,
+        duration=_UNBOUNDED,
+        new_conn_ratio=cfg.new_conn_ratio,
+        timeout=cfg.timeout,
+        lag_budget=cfg.lag_budget,
+        on_record=on_record,
+        stop=stop,
+        seed=cfg.seed,
+    )
+
+
 def _make_traffic(
     cfg: VerifyConfig, clock: Clock, on_event: Callable[[Event], None]
 ) -> TrafficModel:
@@ -270,6 +295,8 @@ async def _run_lab(
                     seed=cfg.seed,
                     keep_records=False,  # they stream to disk: memory stays flat (issue 16)
                 )
+                if cfg.grpc is None
+                else _grpc_load(cfg, traffic, clock, on_record, load_stop)
             )
             if injector is not None:
                 injector.load_started()

@@ -82,6 +82,7 @@ METRICS: dict[str, str] = {
     "request_kinds": "per kind of request (settings' requests, e.g. 'POST /orders'): idempotent, "
     "requests, failures; behind a proxy also retried (saved by a retry) and not_retried "
     "(failures the proxy did not retry)",
+    "grpc_codes": "gRPC calls (--grpc) per status code name (OK, UNAVAILABLE...); {} otherwise",
     "silent_replicas": "replicas that were sent requests for 2 s or more and never answered one "
     "(every attempt refused or timed out at connect): the run could not exercise them",
     "replicas": "requests and failures per replica",
@@ -356,6 +357,7 @@ class Analysis:
     window_requests: int | None = None
     silent_replicas: list[str] = dataclasses.field(default_factory=list)
     request_kinds: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    grpc_codes: dict[str, int] = dataclasses.field(default_factory=dict)  # --grpc (issue 13)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict (failure contexts appear as the causes' examples)."""
@@ -381,9 +383,21 @@ class Analysis:
             "window_requests": self.window_requests,
             "silent_replicas": self.silent_replicas,
             "request_kinds": self.request_kinds,
+            "grpc_codes": self.grpc_codes,
             "replicas": self.replicas,
             "warnings": self.warnings,
         }
+
+
+def _grpc_codes(counts: Counter[int]) -> dict[str, int]:
+    """gRPC calls per status name (``{"OK": 950, "UNAVAILABLE": 12}``) from calls per status
+    code; {} without gRPC calls."""
+    from lossless.verify.analysis.grpc_causes import STATUS_NAMES
+
+    named: Counter[str] = Counter()
+    for code, n in counts.items():
+        named[STATUS_NAMES.get(code, str(code))] += n
+    return dict(named.most_common())
 
 
 class _Group:
@@ -453,6 +467,7 @@ class Analyzer:
         # rollout window, folded per record as well
         self._quiet: dict[str, tuple[bool, float, float]] = {}  # replica: (silent, first, last)
         self._kind_counts: Counter[tuple[int, bool]] = Counter()  # (kind, failed)
+        self._grpc: Counter[int] = Counter()  # gRPC calls per status code (--grpc)
         self._window = self._window_bounds()
         self._in_window = 0
 
@@ -474,6 +489,8 @@ class Analyzer:
             quiet, first, last = self._quiet.get(r.replica, (True, r.sent, r.sent))
             self._quiet[r.replica] = (quiet and never, min(first, r.sent), max(last, r.sent))
         self._kind_counts[(r.kind, not r.ok and not r.error.is_artefact)] += 1
+        if r.grpc is not None:
+            self._grpc[r.grpc] += 1
         if self._window is not None and self._window[0] <= r.intended <= self._window[1]:
             self._in_window += 1
         self._status_codes[str(r.status)] += 1
@@ -556,6 +573,7 @@ class Analyzer:
             request_kinds=request_kinds(self.settings, self._kind_counts),
             window_requests=None if self._window is None else self._in_window,
             silent_replicas=sorted(self.silent),
+            grpc_codes=_grpc_codes(self._grpc),
         )
 
     def _window_bounds(self) -> tuple[float, float] | None:
@@ -626,6 +644,13 @@ class Analyzer:
         kill = None if tl is None else tl.at(EventKind.SIGKILL)
         if kill is not None and r.sent <= kill and (r.end is None or r.end >= kill - 0.05):
             return CauseKind.KILLED
+        # -- gRPC calls (issue 13): their statuses by replica and phase (grpc_causes.py)
+        if r.grpc is not None:
+            from lossless.verify.analysis.grpc_causes import grpc_kind
+
+            grpc = grpc_kind(r, ctx, tl)
+            if grpc is not None:
+                return grpc
         if ctx.phase in _TERMINATING:
             if r.reused and r.error is ErrorClass.RESET:
                 return CauseKind.KEEPALIVE_RESET
@@ -679,6 +704,10 @@ class Analyzer:
             CauseKind.SLOW: self._explain_slow,
         }
         explainer = explain.get(kind, self._explain_unexplained)
+        if isinstance(kind, CauseKind) and kind.value.startswith("grpc_"):  # issue 13
+            from lossless.verify.analysis.grpc_causes import EXPLAIN
+
+            explainer = EXPLAIN.get(kind, explainer)
         if kind.startswith("fault:") or kind in STRESS_KINDS:  # issue 16 (analysis/faults.py)
             cause, fix = self.stress.explain(kind, g.records)
         else:

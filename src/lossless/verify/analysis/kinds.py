@@ -44,3 +44,8 @@ class CauseKind(enum.StrEnum):
     # requests the client saw succeed only because the proxy retried them (counted against the
     # verdict unless --allow-retries)
     INGRESS_RETRIED = "ingress_retried"
+    # gRPC calls (lossless.verify.analysis.grpc_causes): statuses of connected calls
+    GRPC_STOPPED = "grpc_stopped"  # UNAVAILABLE/CANCELLED: the server stopped with calls running
+    GRPC_DEADLINE = "grpc_deadline"  # DEADLINE_EXCEEDED
+    GRPC_UNAVAILABLE = "grpc_unavailable"  # UNAVAILABLE/CANCELLED while the replica should serve
+    GRPC_ERROR = "grpc_error"  # UNKNOWN, INTERNAL, UNIMPLEMENTED, DATA_LOSS answered

@@ -4,7 +4,7 @@ Taken from the first ``kind: Deployment`` document of the file: ``spec.replicas`
 ``spec.strategy`` (``RollingUpdate`` with ``maxSurge``/``maxUnavailable``, or ``Recreate``),
 ``spec.minReadySeconds``, ``spec.template.spec.terminationGracePeriodSeconds``, and from the
 first container (or the one named by ``container``): ``readinessProbe`` (``httpGet``,
-``tcpSocket`` or ``exec``, with its timing fields), ``lifecycle.preStop`` (``exec``,
+``tcpSocket``, ``exec`` or ``grpc``, with its timing fields), ``lifecycle.preStop`` (``exec``,
 ``httpGet`` or ``sleep``), ``lifecycle.stopSignal`` and ``ports`` (the first container port is
 the replica's main port, ``{port}``; each other one gets a port of its own per replica,
 ``{port:NAME}``/``{port:NUMBER}``; a probe or hook that names a port goes to that one). Fields left out get Kubernetes' defaults. Command-line flags override
@@ -25,6 +25,7 @@ from lossless.errors import LosslessError
 from lossless.verify.lab.manifest_stress import stress_fields
 from lossless.verify.lab.prober import (
     ExecAction,
+    GRPCAction,
     Handler,
     HTTPGetAction,
     ProbeSpec,
@@ -189,8 +190,21 @@ def _action(where: _Where, node: Any, field: str, *, prestop: bool) -> Handler:
     if prestop and "sleep" in node:
         sleep = _map(where, node["sleep"], f"{field}.sleep")
         return SleepAction(_number(where, sleep, "seconds", 0))
-    kinds = "exec, httpGet or sleep" if prestop else "httpGet, tcpSocket or exec"
+    kinds = "exec, httpGet or sleep" if prestop else "httpGet, tcpSocket, exec or grpc"
     raise where.error(f"{field}: expected {kinds} (found {', '.join(node) or 'nothing'})", node)
+
+
+def _grpc_action(where: _Where, probe: dict[str, Any]) -> GRPCAction:
+    """``readinessProbe.grpc``: ``port`` (a number: Kubernetes takes no name here) and an
+    optional ``service`` (default ``""``)."""
+    node = _map(where, probe["grpc"], "readinessProbe.grpc")
+    port = node.get("port")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise where.error(f"readinessProbe.grpc.port: expected a port number, got {port!r}", node)
+    service = node.get("service", "")
+    if not isinstance(service, str):
+        raise where.error(f"readinessProbe.grpc.service: expected a string, got {service!r}", node)
+    return GRPCAction(service=service)
 
 
 def load_deployment(
@@ -255,7 +269,11 @@ def load_deployment(
     probe = c.get("readinessProbe")
     if probe is not None:
         probe = _map(where, probe, "readinessProbe")
-        action = _action(where, probe, "readinessProbe", prestop=False)
+        action: Handler | GRPCAction
+        if "grpc" in probe:  # Kubernetes >= 1.24 (issue 13, lab/grpc_probe.py)
+            action = _grpc_action(where, probe)
+        else:
+            action = _action(where, probe, "readinessProbe", prestop=False)
         assert not isinstance(action, SleepAction)
         try:
             readiness = ProbeSpec(

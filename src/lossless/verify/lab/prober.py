@@ -35,6 +35,7 @@ from lossless.errors import LosslessError
 
 __all__ = [
     "ExecAction",
+    "GRPCAction",
     "HTTPGetAction",
     "Handler",
     "ProbeSpec",
@@ -70,6 +71,20 @@ class TCPSocketAction:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class GRPCAction:
+    """``grpc`` (readiness only): grpc.health.v1 ``Check(service)`` answers SERVING
+    (lossless.verify.lab.grpc_probe; ``--readiness-grpc``, issue 13)."""
+
+    port: int | None = None
+    service: str = ""
+    host: str = "127.0.0.1"
+
+    def describe(self) -> str:
+        service = f" service {self.service!r}" if self.service else ""
+        return "grpc" + service + ("" if self.port is None else f" port {self.port}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class ExecAction:
     """``exec``: success when the command exits 0. Runs on the host (there is no container to
     exec into) with ``PORT`` set to the replica's port."""
@@ -98,7 +113,7 @@ class ProbeSpec:
     """A readiness probe. Defaults are Kubernetes' own (``periodSeconds`` 10, ``timeoutSeconds``
     1, ``successThreshold`` 1, ``failureThreshold`` 3, ``initialDelaySeconds`` 0)."""
 
-    action: HTTPGetAction | TCPSocketAction | ExecAction
+    action: HTTPGetAction | TCPSocketAction | ExecAction | GRPCAction
     initial_delay: float = 0.0
     period: float = 10.0
     timeout: float = 1.0
@@ -208,7 +223,7 @@ async def _exec(action: ExecAction, port: int, timeout: float) -> tuple[bool, st
 
 
 async def run_handler(
-    handler: Handler, port: int, timeout: float, ports: Mapping[str, int] | None = None
+    handler: Handler | GRPCAction, port: int, timeout: float, ports: Mapping[str, int] | None = None
 ) -> tuple[bool, str]:
     """Run one handler against the replica whose main port is ``port`` (and whose other
     container ports are ``ports``), bounded by ``timeout`` seconds.
@@ -227,6 +242,10 @@ async def run_handler(
         return await _tcp(handler, target, timeout)
     if isinstance(handler, ExecAction):
         return await _exec(handler, port, timeout)
+    if isinstance(handler, GRPCAction):
+        from lossless.verify.lab.grpc_probe import grpc_check
+
+        return await grpc_check(handler.host, handler.port or port, handler.service, timeout)
     await asyncio.sleep(min(handler.seconds, timeout))
     return True, f"slept {min(handler.seconds, timeout):g}s"
 
