@@ -28,16 +28,14 @@ from lossless.check.k8s import (
     objects_from,
     selector_matches,
 )
-from lossless.check.load import (
+from lossless.check.model import Finding, Hit, InputError, Location, Rule, Suppression, all_rules
+from lossless.check.yaml_source import (
     MAX_FILE_BYTES,
     Document,
     OriginMapper,
-    Source,
     collect,
-    load_documents,
-    read_source,
+    load_inputs,
 )
-from lossless.check.model import Finding, Hit, InputError, Location, Rule, Suppression, all_rules
 
 __all__ = ["Context", "Report", "run_check"]
 
@@ -245,39 +243,46 @@ class Context:
 
 
 def build_context(
-    operands: Sequence[str], config: Config, *, max_bytes: int = MAX_FILE_BYTES
+    operands: Sequence[str],
+    config: Config,
+    *,
+    max_bytes: int = MAX_FILE_BYTES,
+    jobs: int | None = None,
 ) -> tuple[Context, list[InputError], list[str], int]:
-    """Read and parse every operand; returns the context, input errors, notes, files read."""
+    """Read and parse every operand (on ``jobs`` cores, default all); returns the context, input
+    errors, notes, files read."""
     inputs, errors, notes = collect(operands)
     context = Context(config)
-    for item in inputs:
-        source = read_source(item.path, max_bytes=max_bytes)
+    for loaded in load_inputs(inputs, max_bytes=max_bytes, jobs=jobs):
+        source = loaded.source
         if isinstance(source, InputError):
             errors.append(source)
             continue
-        if item.kind == "dockerfile":
-            context.dockerfiles.append(dockerfile_mod.parse(item.path, source.text))
+        if loaded.input.kind == "dockerfile":
+            context.dockerfiles.append(dockerfile_mod.parse(loaded.input.path, source.text))
             continue
-        _load_yaml(context, source, errors)
+        errors.extend(loaded.errors)
+        for document in loaded.documents:
+            context.documents.append(document)
+            context.objects.extend(objects_from(document))
     return context, errors, notes, len(inputs)
 
 
-def _load_yaml(context: Context, source: Source, errors: list[InputError]) -> None:
-    documents, problems = load_documents(source)
-    errors.extend(problems)
-    for document in documents:
-        context.documents.append(document)
-        context.objects.extend(objects_from(document))
-
-
 def run_check(
-    operands: Sequence[str], config: Config, *, max_bytes: int = MAX_FILE_BYTES
+    operands: Sequence[str],
+    config: Config,
+    *,
+    max_bytes: int = MAX_FILE_BYTES,
+    jobs: int | None = None,
 ) -> Report:
-    """Check ``operands`` (files, directories, ``-``) under ``config``; see the module docstring."""
+    """Check ``operands`` (files, directories, ``-``) under ``config``; see the module docstring.
+
+    Inputs are parsed on ``jobs`` cores (default: all) when there are many; the report is the same.
+    """
     from lossless.check import rules  # registers every rule
 
     rules.load()
-    context, errors, notes, files = build_context(operands, config, max_bytes=max_bytes)
+    context, errors, notes, files = build_context(operands, config, max_bytes=max_bytes, jobs=jobs)
     enabled = [
         r.with_severity(config.severity.get(r.code, r.severity))
         for r in all_rules()

@@ -1,4 +1,4 @@
-"""Reading inputs: files, directories and stdin, YAML with positions, bounded against bad input.
+"""Reading inputs: files, directories and stdin; YAML parsed in C with exact positions, bounded.
 
 Contract:
 
@@ -8,12 +8,18 @@ Contract:
   not YAML until rendered).
 - :func:`read_source` reads one input, refusing files larger than ``max_bytes`` and text that is not
   UTF-8.
-- :func:`load_documents` parses a multi-document YAML stream with ruamel.yaml's round-trip loader,
-  so every mapping and sequence knows the line and column of its keys and items. Duplicate keys are
-  recorded (the last value wins, as in most YAML loaders) instead of raising. A document whose
-  aliases expand to more than ``max_nodes`` nodes (a "billion laughs" bomb), that nests too deeply,
-  or that is not YAML, becomes an :class:`~lossless.check.model.InputError` with a line number;
-  documents read before the error are kept.
+- :func:`load_documents` parses a multi-document YAML stream with libyaml (PyYAML's C parser,
+  event by event) into plain ``dict``/``list``/scalar trees (YAML 1.2 core schema: ``yes`` stays a
+  string), and records the position of every key and item in a compact array, so
+  :meth:`Document.locate` gives any field's exact line and column. Duplicate keys are recorded
+  (the last value and its position win, as in most YAML loaders) instead of raising; merge keys
+  (``<<``) are applied. A document whose aliases expand to more than ``max_nodes`` nodes (a
+  "billion laughs" bomb), that nests deeper than :data:`MAX_DEPTH`, or that is not YAML, becomes
+  an :class:`~lossless.check.model.InputError` with a line number; documents read before the error
+  are kept, later ones are not read.
+- :func:`load_inputs` reads and parses many inputs, on all cores when there are many (a process
+  pool; one big file is split at its ``---`` lines), and returns results in input order, exactly
+  as the serial path would.
 - :func:`find_origin` reads where a rendered document came from: the ``# Source:`` comment Helm
   writes before each document, or kustomize's ``config.kubernetes.io/origin`` annotation.
 - :class:`OriginMapper` maps a location in rendered output back into that source file when the
@@ -24,20 +30,20 @@ Nothing here raises on bad input: errors come back as values.
 
 from __future__ import annotations
 
-import io
+import itertools
 import os
 import re
 import sys
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.constructor import RoundTripConstructor
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+import yaml
 
+from lossless.check import _yaml_events
 from lossless.check.model import InputError, Location
 
 __all__ = [
@@ -54,6 +60,7 @@ __all__ = [
     "find_origin",
     "is_dockerfile_name",
     "load_documents",
+    "load_inputs",
     "read_source",
 ]
 
@@ -61,6 +68,8 @@ __all__ = [
 MAX_FILE_BYTES = 16 * 1024 * 1024
 #: A document whose aliases expand to more nodes than this is refused (alias bomb).
 MAX_NODES = 1_000_000
+#: Deeper nesting than this is refused (real manifests nest about 15 levels).
+MAX_DEPTH = _yaml_events.MAX_DEPTH
 
 STDIN = "-"
 _SKIP_DIRS = {"node_modules", "__pycache__", "venv"}
@@ -71,6 +80,7 @@ _HELM_ACTION = re.compile(
     r"\btoYaml\b|\btpl\s)"
 )
 _DOC_BOUNDARY = re.compile(r"^(?:---|\.\.\.)(?:\s|$)")
+_DOC_START = re.compile(r"^---(?:[ \t].*)?$", re.M)
 _HELM_SOURCE = re.compile(r"^#\s*Source:\s*(\S+)\s*$")
 KUSTOMIZE_ORIGIN = "config.kubernetes.io/origin"
 
@@ -153,10 +163,14 @@ class Source:
 
     path: str
     text: str
-    lines: list[str] = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.lines = self.text.splitlines()
+    @cached_property
+    def lines(self) -> list[str]:
+        return self.text.splitlines()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Sent between processes without the derived line list (rebuilt on first use).
+        return {"path": self.path, "text": self.text}
 
 
 def read_source(path: str, *, max_bytes: int = MAX_FILE_BYTES) -> Source | InputError:
@@ -206,9 +220,12 @@ class Origin:
     kind: str
 
 
+PathPart = str | int
+
+
 @dataclass
 class Document:
-    """One YAML document of a source: ``data`` is the round-trip tree (positions via ``.lc``).
+    """One YAML document of a source: ``data`` is a plain tree, positions via :meth:`locate`.
 
     ``start``/``end`` are the 0-based line range the document spans in the source.
     """
@@ -220,36 +237,61 @@ class Document:
     end: int
     duplicates: list[DuplicateKey] = field(default_factory=list)
     helm_source: str | None = None
+    positions: array[int] = field(default_factory=lambda: array("q"), repr=False)
+
+    def locate(self, prefix: Sequence[PathPart], path: Sequence[PathPart]) -> tuple[int, int, int]:
+        """Where the deepest existing step of ``path`` (below the node at ``prefix``) is written.
+
+        Returns 0-based ``(line, column, length)``: a key's position and length, an item's
+        position and 1, or the ``prefix`` node's own start and 0 when not even the first step
+        exists. ``prefix`` must exist (it is an object found in this document).
+        """
+        positions = self.positions
+        if not positions:
+            return self.start, 0, 0
+        node, slot = self.data, 0
+        for part in prefix:
+            found = _step(node, slot, part)
+            if found is None:
+                break
+            node, slot = found[0], found[2]
+        line, column = _yaml_events.unpack(positions[slot])
+        length = 0
+        for part in path:
+            found = _step(node, slot, part)
+            if found is None:
+                break
+            node, where, slot = found
+            line, column = _yaml_events.unpack(positions[where])
+            length = len(part) if isinstance(part, str) else 1
+        return line, column, length
 
 
-class _Constructor(RoundTripConstructor):  # type: ignore[misc]
-    """Round-trip constructor that records duplicate keys instead of raising (last one wins)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.duplicates: list[DuplicateKey] = []
-
-    def check_mapping_key(
-        self, node: Any, key_node: Any, mapping: Any, key: Any, value: Any
-    ) -> bool:
-        if key in mapping:
-            first = mapping.lc.key(key) if isinstance(mapping, CommentedMap) else (None, None)
-            self.duplicates.append(
-                DuplicateKey(
-                    str(key),
-                    key_node.start_mark.line,
-                    key_node.start_mark.column,
-                    first[0] if first[0] is not None else node.start_mark.line,
-                )
-            )
-        # True: store it like a first occurrence, so the last value (and its position) wins.
-        return True
+def _step(node: Any, slot: int, part: PathPart) -> tuple[Any, int, int] | None:
+    """One step down from the node at ``slot``: ``(child, slot of its key or item, its slot)``."""
+    slot += 1
+    if isinstance(part, int):
+        if type(node) is not list or not 0 <= part < len(node):
+            return None
+        for item in node[:part]:
+            slot += _slots(item)
+        return node[part], slot, slot
+    if type(node) is not dict or part not in node:
+        return None
+    for key, value in node.items():
+        if key == part:
+            return value, slot, slot + 1
+        slot += 1 + _slots(value)
+    return None  # pragma: no cover - part is in node
 
 
-def _yaml() -> YAML:
-    yaml = YAML(typ="rt", pure=True)
-    yaml.Constructor = _Constructor
-    return yaml
+def _slots(node: Any) -> int:
+    """How many position slots a subtree takes (see ``_yaml_events``)."""
+    if type(node) is dict:
+        return 1 + sum(1 + _slots(v) for v in node.values())
+    if type(node) is list:
+        return 1 + sum(_slots(v) for v in node)
+    return 1
 
 
 def expanded_size(data: Any, limit: int) -> int:
@@ -286,79 +328,269 @@ def load_documents(
     source: Source, *, max_nodes: int = MAX_NODES
 ) -> tuple[list[Document], list[InputError]]:
     """Parse every YAML document of ``source``; see the module docstring for the contract."""
-    text = source.text
-    unrendered = _unrendered_helm_line(source)
+    unrendered = _unrendered_helm_line(source.text)
     if unrendered is not None:
-        return [], [
-            InputError(
-                source.path,
-                "unrendered Helm template ('{{' ... '}}'): render it first, "
-                "e.g. helm template CHART | lossless check -",
-                unrendered + 1,
-            )
-        ]
-    boundaries = [i for i, line in enumerate(source.lines) if _DOC_BOUNDARY.match(line)]
-    yaml = _yaml()
-    documents: list[Document] = []
-    errors: list[InputError] = []
-    stream = yaml.load_all(io.StringIO(text))
-    index = 0
-    while True:
-        try:
-            data = next(stream)
-        except StopIteration:
-            break
-        except MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark is not None else None
-            problem = exc.problem or exc.context or "parse error"
-            if "{{" in text:
-                problem += " (an unrendered Helm template? render it with helm template first)"
-            errors.append(InputError(source.path, f"not valid YAML: {problem}", line))
-            break
-        except RecursionError:
-            errors.append(InputError(source.path, "YAML nests too deeply to be a manifest"))
-            break
-        except (YAMLError, ValueError, TypeError) as exc:
-            errors.append(InputError(source.path, f"not valid YAML: {_one_line(exc)}"))
-            break
-        constructor = yaml.constructor
-        duplicates = list(constructor.duplicates)
-        constructor.duplicates.clear()
-        if data is None or not isinstance(data, CommentedMap | CommentedSeq):
-            index += 1
-            continue
-        try:
-            nodes = expanded_size(data, max_nodes)
-        except RecursionError:
-            nodes = max_nodes + 1
-        if nodes > max_nodes:
-            errors.append(
-                InputError(
-                    source.path,
-                    f"YAML aliases expand to more than {max_nodes:,} nodes "
-                    "(an alias bomb?); document skipped",
-                    data.lc.line + 1,
-                )
-            )
-            # A bomb makes every later document suspect too: stop reading this stream.
-            break
-        start_line = data.lc.line
-        start = max((b for b in boundaries if b < start_line), default=-1) + 1
-        end = min((b for b in boundaries if b > start_line), default=len(source.lines))
-        helm = None
-        for i in range(start, start_line):
-            match = _HELM_SOURCE.match(source.lines[i].strip())
-            if match:
-                helm = match.group(1)
-        documents.append(Document(source, index, data, start, end, duplicates, helm))
-        index += 1
+        return [], [_unrendered_error(source.path, unrendered)]
+    documents, errors, _ = _parse_chunk(source, source.text, 0, 0, max_nodes)
     return documents, errors
 
 
-def _unrendered_helm_line(source: Source) -> int | None:
+def _unrendered_error(path: str, line: int) -> InputError:
+    return InputError(
+        path,
+        "unrendered Helm template ('{{' ... '}}'): render it first, "
+        "e.g. helm template CHART | lossless check -",
+        line + 1,
+    )
+
+
+def _parse_chunk(
+    source: Source, text: str, line_offset: int, index: int, max_nodes: int
+) -> tuple[list[Document], list[InputError], bool]:
+    """Documents of ``text`` (lines ``line_offset``... of ``source``), numbered from ``index``.
+
+    The flag is true when the stream stopped early on an error (later text is not trusted).
+    """
+    documents: list[Document] = []
+    errors: list[InputError] = []
+    raws: list[_yaml_events.RawDocument] = []
+    failed = False
+    try:
+        raws = _yaml_events.parse_stream(text, line_offset)
+    except _yaml_events.TooDeep as exc:
+        errors.append(
+            InputError(source.path, "YAML nests too deeply to be a manifest", exc.line + 1)
+        )
+        failed = True
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 + line_offset if mark is not None else None
+        problem = exc.problem or exc.context or "parse error"
+        if "{{" in text:
+            problem += " (an unrendered Helm template? render it with helm template first)"
+        errors.append(InputError(source.path, f"not valid YAML: {problem}", line))
+        failed = True
+        # Keep the documents before the error: parse the text up to the failing document.
+        if line is not None:
+            raws = _before(text, line - 1 - line_offset, line_offset)
+    except (yaml.YAMLError, ValueError, TypeError, RecursionError) as exc:
+        errors.append(InputError(source.path, f"not valid YAML: {_one_line(exc)}"))
+        failed = True
+    lines = text.splitlines()
+    boundaries = [i for i, line in enumerate(lines) if _DOC_BOUNDARY.match(line)]
+    for raw in raws:
+        data = raw.data
+        if not isinstance(data, dict | list):
+            index += 1
+            continue
+        start_line = (raw.start >> 24) - line_offset
+        if raw.shared and (not raw.positions or expanded_size(data, max_nodes) > max_nodes):
+            errors.append(_bomb(source.path, max_nodes, start_line + line_offset + 1))
+            # A bomb makes every later document suspect too: stop reading this stream.
+            failed = True
+            break
+        start = max((b for b in boundaries if b < start_line), default=-1) + 1
+        end = min((b for b in boundaries if b > start_line), default=len(lines))
+        helm = None
+        for i in range(start, start_line):
+            match = _HELM_SOURCE.match(lines[i].strip())
+            if match:
+                helm = match.group(1)
+        duplicates = [DuplicateKey(*d) for d in raw.duplicates]
+        documents.append(
+            Document(
+                source,
+                index,
+                data,
+                start + line_offset,
+                end + line_offset,
+                duplicates,
+                helm,
+                raw.positions,
+            )
+        )
+        index += 1
+    return documents, errors, failed
+
+
+def _bomb(path: str, max_nodes: int, line: int | None) -> InputError:
+    return InputError(
+        path,
+        f"YAML aliases expand to more than {max_nodes:,} nodes (an alias bomb?); document skipped",
+        line,
+    )
+
+
+def _before(text: str, error_line: int, line_offset: int) -> list[_yaml_events.RawDocument]:
+    """The documents that end before ``error_line`` (0-based, in ``text``), parsed again."""
+    cut = 0
+    for match in _DOC_START.finditer(text):
+        if text.count("\n", 0, match.start()) >= error_line:
+            break
+        cut = match.start()
+    if cut == 0:
+        return []
+    try:
+        return _yaml_events.parse_stream(text[:cut], line_offset)
+    except (yaml.YAMLError, ValueError):
+        return []
+
+
+# -- many inputs, many cores ---------------------------------------------------------------------
+
+#: A YAML file larger than this is parsed in pieces (split at ``---`` lines) when in parallel.
+CHUNK_BYTES = 2 * 1024 * 1024
+#: Below this many bytes of YAML in total, a process pool costs more than it saves.
+PARALLEL_MIN_BYTES = 512 * 1024
+
+
+@dataclass
+class Loaded:
+    """One input read and parsed: ``source`` (or the error that stopped reading it), documents
+    and parse errors. Dockerfiles are read but not parsed here."""
+
+    input: Input
+    source: Source | InputError
+    documents: list[Document] = field(default_factory=list)
+    errors: list[InputError] = field(default_factory=list)
+
+
+def default_jobs() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def load_inputs(
+    inputs: Sequence[Input],
+    *,
+    max_bytes: int = MAX_FILE_BYTES,
+    max_nodes: int = MAX_NODES,
+    jobs: int | None = None,
+) -> list[Loaded]:
+    """Read and parse ``inputs``, in input order; see the module docstring.
+
+    With ``jobs`` > 1 (default: every core) and enough YAML to be worth it, files (and pieces of
+    big files) are parsed in a process pool; the results are the same as the serial path's,
+    errors included.
+    """
+    jobs = default_jobs() if jobs is None else max(1, jobs)
+    sizes = [_size(item) for item in inputs]
+    if jobs == 1 or sum(sizes) < PARALLEL_MIN_BYTES:
+        return [_load_one(item, max_bytes, max_nodes) for item in inputs]
+    return _load_parallel(inputs, sizes, jobs, max_bytes, max_nodes)
+
+
+def _size(item: Input) -> int:
+    if item.kind != "yaml" or item.path == STDIN:
+        return 0
+    try:
+        return os.stat(item.path).st_size
+    except OSError:
+        return 0
+
+
+def _load_one(item: Input, max_bytes: int, max_nodes: int) -> Loaded:
+    source = read_source(item.path, max_bytes=max_bytes)
+    if isinstance(source, InputError) or item.kind != "yaml":
+        return Loaded(item, source)
+    documents, errors = load_documents(source, max_nodes=max_nodes)
+    return Loaded(item, source, documents, errors)
+
+
+def _load_chunk(
+    source: Source, text: str, line_offset: int, max_nodes: int
+) -> tuple[list[Document], list[InputError], bool, int]:
+    """A piece of a big file; also returns how many documents (empty ones included) it holds."""
+    documents, errors, failed = _parse_chunk(source, text, line_offset, 0, max_nodes)
+    count = len(_DOC_START.findall(text)) or 1
+    return documents, errors, failed, count
+
+
+def _load_parallel(
+    inputs: Sequence[Input], sizes: list[int], jobs: int, max_bytes: int, max_nodes: int
+) -> list[Loaded]:
+    import multiprocessing
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+    results: list[Loaded | None] = [None] * len(inputs)
+    pending: list[tuple[int, Future[Any]]] = []
+    chunked: dict[int, tuple[Source, list[Future[Any]]]] = {}
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init) as pool:
+        for i, item in enumerate(inputs):
+            if item.kind != "yaml" or item.path == STDIN:
+                results[i] = _load_one(item, max_bytes, max_nodes)
+            elif sizes[i] > CHUNK_BYTES:
+                loaded = _load_split(item, pool, max_bytes, max_nodes)
+                if isinstance(loaded, Loaded):
+                    results[i] = loaded
+                else:
+                    chunked[i] = loaded
+            else:
+                pending.append((i, pool.submit(_load_one, item, max_bytes, max_nodes)))
+        for i, future in pending:
+            results[i] = future.result()
+        for i, (source, futures) in chunked.items():
+            results[i] = _join_chunks(inputs[i], source, futures)
+    return [r for r in results if r is not None]
+
+
+def _load_split(
+    item: Input, pool: Any, max_bytes: int, max_nodes: int
+) -> Loaded | tuple[Source, list[Any]]:
+    """Submit the pieces of one big file (or load it whole when it cannot be split)."""
+    source = read_source(item.path, max_bytes=max_bytes)
+    if isinstance(source, InputError):
+        return Loaded(item, source)
+    unrendered = _unrendered_helm_line(source.text)
+    if unrendered is not None:
+        return Loaded(item, source, [], [_unrendered_error(source.path, unrendered)])
+    text = source.text
+    cuts = [0]
+    for match in _DOC_START.finditer(text):
+        if match.start() - cuts[-1] >= CHUNK_BYTES:
+            cuts.append(match.start())
+    cuts.append(len(text))
+    futures = []
+    line = 0
+    for begin, stop in itertools.pairwise(cuts):
+        piece = text[begin:stop]
+        futures.append(pool.submit(_load_chunk, Source(source.path, ""), piece, line, max_nodes))
+        line += piece.count("\n")
+    return source, futures
+
+
+def _join_chunks(item: Input, source: Source, futures: list[Any]) -> Loaded:
+    loaded = Loaded(item, source)
+    index = 0
+    for future in futures:
+        documents, errors, failed, count = future.result()
+        for document in documents:
+            document.source = source
+            document.index += index
+        loaded.documents.extend(documents)
+        loaded.errors.extend(errors)
+        index += count
+        if failed:
+            break
+    return loaded
+
+
+def _worker_init() -> None:
+    # Ctrl-C goes to the whole process group: the parent stops the pool, workers do not print.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _unrendered_helm_line(text: str) -> int | None:
     """0-based line of the first Helm action, or ``None`` when the text looks rendered."""
-    for number, line in enumerate(source.lines):
+    if "{{" not in text:
+        return None
+    for number, line in enumerate(text.splitlines()):
         stripped = line.lstrip()
         if stripped.startswith("#") or "{{" not in line:
             continue
