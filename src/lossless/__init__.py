@@ -7,11 +7,16 @@ checks), its :class:`Settings`, and middleware for ASGI and WSGI apps. ``lossles
 
 from __future__ import annotations
 
-from lossless.asgi import LosslessMiddleware
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from lossless.errors import LosslessError, SettingsError
-from lossless.lifecycle import Lifecycle, State, get_lifecycle, set_lifecycle
-from lossless.settings import Settings
-from lossless.wsgi import LosslessWSGIMiddleware
+
+if TYPE_CHECKING:
+    from lossless.asgi import LosslessMiddleware
+    from lossless.lifecycle import Lifecycle, State, get_lifecycle, set_lifecycle
+    from lossless.settings import Settings
+    from lossless.wsgi import LosslessWSGIMiddleware
 
 __version__ = "0.1.0"
 
@@ -27,3 +32,24 @@ __all__ = [
     "get_lifecycle",
     "set_lifecycle",
 ]
+
+# The runtime API is imported on first use, so ``lossless check`` and ``lossless verify`` (and
+# ``import lossless.check``) start without loading asyncio and the runtime.
+_LAZY = {
+    "Lifecycle": "lossless.lifecycle",
+    "State": "lossless.lifecycle",
+    "get_lifecycle": "lossless.lifecycle",
+    "set_lifecycle": "lossless.lifecycle",
+    "Settings": "lossless.settings",
+    "LosslessMiddleware": "lossless.asgi",
+    "LosslessWSGIMiddleware": "lossless.wsgi",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lossless' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -10,8 +10,8 @@ Contract of :func:`parse_stream`:
   Explicit ``!!str``/``!!int``/``!!float``/``!!bool``/``!!null`` tags are honoured; other tags
   keep the scalar's text.
 - Each document yields a :class:`RawDocument`: the tree (``dict``/``list``/scalars), its
-  positions and the duplicate keys met. Positions are packed ``line << 24 | column`` (both
-  0-based, columns capped at 2**24 - 1) in one ``array('q')`` laid out in pre-order of the final
+  positions and the duplicate keys met. Positions are packed ``line << 32 | column`` (both
+  0-based) in one ``array('q')`` laid out in pre-order of the final
   tree: a mapping contributes its start, then per entry the key's position and the value's
   slots; a sequence its start, then each item's slots; a scalar its start. Walking a tree and its
   array together (see ``lossless.check.yaml_source.Document.locate``) gives any key or item.
@@ -43,7 +43,7 @@ __all__ = ["MAX_DEPTH", "RawDocument", "TooDeep", "pack", "parse_stream", "unpac
 #: Deeper nesting than this is refused (a real manifest nests about 15 levels).
 MAX_DEPTH = 200
 
-_COLUMN_BITS = 24
+_COLUMN_BITS = 32
 _COLUMN_MAX = (1 << _COLUMN_BITS) - 1
 
 _MISSING: Any = object()
@@ -104,7 +104,7 @@ class RawDocument:
 
 
 def pack(line: int, column: int) -> int:
-    return line << _COLUMN_BITS | min(column, _COLUMN_MAX)
+    return line << _COLUMN_BITS | column
 
 
 def unpack(packed: int) -> tuple[int, int]:
@@ -151,8 +151,8 @@ def _scalar(event: Any, intern: Callable[[str, str], str]) -> Any:
         result = _plain(value)
         if type(result) is not str:
             return result
-    # Keys and short values repeat across objects: share one string object.
-    return intern(value, value) if len(value) < 64 else value
+    # Keys and values repeat across objects: share one string object.
+    return intern(value, value)
 
 
 def parse_stream(text: str, line_offset: int = 0) -> list[RawDocument]:
@@ -182,13 +182,27 @@ def _fast(text: str, line_offset: int) -> list[RawDocument]:
     key: Any = _MISSING  # pending key of the open mapping
     root: Any = None
     shift = line_offset << _COLUMN_BITS
+    special_get = _SPECIAL.get
+    numeric = _NUMERIC_START
     while True:
         event = get()
         kind = type(event)
         if kind is scalar_event:
             mark = event.start_mark
-            append(shift + (mark.line << _COLUMN_BITS | min(mark.column, _COLUMN_MAX)))
-            value = _scalar(event, intern)
+            append(shift + (mark.line << 32) + mark.column)
+            value = event.value
+            if event.tag is not None:
+                value = _scalar(event, intern)
+            elif event.style:
+                value = intern(value, value)
+            else:
+                special = special_get(value, _MISSING)
+                if special is not _MISSING:
+                    value = special
+                elif value[0] in numeric:
+                    value = _plain(value)
+                else:
+                    value = intern(value, value)
             if is_map:
                 if key is _MISSING:
                     if value in current or (value == _MERGE and not event.style):
@@ -205,7 +219,7 @@ def _fast(text: str, line_offset: int) -> list[RawDocument]:
             if is_map and key is _MISSING:
                 raise _Irregular  # a complex (non-scalar) key
             mark = event.start_mark
-            append(shift + (mark.line << _COLUMN_BITS | min(mark.column, _COLUMN_MAX)))
+            append(shift + (mark.line << 32) + mark.column)
             node: Any = {} if kind is map_start else []
             if is_map:
                 current[key] = node

@@ -76,6 +76,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="refuse inputs larger than this (default: 16 MiB)",
     )
     parser.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="parse inputs on N processes when there are many (default: every core)",
+    )
+    parser.add_argument(
         "--show-suppressed", action="store_true", help="list suppressed findings (text format)"
     )
     parser.add_argument("--list-rules", action="store_true", help="print the rules and exit")
@@ -147,7 +155,14 @@ def run(args: argparse.Namespace) -> int:
         raise LosslessError("--max-file-size must be positive")
     if args.paths.count("-") > 1:
         raise LosslessError("stdin (-) can be given only once")
-    report = run_check(args.paths or ["."], config, max_bytes=int(args.max_file_size * 1024 * 1024))
+    if args.jobs is not None and args.jobs < 1:
+        raise LosslessError("--jobs must be >= 1")
+    report = run_check(
+        args.paths or ["."],
+        config,
+        max_bytes=int(args.max_file_size * 1024 * 1024),
+        jobs=args.jobs,
+    )
     for note in report.notes:
         print(f"lossless check: note: {note}", file=sys.stderr)
     for error in report.errors:

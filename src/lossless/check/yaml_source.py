@@ -30,6 +30,7 @@ Nothing here raises on bad input: errors come back as values.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import os
 import re
@@ -80,6 +81,7 @@ _HELM_ACTION = re.compile(
     r"\btoYaml\b|\btpl\s)"
 )
 _DOC_BOUNDARY = re.compile(r"^(?:---|\.\.\.)(?:\s|$)")
+_DOC_BOUNDARY_M = re.compile(r"^(?:---|\.\.\.)(?:[ \t\r]|$)", re.M)
 _DOC_START = re.compile(r"^---(?:[ \t].*)?$", re.M)
 _HELM_SOURCE = re.compile(r"^#\s*Source:\s*(\S+)\s*$")
 KUSTOMIZE_ORIGIN = "config.kubernetes.io/origin"
@@ -331,7 +333,7 @@ def load_documents(
     unrendered = _unrendered_helm_line(source.text)
     if unrendered is not None:
         return [], [_unrendered_error(source.path, unrendered)]
-    documents, errors, _ = _parse_chunk(source, source.text, 0, 0, max_nodes)
+    documents, errors, _, _ = _parse_chunk(source, source.text, 0, 0, max_nodes)
     return documents, errors
 
 
@@ -346,10 +348,11 @@ def _unrendered_error(path: str, line: int) -> InputError:
 
 def _parse_chunk(
     source: Source, text: str, line_offset: int, index: int, max_nodes: int
-) -> tuple[list[Document], list[InputError], bool]:
+) -> tuple[list[Document], list[InputError], bool, int]:
     """Documents of ``text`` (lines ``line_offset``... of ``source``), numbered from ``index``.
 
-    The flag is true when the stream stopped early on an error (later text is not trusted).
+    Also returns whether the stream stopped early on an error (later text is not trusted) and
+    the index after the last document read (empty documents count).
     """
     documents: list[Document] = []
     errors: list[InputError] = []
@@ -362,6 +365,7 @@ def _parse_chunk(
             InputError(source.path, "YAML nests too deeply to be a manifest", exc.line + 1)
         )
         failed = True
+        raws = _before(text, exc.line - line_offset, line_offset)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 + line_offset if mark is not None else None
@@ -376,23 +380,26 @@ def _parse_chunk(
     except (yaml.YAMLError, ValueError, TypeError, RecursionError) as exc:
         errors.append(InputError(source.path, f"not valid YAML: {_one_line(exc)}"))
         failed = True
-    lines = text.splitlines()
-    boundaries = [i for i, line in enumerate(lines) if _DOC_BOUNDARY.match(line)]
+    boundaries, line_count = _boundaries(text)
+    # Only Helm output has '# Source:' comments; a big file need not be split into lines.
+    lines = text.splitlines() if "# Source:" in text else []
     for raw in raws:
         data = raw.data
         if not isinstance(data, dict | list):
             index += 1
             continue
-        start_line = (raw.start >> 24) - line_offset
+        start_line = (raw.start >> 32) - line_offset
         if raw.shared and (not raw.positions or expanded_size(data, max_nodes) > max_nodes):
             errors.append(_bomb(source.path, max_nodes, start_line + line_offset + 1))
             # A bomb makes every later document suspect too: stop reading this stream.
             failed = True
             break
-        start = max((b for b in boundaries if b < start_line), default=-1) + 1
-        end = min((b for b in boundaries if b > start_line), default=len(lines))
+        before = bisect.bisect_left(boundaries, start_line)
+        start = boundaries[before - 1] + 1 if before else 0
+        after = bisect.bisect_right(boundaries, start_line)
+        end = boundaries[after] if after < len(boundaries) else line_count
         helm = None
-        for i in range(start, start_line):
+        for i in range(start, min(start_line, len(lines))):
             match = _HELM_SOURCE.match(lines[i].strip())
             if match:
                 helm = match.group(1)
@@ -410,7 +417,19 @@ def _parse_chunk(
             )
         )
         index += 1
-    return documents, errors, failed
+    return documents, errors, failed, index
+
+
+def _boundaries(text: str) -> tuple[list[int], int]:
+    """0-based numbers of the ``---``/``...`` lines of ``text``, and its number of lines."""
+    boundaries: list[int] = []
+    line, last = 0, 0
+    for match in _DOC_BOUNDARY_M.finditer(text):
+        line += text.count("\n", last, match.start())
+        last = match.start()
+        boundaries.append(line)
+    total = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
+    return boundaries, total
 
 
 def _bomb(path: str, max_nodes: int, line: int | None) -> InputError:
@@ -504,9 +523,7 @@ def _load_chunk(
     source: Source, text: str, line_offset: int, max_nodes: int
 ) -> tuple[list[Document], list[InputError], bool, int]:
     """A piece of a big file; also returns how many documents (empty ones included) it holds."""
-    documents, errors, failed = _parse_chunk(source, text, line_offset, 0, max_nodes)
-    count = len(_DOC_START.findall(text)) or 1
-    return documents, errors, failed, count
+    return _parse_chunk(source, text, line_offset, 0, max_nodes)
 
 
 def _load_parallel(
@@ -524,7 +541,7 @@ def _load_parallel(
             if item.kind != "yaml" or item.path == STDIN:
                 results[i] = _load_one(item, max_bytes, max_nodes)
             elif sizes[i] > CHUNK_BYTES:
-                loaded = _load_split(item, pool, max_bytes, max_nodes)
+                loaded = _load_split(item, pool, jobs, max_bytes, max_nodes)
                 if isinstance(loaded, Loaded):
                     results[i] = loaded
                 else:
@@ -539,9 +556,10 @@ def _load_parallel(
 
 
 def _load_split(
-    item: Input, pool: Any, max_bytes: int, max_nodes: int
+    item: Input, pool: Any, jobs: int, max_bytes: int, max_nodes: int
 ) -> Loaded | tuple[Source, list[Any]]:
-    """Submit the pieces of one big file (or load it whole when it cannot be split)."""
+    """Submit one big file in ``jobs`` pieces cut at ``---`` lines (few big pieces: each worker
+    shares the strings it reads, so fewer pieces hold fewer copies)."""
     source = read_source(item.path, max_bytes=max_bytes)
     if isinstance(source, InputError):
         return Loaded(item, source)
@@ -549,9 +567,10 @@ def _load_split(
     if unrendered is not None:
         return Loaded(item, source, [], [_unrendered_error(source.path, unrendered)])
     text = source.text
+    piece_size = max(CHUNK_BYTES, -(-len(text) // jobs))
     cuts = [0]
     for match in _DOC_START.finditer(text):
-        if match.start() - cuts[-1] >= CHUNK_BYTES:
+        if match.start() - cuts[-1] >= piece_size:
             cuts.append(match.start())
     cuts.append(len(text))
     futures = []
