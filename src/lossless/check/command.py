@@ -85,6 +85,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="N",
         help="parse inputs on N processes when there are many (default: every core)",
     )
+    fixing = parser.add_mutually_exclusive_group()
+    fixing.add_argument(
+        "--diff",
+        action="store_true",
+        help="print the safe fixes as a unified diff and exit (1 when there are any)",
+    )
+    fixing.add_argument(
+        "--fix", action="store_true", help="apply the safe fixes, then report what is left"
+    )
     parser.add_argument(
         "--baseline",
         metavar="FILE",
@@ -175,6 +184,10 @@ def run(args: argparse.Namespace) -> int:
         from lossless.check.baseline import read_baseline
 
         baseline = read_baseline(Path(args.baseline))
+    if args.diff or args.fix:
+        fixed = _fix(args, config)
+        if fixed is not None:
+            return fixed
     report = run_check(
         args.paths or ["."],
         config,
@@ -217,3 +230,38 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return report.exit_code(config)
+
+
+def _fix(args: argparse.Namespace, config: Config) -> int | None:
+    """``--diff``: print the fixes, return the exit code. ``--fix``: write them, return None (the
+    check then runs on the fixed files)."""
+    from lossless.check import fix
+
+    planned = fix.plan(
+        args.paths or ["."],
+        config,
+        max_bytes=int(args.max_file_size * 1024 * 1024),
+        jobs=args.jobs,
+    )
+    for note in planned.notes:
+        print(f"lossless check: note: {note}", file=sys.stderr)
+    changed = fix.apply(planned.edits, planned.originals)
+    if args.diff:
+        sys.stdout.write(fix.diff(planned.originals, changed))
+        for error in planned.errors:
+            print(f"lossless check: error: {error}", file=sys.stderr)
+        return 2 if planned.errors else (1 if changed else 0)
+    count = 0
+    for path, text in changed.items():
+        try:
+            Path(path).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise LosslessError(f"cannot write {path}: {exc.strerror or exc}") from None
+        count += sum(1 for e in planned.edits if e.path == path)
+    if changed:
+        print(
+            f"lossless check: fixed {count} finding{'s' * (count != 1)} in {len(changed)} "
+            f"file{'s' * (len(changed) != 1)}",
+            file=sys.stderr,
+        )
+    return None
