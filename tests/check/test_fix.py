@@ -54,8 +54,8 @@ def manifest(command: str, replicas: int = 3, pdb: bool = True) -> str:
     return text
 
 
-def findings(cli: RunCli, cwd: Path) -> set[tuple[str, str, str]]:
-    result = cli(".", "--format", "json", "--fail-on", "never", cwd=cwd)
+def findings(cli: RunCli, cwd: Path, *extra: str) -> set[tuple[str, str, str]]:
+    result = cli(".", "--format", "json", "--fail-on", "never", *extra, cwd=cwd)
     assert result.returncode == 0, result.stderr
     return {
         (f["code"], f["location"]["path"], f["object"])
@@ -63,23 +63,25 @@ def findings(cli: RunCli, cwd: Path) -> set[tuple[str, str, str]]:
     }
 
 
-def fixed(cli: RunCli, tmp_path: Path, files: dict[str, str], code: str) -> dict[str, str]:
+def fixed(
+    cli: RunCli, tmp_path: Path, files: dict[str, str], code: str, *extra: str
+) -> dict[str, str]:
     """Write ``files``, check, fix, check again; returns the fixed texts."""
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text, encoding="utf-8")
-    before = findings(cli, tmp_path)
+    before = findings(cli, tmp_path, *extra)
     assert code in {c for c, _, _ in before}, before
-    shown = cli(".", "--diff", cwd=tmp_path)
+    shown = cli(".", "--diff", *extra, cwd=tmp_path)
     assert shown.returncode == 1 and shown.stdout.startswith("--- a/"), shown.stderr
     assert all((tmp_path / n).read_text() == t for n, t in files.items())  # --diff writes nothing
-    result = cli(".", "--fix", "--fail-on", "never", cwd=tmp_path)
+    result = cli(".", "--fix", "--fail-on", "never", *extra, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "lossless check: fixed " in result.stderr
-    after = findings(cli, tmp_path)
+    after = findings(cli, tmp_path, *extra)
     assert code not in {c for c, _, _ in after}, after
     assert after <= before, after - before  # no new finding
-    assert cli(".", "--diff", cwd=tmp_path).stdout == ""  # nothing left to fix: idempotent
+    assert cli(".", "--diff", *extra, cwd=tmp_path).stdout == ""  # idempotent
     return {name: (tmp_path / name).read_text(encoding="utf-8") for name in files}
 
 
@@ -134,6 +136,46 @@ def test_missing_pdb_is_added(cli: RunCli, tmp_path: Path) -> None:
         "---\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n"
         '  name: "web"\nspec:\n  maxUnavailable: 1\n  unhealthyPodEvictionPolicy: AlwaysAllow\n'
         '  selector:\n    matchLabels:\n      "app": "web"\n'
+    )
+
+
+def test_grace_period_is_raised_in_place(cli: RunCli, tmp_path: Path) -> None:
+    text = manifest('["gunicorn", "app.wsgi"]').replace(
+        "    spec:\n      containers:",
+        "    spec:\n      terminationGracePeriodSeconds: 10  # too short\n      containers:",
+    )
+    text = text.replace("{seconds: 5}", "{seconds: 15}")
+    after = fixed(cli, tmp_path, {"app.yaml": text}, "LL202")["app.yaml"]
+    assert after == text.replace("Seconds: 10  #", "Seconds: 17  #")
+
+
+def test_grace_period_is_added_when_absent(cli: RunCli, tmp_path: Path) -> None:
+    text = manifest('["gunicorn", "app.wsgi"]').replace("{seconds: 5}", "{seconds: 40}")
+    after = fixed(cli, tmp_path, {"app.yaml": text}, "LL202")["app.yaml"]
+    assert after == text.replace(
+        "    spec:\n      containers:",
+        "    spec:\n      terminationGracePeriodSeconds: 42\n      containers:",
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "hook"),
+    [
+        ((), 'exec: {command: [sleep, "5"]}'),
+        (("--kube-version", "1.30"), "sleep: {seconds: 5}"),
+    ],
+)
+def test_prestop_sleep_is_added(
+    cli: RunCli, tmp_path: Path, extra: tuple[str, ...], hook: str
+) -> None:
+    text = manifest('["gunicorn", "app.wsgi"]').replace(
+        "          lifecycle: {preStop: {sleep: {seconds: 5}}}\n", ""
+    )
+    after = fixed(cli, tmp_path, {"app.yaml": text}, "LL201", *extra)["app.yaml"]
+    assert after == text.replace(
+        "        - name: web   # the server\n",
+        "        - name: web   # the server\n"
+        f"          lifecycle:\n            preStop:\n              {hook}\n",
     )
 
 

@@ -22,6 +22,14 @@ Fixers:
 - LL303: ``exec`` before the last command of an entrypoint script, same condition.
 - LL501: a PodDisruptionBudget (``maxUnavailable: 1``, the workload's ``matchLabels``) appended as
   a new document to the workload's file.
+- LL202: ``terminationGracePeriodSeconds`` raised (in place, or added as the pod spec's first key)
+  to the longest container's preStop + drain + margin, when every preStop's length is known.
+- LL201: a 5 s preStop sleep added as the container's first keys after ``name`` (the native
+  ``sleep`` action when ``--kube-version`` is 1.30 or later, else ``exec sleep``), when it fits
+  the grace period, the container has no ``lifecycle`` block and, for ``exec``, the image has a
+  ``sleep`` binary.
+
+Block-style mappings only: a flow-style mapping (``{...}``) to extend is left with a note.
 """
 
 from __future__ import annotations
@@ -415,3 +423,157 @@ def fix_missing_pdb(hit: Hit, ctx: Context, files: _Files) -> Edit | str | None:
     }:
         return "the new PodDisruptionBudget does not parse back"
     return Edit(path, len(text), len(text), new, "LL501", _line_of(text, len(text)))
+
+
+# -- LL202, LL201: block-style mappings edited in place -------------------------------------
+
+
+def _block_key_line(text: str, line: int, column: int) -> bool:
+    """Whether the key at 1-based ``line``/``column`` starts a block-style line (``key:`` or
+    ``- key:`` with only indentation before)."""
+    row = text.split("\n")[line - 1] if line >= 1 else ""
+    before = row[: column - 1]
+    return before.strip() in ("", "-") and before.replace("-", " ").strip() == ""
+
+
+def _insert_keys(
+    workload: Workload,
+    mapping_path: tuple[str | int, ...],
+    lines: list[str],
+    files: _Files,
+    code: str,
+) -> Edit | str:
+    """Insert ``lines`` (YAML at the mapping's indentation, unindented here) as the first keys of
+    the block mapping at ``mapping_path``, verified by parsing."""
+    document = workload.document
+    path = document.source.path
+    text = files.text(path)
+    mapping = workload.get(*mapping_path)
+    if text is None or text != document.source.text:
+        return "the file changed since it was read"
+    if not isinstance(mapping, dict) or not mapping:
+        return "the mapping to edit is empty or not a mapping"
+    first = next(iter(mapping))
+    if not isinstance(first, str):
+        return "the mapping has a non-text key"
+    line, column, _ = document.locate(workload.prefix, (*mapping_path, first))
+    if not _block_key_line(text, line + 1, column + 1):
+        return "the mapping is written in flow style; edit it by hand"
+    row_start = _offset(text, line + 1, 1)
+    indent = " " * column
+    if text[row_start : row_start + column].strip() == "-":
+        # "- first: ..." : the new keys go on the next line, aligned with ``first``.
+        row_end = text.find("\n", row_start)
+        if row_end < 0:
+            return "the mapping ends the file without a newline"
+        at = row_end + 1
+        following = [k for k in mapping if k != first]
+        if following:
+            next_line, _, _ = document.locate(workload.prefix, (*mapping_path, following[0]))
+            if next_line != line + 1:
+                return f"the value of '{first}' spans several lines; edit it by hand"
+    else:
+        at = row_start
+    new = "".join(f"{indent}{item}\n" for item in lines)
+    candidate = text[:at] + new + text[at:]
+    documents, errors = load_documents(Source(path, candidate))
+    same = [d for d in documents if d.index == document.index]
+    if errors or not same:
+        return "the edit does not parse back"
+    edited = _value_at(same[0].data, (*workload.prefix, *mapping_path))
+    if not isinstance(edited, dict):
+        return "the edit does not parse back"
+    added = {k: v for k, v in edited.items() if k not in mapping}
+    kept = {k: v for k, v in edited.items() if k in mapping}
+    if kept != mapping or not added:
+        return "the edit does not parse back as intended"
+    return Edit(path, at, at, new, code, _line_of(text, at))
+
+
+def _needed_grace(workload: Workload, margin: int) -> int | None:
+    from lossless.check.rules.shutdown import declared_drain, prestop
+
+    needed = 0.0
+    for container in workload.containers():
+        hook = prestop(container)
+        drain = declared_drain(container)
+        if hook is not None and hook.seconds is None:
+            return None  # an httpGet or unknown hook: its length is not known
+        sleep = hook.seconds if hook is not None and hook.seconds is not None else 0.0
+        app = drain.seconds if drain is not None else 0.0
+        needed = max(needed, sleep + app + margin)
+    return int(-(-needed // 1))
+
+
+@_fixer("LL202")
+def fix_grace_period(hit: Hit, ctx: Context, files: _Files) -> Edit | str | None:
+    workload = hit.subject
+    if not isinstance(workload, Workload):
+        return None
+    needed = _needed_grace(workload, ctx.config.grace_margin)
+    if needed is None:
+        return "a preStop hook of unknown length"
+    key = (*workload.pod_spec_path, "terminationGracePeriodSeconds")
+    if workload.get(*key) is None:
+        return _insert_keys(
+            workload,
+            workload.pod_spec_path,
+            [f"terminationGracePeriodSeconds: {needed}"],
+            files,
+            "LL202",
+        )
+    path = workload.document.source.path
+    text = files.text(path)
+    if text is None or text != workload.document.source.text:
+        return "the file changed since it was read"
+    line, column, length = workload.document.locate(workload.prefix, key)
+    start = _offset(text, line + 1, column + 1) + length
+    match = re.compile(r"""(\s*:\s*)(["']?)\d+\2""").match(text, start)
+    if match is None:
+        return "the value is not a plain number"
+    value_start = start + len(match.group(1))
+    new = f"{needed}"
+    candidate = text[:value_start] + new + text[match.end() :]
+    documents, errors = load_documents(Source(path, candidate))
+    same = [d for d in documents if d.index == workload.document.index]
+    if errors or not same or _value_at(same[0].data, (*workload.prefix, *key)) != needed:
+        return "the edit does not parse back as intended"
+    return Edit(path, value_start, match.end(), new, "LL202", line + 1)
+
+
+#: The preStop sleep the LL201 fix adds: long enough for endpoint removal to reach kube-proxy
+#: and most ingress controllers (DESIGN.md's default drain delay).
+PRESTOP_SLEEP = 5
+
+
+@_fixer("LL201")
+def fix_prestop(hit: Hit, ctx: Context, files: _Files) -> Edit | str | None:
+    from lossless.check.dockerfile import base_lacks_sleep
+    from lossless.check.rules.shutdown import declared_drain
+
+    workload = hit.subject
+    if not isinstance(workload, Workload):
+        return None
+    container = next((c for c in workload.containers() if c.loc("name") == hit.location), None)
+    if container is None:
+        return "cannot find the container"
+    if container.get("lifecycle") is not None:
+        return "the container has a lifecycle block; add the preStop hook to it by hand"
+    drain = declared_drain(container)
+    needed = PRESTOP_SLEEP + (drain.seconds if drain is not None else 0) + ctx.config.grace_margin
+    if needed > workload.grace_period:
+        return (
+            f"a {PRESTOP_SLEEP} s preStop sleep does not fit the {workload.grace_period} s grace "
+            "period; raise terminationGracePeriodSeconds first"
+        )
+    version = ctx.config.kube_version
+    if version is not None and version >= (1, 30):
+        hook = ["lifecycle:", "  preStop:", f"    sleep: {{seconds: {PRESTOP_SLEEP}}}"]
+    elif base_lacks_sleep(container.image):
+        return (
+            f"image {container.image} has no sleep binary; set --kube-version 1.30 or later to "
+            "use the native sleep action"
+        )
+    else:
+        hook = ["lifecycle:", "  preStop:", f'    exec: {{command: [sleep, "{PRESTOP_SLEEP}"]}}']
+    return _insert_keys(workload, container.path, hook, files, "LL201")
