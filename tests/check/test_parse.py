@@ -129,9 +129,10 @@ def many_files(directory: Path) -> list[Input]:
         path.write_text(body + "---\n" + body, encoding="utf-8")
         inputs.append(Input(str(path), "yaml"))
     big = directory / "big.yaml"
-    pieces = [MANIFEST.replace("name: web", f"name: big{i}") for i in range(400)]
+    # Non-ASCII text and a BOM: the pieces are cut by characters but read by bytes.
+    pieces = [MANIFEST.replace("a comment", f"café ☕ {i}") for i in range(400)]
     pieces[250] = "kind: Broken\nx: {\n"
-    big.write_text("---\n".join(pieces), encoding="utf-8")
+    big.write_text("\ufeff" + "---\n".join(pieces), encoding="utf-8")
     inputs.append(Input(str(big), "yaml"))
     return inputs
 
@@ -144,6 +145,7 @@ def summary(loaded: list[yaml_source.Loaded]) -> list[object]:
             for d in item.documents
         ]
         out.append((item.input.path, documents, [str(e) for e in item.errors]))
+    assert out[-1][1], "the big file has documents"
     return out
 
 

@@ -573,13 +573,37 @@ def _load_split(
         if match.start() - cuts[-1] >= piece_size:
             cuts.append(match.start())
     cuts.append(len(text))
+    # Workers read their piece from the file (no copy of the text goes through the pool); the
+    # text was decoded without its BOM, so byte offsets count it back in.
+    try:
+        with open(item.path, "rb") as fh:
+            bom = 3 if fh.read(3) == b"\xef\xbb\xbf" else 0
+    except OSError as exc:
+        return Loaded(item, InputError(item.path, f"cannot read: {exc.strerror or exc}"))
+    ascii_only = text.isascii()
     futures = []
     line = 0
     for begin, stop in itertools.pairwise(cuts):
-        piece = text[begin:stop]
-        futures.append(pool.submit(_load_chunk, Source(source.path, ""), piece, line, max_nodes))
-        line += piece.count("\n")
+        if ascii_only:
+            first, last = begin + bom, stop + bom
+        else:
+            first = bom + len(text[:begin].encode())
+            last = first + len(text[begin:stop].encode())
+        futures.append(
+            pool.submit(_load_range, source.path, item.path, first, last, line, max_nodes)
+        )
+        line += text.count("\n", begin, stop)
     return source, futures
+
+
+def _load_range(
+    shown: str, path: str, first: int, last: int, line_offset: int, max_nodes: int
+) -> tuple[list[Document], list[InputError], bool, int]:
+    """Bytes ``first``..``last`` of a big file, read and parsed in a worker."""
+    with open(path, "rb") as fh:
+        fh.seek(first)
+        piece = fh.read(last - first).decode("utf-8")
+    return _load_chunk(Source(shown, ""), piece, line_offset, max_nodes)
 
 
 def _join_chunks(item: Input, source: Source, futures: list[Any]) -> Loaded:
