@@ -216,3 +216,21 @@ def test_rendered_output_is_not_edited(cli: RunCli, tmp_path: Path) -> None:
     result = cli("rendered.yaml", "--diff", cwd=tmp_path)
     assert result.returncode == 0 and result.stdout == ""
     assert "LL302 not fixed: the file is rendered output (helm); fix web/templates" in result.stderr
+
+
+def test_readiness_path_of_a_lossless_served_app(cli: RunCli, tmp_path: Path) -> None:
+    text = manifest('[lossless, serve, "app:app", --port, "8080"]')
+    text = text.replace("path: /livez", "path: /healthz").replace("path: /readyz", "path: /healthz")
+    text = text.replace("          lifecycle: {preStop: {sleep: {seconds: 5}}}\n", "")
+    after = fixed(cli, tmp_path, {"app.yaml": text}, "LL102")["app.yaml"]
+    assert after == text.replace(
+        "readinessProbe: {httpGet: {path: /healthz", "readinessProbe: {httpGet: {path: /readyz"
+    )
+
+
+def test_readiness_path_is_not_guessed(cli: RunCli, tmp_path: Path) -> None:
+    text = manifest('["gunicorn", "app.wsgi"]').replace("path: /livez", "path: /readyz")
+    (tmp_path / "app.yaml").write_text(text, encoding="utf-8")
+    result = cli(".", "--diff", cwd=tmp_path)
+    assert result.stdout == ""
+    assert "LL102 not fixed: which path the app serves for readiness is not known" in result.stderr

@@ -29,6 +29,10 @@ Fixers:
   the grace period, the container has no ``lifecycle`` block and, for ``exec``, the image has a
   ``sleep`` binary.
 
+- LL102: the readiness (or liveness) probe's ``httpGet.path`` set to the app's own readiness (or
+  liveness) route, only for a container run by ``lossless serve`` (``/readyz``, ``/livez``, or
+  the ``LOSSLESS_READINESS_PATH``/``LOSSLESS_LIVENESS_PATH`` it is given).
+
 Block-style mappings only: a flow-style mapping (``{...}``) to extend is left with a note.
 """
 
@@ -577,3 +581,62 @@ def fix_prestop(hit: Hit, ctx: Context, files: _Files) -> Edit | str | None:
     else:
         hook = ["lifecycle:", "  preStop:", f'    exec: {{command: [sleep, "{PRESTOP_SLEEP}"]}}']
     return _insert_keys(workload, container.path, hook, files, "LL201")
+
+
+# -- LL102 ------------------------------------------------------------------------------------
+
+_SCALAR_VALUE = re.compile(r"""(\s*:[ \t]*)("[^"\n]*"|'[^'\n]*'|[^\s,}\]#]+)""")
+
+
+def _replace_scalar(
+    workload: Workload, key: tuple[str | int, ...], value: str, files: _Files, code: str
+) -> Edit | str:
+    """Replace the one-line scalar value of ``key`` (a path below the workload) with ``value``."""
+    document = workload.document
+    path = document.source.path
+    text = files.text(path)
+    if text is None or text != document.source.text:
+        return "the file changed since it was read"
+    line, column, length = document.locate(workload.prefix, key)
+    start = _offset(text, line + 1, column + 1) + length
+    match = _SCALAR_VALUE.match(text, start)
+    if match is None:
+        return "the value is not a one-line scalar"
+    value_start = start + len(match.group(1))
+    candidate = text[:value_start] + value + text[match.end() :]
+    documents, errors = load_documents(Source(path, candidate))
+    same = [d for d in documents if d.index == document.index]
+    if errors or not same or _value_at(same[0].data, (*workload.prefix, *key)) != value:
+        return "the edit does not parse back as intended"
+    return Edit(path, value_start, match.end(), value, code, line + 1)
+
+
+@_fixer("LL102")
+def fix_readiness_path(hit: Hit, ctx: Context, files: _Files) -> Edit | str | None:
+    """Only for an app served by ``lossless serve``, whose routes are known: ``/readyz`` and
+    ``/livez`` (or ``LOSSLESS_READINESS_PATH`` / ``LOSSLESS_LIVENESS_PATH``)."""
+    workload = hit.subject
+    if not isinstance(workload, Workload):
+        return None
+    container = next(
+        (c for c in workload.containers() if c.loc("livenessProbe") == hit.location), None
+    )
+    if container is None:
+        return "cannot find the container"
+    if re.search(r"\blossless\s+serve\b", " ".join(container.argv)) is None:
+        return "which path the app serves for readiness is not known (not `lossless serve`)"
+    env = container.env
+    readiness = str(env.get("LOSSLESS_READINESS_PATH") or "/readyz")
+    liveness = str(env.get("LOSSLESS_LIVENESS_PATH") or "/livez")
+    shared = container.get("readinessProbe", "httpGet", "path")
+    if not isinstance(shared, str) or container.get("livenessProbe", "httpGet", "path") != shared:
+        return "the probes are not httpGet probes on one path"
+    if shared != readiness:
+        probe, new = "readinessProbe", readiness
+    elif shared != liveness:
+        probe, new = "livenessProbe", liveness
+    else:
+        return "the readiness and liveness paths of the app are the same"
+    return _replace_scalar(
+        workload, (*container.path, probe, "httpGet", "path"), new, files, "LL102"
+    )
