@@ -181,3 +181,29 @@ def test_jobs_must_be_positive(cli: RunCli, tmp_path: Path) -> None:
     result = cli(".", "--jobs", "0", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == "lossless check: error: --jobs must be >= 1"
+
+
+def test_check_starts_without_the_runtime() -> None:
+    """``lossless check`` loads neither asyncio nor the runtime (process start is part of CI time),
+    and the package root still gives the runtime API on first use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, io, contextlib\n"
+        "from lossless.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['check', '--list-rules']) == 0\n"
+        "print(sorted(m for m in ('asyncio', 'lossless.lifecycle', 'lossless.asgi') "
+        "if m in sys.modules))\n"
+        "import lossless\n"
+        "print(lossless.Lifecycle.__name__, lossless.LosslessMiddleware.__name__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
+    ).stdout
+    assert out == "[]\nLifecycle LosslessMiddleware\n"
