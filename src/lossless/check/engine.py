@@ -37,17 +37,17 @@ from lossless.check.k8s import (
     objects_from,
     selector_matches,
 )
-from lossless.check.load import (
+from lossless.check.model import Finding, Hit, InputError, Location, Rule, Suppression, all_rules
+from lossless.check.sourcemap import SourceMap
+from lossless.check.yaml_source import (
     MAX_FILE_BYTES,
     Document,
     OriginMapper,
     Source,
     collect,
     load_documents,
-    read_source,
+    load_inputs,
 )
-from lossless.check.model import Finding, Hit, InputError, Location, Rule, Suppression, all_rules
-from lossless.check.sourcemap import SourceMap
 
 __all__ = ["Context", "Report", "run_check"]
 
@@ -360,12 +360,17 @@ def metrics_only(service: K8sObject) -> bool:
 
 
 def build_context(
-    operands: Sequence[str], config: Config, *, max_bytes: int = MAX_FILE_BYTES
+    operands: Sequence[str],
+    config: Config,
+    *,
+    max_bytes: int = MAX_FILE_BYTES,
+    jobs: int | None = None,
 ) -> tuple[Context, list[InputError], list[str], int]:
     """Read and parse every operand; returns the context, input errors, notes, files read.
 
     Helm charts and kustomizations among the operands are rendered (:mod:`render`); the files
-    they consist of are read through the render, not as plain YAML.
+    they consist of are read through the render, not as plain YAML. The other inputs are parsed
+    on ``jobs`` cores (default: all) when there are many; the result is the same.
     """
     targets = render_mod.discover(operands)
     inputs, errors, notes = collect(operands)
@@ -381,31 +386,36 @@ def build_context(
         renders.append(rendered)
         output = Source(rendered.path, rendered.text)
         context.source_groups[id(output)] = (target.kind, str(target.path.resolve()))
-        _load_yaml(context, output, errors)
+        documents, problems = load_documents(output)
+        errors.extend(problems)
+        _add_documents(context, output, documents, errors)
     inputs = [
         i for i in inputs if i.kind != "yaml" or not render_mod.owned_by(targets, renders, i.path)
     ]
-    for item in inputs:
-        source = read_source(item.path, max_bytes=max_bytes)
+    for loaded in load_inputs(inputs, max_bytes=max_bytes, jobs=jobs):
+        source = loaded.source
         if isinstance(source, InputError):
             errors.append(source)
             continue
-        if item.kind == "dockerfile":
-            context.dockerfiles.append(dockerfile_mod.parse(item.path, source.text))
+        if loaded.input.kind == "dockerfile":
+            context.dockerfiles.append(dockerfile_mod.parse(loaded.input.path, source.text))
             continue
-        _load_yaml(context, source, errors)
+        errors.extend(loaded.errors)
+        _add_documents(context, source, loaded.documents, errors)
     return context, errors, notes, len(inputs) + len(targets)
 
 
-def _load_yaml(context: Context, source: Source, errors: list[InputError]) -> None:
-    documents, problems = load_documents(source)
-    errors.extend(problems)
+def _add_documents(
+    context: Context, source: Source, documents: list[Document], errors: list[InputError]
+) -> None:
+    """Add parsed documents (and their objects) to ``context``; an unrendered template is an
+    input error instead."""
     templated = "{{" in source.text  # only a template can make a mapping a key
     for document in documents:
-        line = _collection_key_line(document.data) if templated else None
-        if line is not None:
+        if templated and document.complex_keys:
             # `name: {{ app }}` is YAML for a mapping whose key is a mapping: a template that
             # was not rendered (Jinja, gomplate, Ansible...), not a manifest to check.
+            line = min(document.complex_keys)
             text = source.lines[line].strip() if 0 <= line < len(source.lines) else ""
             shown = f" ('{text[:60]}')" if text else ""
             errors.append(
@@ -421,34 +431,21 @@ def _load_yaml(context: Context, source: Source, errors: list[InputError]) -> No
         context.objects.extend(objects_from(document))
 
 
-def _collection_key_line(data: Any) -> int | None:
-    """0-based line of the first mapping key that is itself a mapping or a sequence."""
-    found: list[int] = []
-    stack = [data]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, Mapping):
-            for key, value in node.items():
-                if isinstance(key, Mapping | list | tuple):
-                    lc = getattr(node, "lc", None)
-                    try:
-                        found.append(int(lc.key(key)[0]) if lc is not None else 0)
-                    except (KeyError, TypeError):
-                        found.append(int(getattr(lc, "line", 0) or 0))
-                stack.append(value)
-        elif isinstance(node, list):
-            stack.extend(node)
-    return min(found, default=None)
-
-
 def run_check(
-    operands: Sequence[str], config: Config, *, max_bytes: int = MAX_FILE_BYTES
+    operands: Sequence[str],
+    config: Config,
+    *,
+    max_bytes: int = MAX_FILE_BYTES,
+    jobs: int | None = None,
 ) -> Report:
-    """Check ``operands`` (files, directories, ``-``) under ``config``; see the module docstring."""
+    """Check ``operands`` (files, directories, ``-``) under ``config``; see the module docstring.
+
+    Inputs are parsed on ``jobs`` cores (default: all) when there are many; the report is the same.
+    """
     from lossless.check import rules  # registers every rule
 
     rules.load()
-    context, errors, notes, files = build_context(operands, config, max_bytes=max_bytes)
+    context, errors, notes, files = build_context(operands, config, max_bytes=max_bytes, jobs=jobs)
     enabled = [
         r.with_severity(config.severity.get(r.code, r.severity))
         for r in all_rules()

@@ -15,10 +15,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-
-from lossless.check.load import Document, Origin, find_origin
 from lossless.check.model import Location
+from lossless.check.yaml_source import Document, Origin, find_origin
 
 __all__ = [
     "BATCH_KINDS",
@@ -165,7 +163,7 @@ class K8sObject:
     """One Kubernetes object: ``prefix`` is its path from the document root (``items``, n)."""
 
     document: Document
-    data: CommentedMap
+    data: dict[str, Any]
     prefix: tuple[PathPart, ...] = ()
     ignores: dict[str, str] = field(default_factory=dict)
     ignore_errors: list[str] = field(default_factory=list)
@@ -228,21 +226,7 @@ class K8sObject:
 
         The end column covers the key's text, so editors and SARIF viewers underline it.
         """
-        node: Any = self.data
-        line, column = self.data.lc.line, self.data.lc.col
-        length = 0
-        for part in path:
-            if isinstance(part, int):
-                if not isinstance(node, CommentedSeq) or part >= len(node):
-                    break
-                line, column = node.lc.item(part)
-                length = 1
-            else:
-                if not isinstance(node, CommentedMap) or part not in node:
-                    break
-                line, column = node.lc.key(part)
-                length = len(part)
-            node = node[part]
+        line, column, length = self.document.locate(self.prefix, path)
         end = column + 1 + length if length else None
         return Location(self.document.source.path, line + 1, column + 1, line + 1, end)
 
@@ -444,20 +428,20 @@ def _is_native_sidecar(container: Container) -> bool:
 def objects_from(document: Document) -> Iterator[K8sObject]:
     """The Kubernetes objects of ``document`` (``kind: List`` items flattened)."""
     data = document.data
-    if not isinstance(data, CommentedMap):
+    if not isinstance(data, dict):
         return
     if data.get("kind") == "List" or str(data.get("kind", "")).endswith("List"):
         items = data.get("items")
-        if isinstance(items, CommentedSeq):
+        if isinstance(items, list):
             for i, item in enumerate(items):
-                if isinstance(item, CommentedMap) and item.get("kind"):
+                if isinstance(item, dict) and item.get("kind"):
                     yield _make(document, item, ("items", i))
         return
     if data.get("kind") and data.get("apiVersion"):
         yield _make(document, data, ())
 
 
-def _make(document: Document, data: CommentedMap, prefix: tuple[PathPart, ...]) -> K8sObject:
+def _make(document: Document, data: dict[str, Any], prefix: tuple[PathPart, ...]) -> K8sObject:
     if data.get("kind") in WORKLOAD_KINDS:
         return Workload(document, data, prefix)
     return K8sObject(document, data, prefix)
