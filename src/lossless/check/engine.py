@@ -150,22 +150,60 @@ class Context:
     def services(self) -> list[K8sObject]:
         return self.of_kind("Service")
 
+    # Joins are looked up through indexes keyed by *scope*, so that a selector's candidates are
+    # only the objects it may be related to (:meth:`related`): N copies of an app in N namespaces
+    # cost N lookups, not N². Every object is indexed under its group (``"g"``) and under its
+    # namespace (``"ns"``), or, when it has none, under ``"u"`` + its group.
+
+    def _scopes(self, obj: K8sObject) -> tuple[tuple[str, Any], tuple[str, Any]]:
+        group = self.group_of(obj)
+        own = ("ns", obj.namespace) if obj.namespace is not None else ("u", group)
+        return ("g", group), own
+
+    def _near(self, obj: K8sObject) -> tuple[tuple[str, Any], ...]:
+        """The scopes holding every object that may be related to ``obj`` (disjoint)."""
+        group = self.group_of(obj)
+        if obj.namespace is None:
+            return (("g", group),)
+        return (("ns", obj.namespace), ("u", group))
+
     @cached_property
-    def _label_index(self) -> dict[tuple[str, str], list[Workload]]:
-        """Workloads by each of their pod labels, so selectors need not scan every workload."""
-        index: dict[tuple[str, str], list[Workload]] = {}
+    def _order(self) -> dict[int, int]:
+        return {id(obj): i for i, obj in enumerate(self.objects)}
+
+    def _gather(self, index: Mapping[Any, list[Any]], near: K8sObject, key: Any) -> list[Any]:
+        """The entries of ``index`` under ``key`` in the scopes near ``near``, in input order."""
+        found = [index[(scope, key)] for scope in self._near(near) if (scope, key) in index]
+        if not found:
+            return []
+        if len(found) == 1:
+            return found[0]
+        order = self._order
+        return sorted((o for part in found for o in part), key=lambda o: order[id(o)])
+
+    @cached_property
+    def _label_index(self) -> dict[tuple[tuple[str, Any], Any], list[Workload]]:
+        """Workloads by scope and each of their pod labels (and by scope alone, key ``None``),
+        so selectors need not scan every workload."""
+        index: dict[tuple[tuple[str, Any], Any], list[Workload]] = {}
         for workload in self.workloads:
+            scopes = self._scopes(workload)
+            for scope in scopes:
+                index.setdefault((scope, None), []).append(workload)
             for key, value in workload.pod_labels.items():
-                index.setdefault((str(key), str(value)), []).append(workload)
+                label = (str(key), str(value))
+                for scope in scopes:
+                    index.setdefault((scope, label), []).append(workload)
         return index
 
-    def _candidates(self, labels: Any) -> list[Workload]:
-        """Workloads that may match a selector whose required labels are ``labels``."""
+    def _candidates(self, labels: Any, near: K8sObject) -> list[Workload]:
+        """Workloads that may match a selector whose required labels are ``labels`` and may be
+        related to ``near`` (a superset, in input order)."""
         if isinstance(labels, Mapping):
             for key, value in labels.items():
                 if str(key) not in CONTROLLER_LABELS:
-                    return self._label_index.get((str(key), str(value)), [])
-        return self.workloads
+                    return self._gather(self._label_index, near, (str(key), str(value)))
+        return self._gather(self._label_index, near, None)
 
     @cached_property
     def _workloads_by_service(self) -> dict[int, list[Workload]]:
@@ -176,7 +214,7 @@ class Context:
                 continue
             table[id(service)] = [
                 w
-                for w in self._candidates(selector)
+                for w in self._candidates(selector, service)
                 if self.related(w, service) and w.selected_by(selector)
             ]
         return table
@@ -225,13 +263,15 @@ class Context:
         return chosen
 
     @cached_property
-    def _hpas(self) -> dict[tuple[str, str], list[K8sObject]]:
-        table: dict[tuple[str, str], list[K8sObject]] = {}
+    def _hpas(self) -> dict[tuple[tuple[str, Any], tuple[str, str]], list[K8sObject]]:
+        """HPAs by scope (see :meth:`_scopes`) and the ``(kind, name)`` of their target."""
+        table: dict[tuple[tuple[str, Any], tuple[str, str]], list[K8sObject]] = {}
         for hpa in self.of_kind("HorizontalPodAutoscaler"):
             ref = hpa.get("spec", "scaleTargetRef")
             if isinstance(ref, dict):
-                key = (str(ref.get("kind")), str(ref.get("name")))
-                table.setdefault(key, []).append(hpa)
+                target = (str(ref.get("kind")), str(ref.get("name")))
+                for scope in self._scopes(hpa):
+                    table.setdefault((scope, target), []).append(hpa)
         return table
 
     def hpa_for(self, workload: Workload) -> K8sObject | None:
@@ -240,7 +280,7 @@ class Context:
         first."""
         candidates = [
             hpa
-            for hpa in self._hpas.get((workload.kind, workload.name), [])
+            for hpa in self._gather(self._hpas, workload, (workload.kind, workload.name))
             if self.related(hpa, workload)
         ]
         group = self.group_of(workload)
@@ -283,7 +323,7 @@ class Context:
             labels = selector.get("matchLabels") if isinstance(selector, dict) else None
             table[id(pdb)] = [
                 w
-                for w in self._candidates(labels)
+                for w in self._candidates(labels, pdb)
                 if self.related(pdb, w) and selector_matches(selector, w.pod_labels)
             ]
         return table
