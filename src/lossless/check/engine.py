@@ -15,9 +15,11 @@ Deployment in ``k8s/web.yaml``, but not one in an unrelated directory given in t
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -481,7 +483,32 @@ def run_check(
     """Check ``operands`` (files, directories, ``-``) under ``config``; see the module docstring.
 
     Inputs are parsed on ``jobs`` cores (default: all) when there are many; the report is the same.
+    Automatic garbage collection is paused for the run (:func:`gc_paused`).
     """
+    with gc_paused():
+        return _run_check(operands, config, max_bytes=max_bytes, jobs=jobs)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Automatic (cyclic) garbage collection off inside the block, restored after.
+
+    Parsing builds millions of small containers, none in a cycle (only a recursive YAML alias
+    makes one, freed when collection resumes), and every automatic collection walks all of them
+    again: 5 of 14 s of parsing a 50 MiB file. Reference counting still frees everything else.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _run_check(
+    operands: Sequence[str], config: Config, *, max_bytes: int, jobs: int | None
+) -> Report:
     from lossless.check import rules  # registers every rule
 
     rules.load()

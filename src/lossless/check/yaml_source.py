@@ -627,9 +627,11 @@ def _join_chunks(item: Input, source: Source, futures: list[Any]) -> Loaded:
 
 def _worker_init() -> None:
     # Ctrl-C goes to the whole process group: the parent stops the pool, workers do not print.
+    import gc
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    gc.disable()  # a worker only parses: acyclic trees (see engine.gc_paused)
 
 
 def _unrendered_helm_line(text: str) -> int | None:
