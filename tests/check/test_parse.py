@@ -207,3 +207,25 @@ def test_check_starts_without_the_runtime() -> None:
         env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
     ).stdout
     assert out == "[]\nLifecycle LosslessMiddleware\n"
+
+
+def test_a_released_text_is_read_again_only_while_the_file_is_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big file's text is dropped once parsed and read back on demand; if the file changed in
+    between, it reads as empty (nothing is mapped or fixed against text the check did not see)."""
+    monkeypatch.setattr(yaml_source, "RELEASE_BYTES", 10)
+    path = tmp_path / "big.yaml"
+    path.write_text(MANIFEST, encoding="utf-8")
+    source = yaml_source.read_source(str(path))
+    assert isinstance(source, Source)
+    [_document], _ = load_documents(source)
+    source.release()
+    assert source._text is None
+    assert source.text == MANIFEST and source.lines[1] == "apiVersion: apps/v1"
+    source.release()
+    path.write_text(MANIFEST.replace("web", "api"), encoding="utf-8")
+    assert source.text == ""
+    stdin = Source("-", MANIFEST)
+    stdin.release()  # stdin cannot be read again: kept
+    assert stdin._text == MANIFEST

@@ -280,6 +280,16 @@ class Context:
         """The HorizontalPodAutoscaler whose ``scaleTargetRef`` names exactly this workload
         (kind and name) among the related objects (:meth:`related`), one of the same group
         first."""
+        key = id(workload)
+        if key not in self._hpa_cache:
+            self._hpa_cache[key] = self._find_hpa(workload)
+        return self._hpa_cache[key]
+
+    @cached_property
+    def _hpa_cache(self) -> dict[int, K8sObject | None]:
+        return {}
+
+    def _find_hpa(self, workload: Workload) -> K8sObject | None:
         candidates = [
             hpa
             for hpa in self._gather(self._hpas, workload, (workload.kind, workload.name))
@@ -444,6 +454,7 @@ def build_context(
             continue
         errors.extend(loaded.errors)
         _add_documents(context, source, loaded.documents, errors)
+        source.release()  # a big file's text is read again only if needed
     return context, errors, notes, len(inputs) + len(targets)
 
 
@@ -452,9 +463,9 @@ def _add_documents(
 ) -> None:
     """Add parsed documents (and their objects) to ``context``; an unrendered template is an
     input error instead."""
-    templated = "{{" in source.text  # only a template can make a mapping a key
     for document in documents:
-        if templated and document.complex_keys:
+        # Only a template can make a mapping a key (complex keys are rare: test them first).
+        if document.complex_keys and "{{" in source.text:
             # `name: {{ app }}` is YAML for a mapping whose key is a mapping: a template that
             # was not rendered (Jinja, gomplate, Ansible...), not a manifest to check.
             line = min(document.complex_keys)

@@ -213,7 +213,10 @@ class K8sObject:
         """The value at ``path`` below the object, or ``None`` when any step is missing."""
         node: Any = self.data
         for part in path:
-            if isinstance(part, int):
+            if type(part) is str and type(node) is dict:  # the common case, without ABC checks
+                if part not in node:
+                    return None
+            elif isinstance(part, int):
                 if not isinstance(node, list) or part >= len(node):
                     return None
             elif not isinstance(node, Mapping) or part not in node:

@@ -159,12 +159,46 @@ def _walk(root: Path, notes: list[str]) -> Iterator[Input]:
                 yield Input(full, "yaml", explicit=False)
 
 
-@dataclass
-class Source:
-    """The text of one input and where it came from (``path`` as shown to the user)."""
+#: The text of a file at least this big is not kept once parsed (:meth:`Source.release`).
+RELEASE_BYTES = 2 * 1024 * 1024
 
-    path: str
-    text: str
+
+class Source:
+    """The text of one input and where it came from (``path`` as shown to the user).
+
+    The text of a big file may be released once the file is parsed (:meth:`release`): the
+    positions are in the documents, and the few uses of the text after that (mapping a finding
+    back to a template, a fix) read the file again. When the file changed in the meantime, the
+    text reads as empty, so nothing is mapped or edited against a file the check did not see.
+    """
+
+    def __init__(self, path: str, text: str) -> None:
+        self.path = path
+        self._text: str | None = text
+        self._digest: int | None = None
+
+    def __repr__(self) -> str:
+        return f"Source(path={self.path!r})"
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            try:
+                size = os.stat(self.path).st_size
+            except OSError:
+                size = 0
+            again = read_source(self.path, max_bytes=size)
+            same = isinstance(again, Source) and hash(again.text) == self._digest
+            self._text = again.text if isinstance(again, Source) and same else ""
+        return self._text
+
+    def release(self) -> None:
+        """Forget the text of a file on disk of at least :data:`RELEASE_BYTES` (not stdin)."""
+        if self.path == STDIN or self._text is None or len(self._text) < RELEASE_BYTES:
+            return
+        self._digest = hash(self._text)
+        self._text = None
+        self.__dict__.pop("lines", None)
 
     @cached_property
     def lines(self) -> list[str]:
@@ -172,7 +206,10 @@ class Source:
 
     def __getstate__(self) -> dict[str, Any]:
         # Sent between processes without the derived line list (rebuilt on first use).
-        return {"path": self.path, "text": self.text}
+        return {"path": self.path, "_text": self._text, "_digest": self._digest}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
 
 def read_source(path: str, *, max_bytes: int = MAX_FILE_BYTES) -> Source | InputError:
@@ -570,6 +607,7 @@ def _load_split(
     if unrendered is not None:
         return Loaded(item, source, [], [_unrendered_error(source.path, unrendered)])
     text = source.text
+    source.release()  # workers read their pieces from the file; `text` goes with this call
     piece_size = max(CHUNK_BYTES, -(-len(text) // jobs))
     cuts = [0]
     for match in _DOC_START.finditer(text):
