@@ -229,3 +229,25 @@ def test_a_released_text_is_read_again_only_while_the_file_is_unchanged(
     stdin = Source("-", MANIFEST)
     stdin.release()  # stdin cannot be read again: kept
     assert stdin._text == MANIFEST
+
+
+def test_slimmed_kinds_keep_metadata_positions_and_duplicates() -> None:
+    """A kind no rule reads the body of keeps only apiVersion/kind/metadata, at their written
+    positions, and a duplicate key in its dropped body is still reported."""
+    text = (
+        "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n---\n"
+        "apiVersion: v1\nkind: ConfigMap\ndata:\n  a: '1'\n  a: '2'\n"
+        "metadata:\n  name: cm\n  annotations: {x: y}\n"
+    )
+    slim = frozenset({"ConfigMap"})
+    [service, config], _ = load_documents(Source("x.yaml", text), slim=slim)
+    [full_service, full_config], _ = load_documents(Source("x.yaml", text))
+    assert config.data == {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": full_config.data["metadata"],
+    }
+    assert service.data == full_service.data
+    for path in [("kind",), ("metadata", "name"), ("metadata", "annotations", "x"), ("data",)]:
+        assert config.locate((), path) == full_config.locate((), path if path != ("data",) else ())
+    assert [(d.key, d.line) for d in config.duplicates] == [("a", 8)]

@@ -157,15 +157,48 @@ def _scalar(event: Any, intern: Callable[[str, str], str]) -> Any:
     return intern(value, value)
 
 
-def parse_stream(text: str, line_offset: int = 0) -> list[RawDocument]:
-    """Every document of ``text``; see the module docstring (raises on bad input)."""
+def parse_stream(
+    text: str, line_offset: int = 0, slim: frozenset[str] = frozenset()
+) -> list[RawDocument]:
+    """Every document of ``text``; see the module docstring (raises on bad input).
+
+    A document (a mapping) whose ``kind`` is in ``slim`` keeps only :data:`SLIM_KEEP`, with
+    their positions, as soon as it is complete (see :func:`slimmed`).
+    """
     try:
-        return _fast(text, line_offset)
+        return _fast(text, line_offset, slim)
     except _Irregular:
-        return _careful(text, line_offset)
+        return _careful(text, line_offset, slim)
 
 
-def _fast(text: str, line_offset: int) -> list[RawDocument]:
+#: The keys a slimmed document keeps.
+SLIM_KEEP = frozenset({"apiVersion", "kind", "metadata"})
+
+
+def slimmed(root: dict[Any, Any], positions: array[int]) -> tuple[dict[Any, Any], array[int]]:
+    """``root`` with only its :data:`SLIM_KEEP` keys, and the matching position array (the
+    kept entries' slots copied in order; see the module docstring for the layout)."""
+    kept: dict[Any, Any] = {}
+    out: array[int] = positions[:1]
+    slot = 1
+    for key, value in root.items():
+        size = 1 + _slot_count(value)
+        if key in SLIM_KEEP:
+            kept[key] = value
+            out.extend(positions[slot : slot + size])
+        slot += size
+    return kept, out
+
+
+def _slot_count(node: Any) -> int:
+    if type(node) is dict:
+        return 1 + sum(1 + _slot_count(v) for v in node.values())
+    if type(node) is list:
+        return 1 + sum(_slot_count(v) for v in node)
+    return 1
+
+
+def _fast(text: str, line_offset: int, slim: frozenset[str]) -> list[RawDocument]:
     """Trees whose event order is their pre-order: positions are appended as events arrive."""
     parser = CParser(text)
     get: Callable[[], Any] = parser.get_event
@@ -241,6 +274,8 @@ def _fast(text: str, line_offset: int) -> list[RawDocument]:
         elif kind is alias_event:
             raise _Irregular
         elif kind is doc_end:
+            if slim and type(root) is dict and root.get("kind") in slim and positions:
+                root, positions = slimmed(root, positions)
             documents.append(RawDocument(root, positions, positions[0] if positions else 0))
             positions = array("q")
             append = positions.append
@@ -262,7 +297,7 @@ class _Frame:
         self.anchor = anchor
 
 
-def _careful(text: str, line_offset: int) -> list[RawDocument]:
+def _careful(text: str, line_offset: int, slim: frozenset[str]) -> list[RawDocument]:
     """Any stream: positions recorded per object, laid out in pre-order once a document ends."""
     parser = CParser(text)
     cache: dict[str, str] = {}
@@ -359,7 +394,11 @@ def _careful(text: str, line_offset: int) -> list[RawDocument]:
             documents.append(
                 RawDocument(root, array("q"), root_pos, list(duplicates), shared, complex_keys)
             )
-            documents[-1].positions = _layout(root, root_pos, starts, keys, items, shared)
+            positions = _layout(root, root_pos, starts, keys, items, shared)
+            # (a tree with aliases is kept whole: the loader measures it for alias bombs)
+            if slim and not shared and type(root) is dict and root.get("kind") in slim:
+                documents[-1].data, positions = slimmed(root, positions)
+            documents[-1].positions = positions
             duplicates.clear()
             complex_keys = []
             root, shared = None, False

@@ -31,6 +31,7 @@ from lossless.check.dockerfile import Dockerfile, image_repository
 from lossless.check.k8s import (
     CONTROLLER_LABELS,
     KNOWN_KINDS,
+    PASSIVE_KINDS,
     SCALED_KINDS,
     Container,
     K8sObject,
@@ -438,13 +439,15 @@ def build_context(
         renders.append(rendered)
         output = Source(rendered.path, rendered.text)
         context.source_groups[id(output)] = (target.kind, str(target.path.resolve()))
-        documents, problems = load_documents(output)
+        documents, problems = load_documents(output, slim=PASSIVE_KINDS)
         errors.extend(problems)
         _add_documents(context, output, documents, errors)
     inputs = [
         i for i in inputs if i.kind != "yaml" or not render_mod.owned_by(targets, renders, i.path)
     ]
-    for loaded in load_inputs(inputs, max_bytes=max_bytes, jobs=jobs):
+    # Passive kinds (RBAC, ConfigMaps, CRDs...) are read for their metadata only: their bodies,
+    # often most of an operator bundle, are not held.
+    for loaded in load_inputs(inputs, max_bytes=max_bytes, jobs=jobs, slim=PASSIVE_KINDS):
         source = loaded.source
         if isinstance(source, InputError):
             errors.append(source)

@@ -366,13 +366,18 @@ def expanded_size(data: Any, limit: int) -> int:
 
 
 def load_documents(
-    source: Source, *, max_nodes: int = MAX_NODES
+    source: Source, *, max_nodes: int = MAX_NODES, slim: frozenset[str] = frozenset()
 ) -> tuple[list[Document], list[InputError]]:
-    """Parse every YAML document of ``source``; see the module docstring for the contract."""
+    """Parse every YAML document of ``source``; see the module docstring for the contract.
+
+    A document whose top-level ``kind`` is in ``slim`` keeps only its ``apiVersion``, ``kind``
+    and ``metadata`` (with their positions): kinds no rule reads the body of are not held whole
+    (a CRD's schema, a ConfigMap's data). Duplicate keys anywhere in it are still reported.
+    """
     unrendered = _unrendered_helm_line(source.text)
     if unrendered is not None:
         return [], [_unrendered_error(source.path, unrendered)]
-    documents, errors, _, _ = _parse_chunk(source, source.text, 0, 0, max_nodes)
+    documents, errors, _, _ = _parse_chunk(source, source.text, 0, 0, max_nodes, slim)
     return documents, errors
 
 
@@ -386,7 +391,12 @@ def _unrendered_error(path: str, line: int) -> InputError:
 
 
 def _parse_chunk(
-    source: Source, text: str, line_offset: int, index: int, max_nodes: int
+    source: Source,
+    text: str,
+    line_offset: int,
+    index: int,
+    max_nodes: int,
+    slim: frozenset[str] = frozenset(),
 ) -> tuple[list[Document], list[InputError], bool, int]:
     """Documents of ``text`` (lines ``line_offset``... of ``source``), numbered from ``index``.
 
@@ -398,7 +408,7 @@ def _parse_chunk(
     raws: list[_yaml_events.RawDocument] = []
     failed = False
     try:
-        raws = _yaml_events.parse_stream(text, line_offset)
+        raws = _yaml_events.parse_stream(text, line_offset, slim)
     except _yaml_events.TooDeep as exc:
         errors.append(
             InputError(source.path, "YAML nests too deeply to be a manifest", exc.line + 1)
@@ -531,18 +541,19 @@ def load_inputs(
     max_bytes: int = MAX_FILE_BYTES,
     max_nodes: int = MAX_NODES,
     jobs: int | None = None,
+    slim: frozenset[str] = frozenset(),
 ) -> list[Loaded]:
     """Read and parse ``inputs``, in input order; see the module docstring.
 
     With ``jobs`` > 1 (default: every core) and enough YAML to be worth it, files (and pieces of
     big files) are parsed in a process pool; the results are the same as the serial path's,
-    errors included.
+    errors included. ``slim``: see :func:`load_documents`.
     """
     jobs = default_jobs() if jobs is None else max(1, jobs)
     sizes = [_size(item) for item in inputs]
     if jobs == 1 or sum(sizes) < PARALLEL_MIN_BYTES:
-        return [_load_one(item, max_bytes, max_nodes) for item in inputs]
-    return _load_parallel(inputs, sizes, jobs, max_bytes, max_nodes)
+        return [_load_one(item, max_bytes, max_nodes, slim) for item in inputs]
+    return _load_parallel(inputs, sizes, jobs, max_bytes, max_nodes, slim)
 
 
 def _size(item: Input) -> int:
@@ -554,23 +565,30 @@ def _size(item: Input) -> int:
         return 0
 
 
-def _load_one(item: Input, max_bytes: int, max_nodes: int) -> Loaded:
+def _load_one(
+    item: Input, max_bytes: int, max_nodes: int, slim: frozenset[str] = frozenset()
+) -> Loaded:
     source = read_source(item.path, max_bytes=max_bytes)
     if isinstance(source, InputError) or item.kind != "yaml":
         return Loaded(item, source)
-    documents, errors = load_documents(source, max_nodes=max_nodes)
+    documents, errors = load_documents(source, max_nodes=max_nodes, slim=slim)
     return Loaded(item, source, documents, errors)
 
 
 def _load_chunk(
-    source: Source, text: str, line_offset: int, max_nodes: int
+    source: Source, text: str, line_offset: int, max_nodes: int, slim: frozenset[str]
 ) -> tuple[list[Document], list[InputError], bool, int]:
     """A piece of a big file; also returns how many documents (empty ones included) it holds."""
-    return _parse_chunk(source, text, line_offset, 0, max_nodes)
+    return _parse_chunk(source, text, line_offset, 0, max_nodes, slim)
 
 
 def _load_parallel(
-    inputs: Sequence[Input], sizes: list[int], jobs: int, max_bytes: int, max_nodes: int
+    inputs: Sequence[Input],
+    sizes: list[int],
+    jobs: int,
+    max_bytes: int,
+    max_nodes: int,
+    slim: frozenset[str],
 ) -> list[Loaded]:
     import multiprocessing
     from concurrent.futures import Future, ProcessPoolExecutor
@@ -582,15 +600,15 @@ def _load_parallel(
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init) as pool:
         for i, item in enumerate(inputs):
             if item.kind != "yaml" or item.path == STDIN:
-                results[i] = _load_one(item, max_bytes, max_nodes)
+                results[i] = _load_one(item, max_bytes, max_nodes, slim)
             elif sizes[i] > CHUNK_BYTES:
-                loaded = _load_split(item, pool, jobs, max_bytes, max_nodes)
+                loaded = _load_split(item, pool, jobs, max_bytes, max_nodes, slim)
                 if isinstance(loaded, Loaded):
                     results[i] = loaded
                 else:
                     chunked[i] = loaded
             else:
-                pending.append((i, pool.submit(_load_one, item, max_bytes, max_nodes)))
+                pending.append((i, pool.submit(_load_one, item, max_bytes, max_nodes, slim)))
         for i, future in pending:
             results[i] = future.result()
         for i, (source, futures) in chunked.items():
@@ -599,7 +617,7 @@ def _load_parallel(
 
 
 def _load_split(
-    item: Input, pool: Any, jobs: int, max_bytes: int, max_nodes: int
+    item: Input, pool: Any, jobs: int, max_bytes: int, max_nodes: int, slim: frozenset[str]
 ) -> Loaded | tuple[Source, list[Any]]:
     """Submit one big file in ``jobs`` times :data:`PIECES_PER_JOB` pieces (at least
     :data:`CHUNK_BYTES` each) cut at ``---`` lines. Each piece's strings are copied once more in
@@ -636,20 +654,26 @@ def _load_split(
             first = bom + len(text[:begin].encode())
             last = first + len(text[begin:stop].encode())
         futures.append(
-            pool.submit(_load_range, source.path, item.path, first, last, line, max_nodes)
+            pool.submit(_load_range, source.path, item.path, first, last, line, max_nodes, slim)
         )
         line += text.count("\n", begin, stop)
     return source, futures
 
 
 def _load_range(
-    shown: str, path: str, first: int, last: int, line_offset: int, max_nodes: int
+    shown: str,
+    path: str,
+    first: int,
+    last: int,
+    line_offset: int,
+    max_nodes: int,
+    slim: frozenset[str],
 ) -> tuple[list[Document], list[InputError], bool, int]:
     """Bytes ``first``..``last`` of a big file, read and parsed in a worker."""
     with open(path, "rb") as fh:
         fh.seek(first)
         piece = fh.read(last - first).decode("utf-8")
-    return _load_chunk(Source(shown, ""), piece, line_offset, max_nodes)
+    return _load_chunk(Source(shown, ""), piece, line_offset, max_nodes, slim)
 
 
 def _join_chunks(item: Input, source: Source, futures: list[Any]) -> Loaded:
