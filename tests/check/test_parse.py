@@ -251,3 +251,26 @@ def test_slimmed_kinds_keep_metadata_positions_and_duplicates() -> None:
     for path in [("kind",), ("metadata", "name"), ("metadata", "annotations", "x"), ("data",)]:
         assert config.locate((), path) == full_config.locate((), path if path != ("data",) else ())
     assert [(d.key, d.line) for d in config.duplicates] == [("a", 8)]
+
+
+@pytest.mark.parametrize("bom", ["", "\ufeff"])
+def test_a_big_file_parsed_from_disk_equals_its_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bom: str
+) -> None:
+    """A big ASCII file is parsed from the file itself (no UTF-8 copy of its text): same data,
+    positions and duplicates as parsing the text, on the fast path and after a retry on the
+    careful one (aliases), with or without a BOM; a file changed since it was read is not used."""
+    monkeypatch.setattr(yaml_source, "RELEASE_BYTES", 10)
+    text = MANIFEST + "---\n" + "base: &b {x: 1}\nuse: *b\nk: 1\nk: 2\n"
+    path = tmp_path / "big.yaml"
+    path.write_text(bom + text, encoding="utf-8")
+    source = yaml_source.read_source(str(path))
+    assert isinstance(source, Source)
+    from_file, _ = load_documents(source, file=str(path))
+    from_text, _ = load_documents(Source(str(path), text))
+    assert [(d.data, list(d.positions), d.duplicates) for d in from_file] == [
+        (d.data, list(d.positions), d.duplicates) for d in from_text
+    ]
+    path.write_text("kind: Other\n" * 20, encoding="utf-8")
+    changed, _ = load_documents(source, file=str(path))
+    assert [d.data for d in changed] == [d.data for d in from_text]

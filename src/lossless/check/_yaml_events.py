@@ -32,7 +32,7 @@ import re
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 from yaml import events as ev
@@ -158,16 +158,20 @@ def _scalar(event: Any, intern: Callable[[str, str], str]) -> Any:
 
 
 def parse_stream(
-    text: str, line_offset: int = 0, slim: frozenset[str] = frozenset()
+    text: str | BinaryIO, line_offset: int = 0, slim: frozenset[str] = frozenset()
 ) -> list[RawDocument]:
-    """Every document of ``text``; see the module docstring (raises on bad input).
+    """Every document of ``text`` (or of a binary file, read from its current position); see
+    the module docstring (raises on bad input).
 
     A document (a mapping) whose ``kind`` is in ``slim`` keeps only :data:`SLIM_KEEP`, with
     their positions, as soon as it is complete (see :func:`slimmed`).
     """
+    start = 0 if isinstance(text, str) else text.tell()
     try:
         return _fast(text, line_offset, slim)
     except _Irregular:
+        if not isinstance(text, str):
+            text.seek(start)
         return _careful(text, line_offset, slim)
 
 
@@ -198,7 +202,7 @@ def _slot_count(node: Any) -> int:
     return 1
 
 
-def _fast(text: str, line_offset: int, slim: frozenset[str]) -> list[RawDocument]:
+def _fast(text: str | BinaryIO, line_offset: int, slim: frozenset[str]) -> list[RawDocument]:
     """Trees whose event order is their pre-order: positions are appended as events arrive."""
     parser = CParser(text)
     get: Callable[[], Any] = parser.get_event
@@ -297,7 +301,7 @@ class _Frame:
         self.anchor = anchor
 
 
-def _careful(text: str, line_offset: int, slim: frozenset[str]) -> list[RawDocument]:
+def _careful(text: str | BinaryIO, line_offset: int, slim: frozenset[str]) -> list[RawDocument]:
     """Any stream: positions recorded per object, laid out in pre-order once a document ends."""
     parser = CParser(text)
     cache: dict[str, str] = {}

@@ -366,18 +366,29 @@ def expanded_size(data: Any, limit: int) -> int:
 
 
 def load_documents(
-    source: Source, *, max_nodes: int = MAX_NODES, slim: frozenset[str] = frozenset()
+    source: Source,
+    *,
+    max_nodes: int = MAX_NODES,
+    slim: frozenset[str] = frozenset(),
+    file: str | None = None,
 ) -> tuple[list[Document], list[InputError]]:
     """Parse every YAML document of ``source``; see the module docstring for the contract.
 
     A document whose top-level ``kind`` is in ``slim`` keeps only its ``apiVersion``, ``kind``
     and ``metadata`` (with their positions): kinds no rule reads the body of are not held whole
     (a CRD's schema, a ConfigMap's data). Duplicate keys anywhere in it are still reported.
+
+    ``file``: the file ``source`` was just read from. A big ASCII text is then parsed from the
+    file (libyaml reads it in pieces) instead of from the whole UTF-8 copy of the text that
+    PyYAML would make, unless the file's size no longer matches the text.
     """
     unrendered = _unrendered_helm_line(source.text)
     if unrendered is not None:
         return [], [_unrendered_error(source.path, unrendered)]
-    documents, errors, _, _ = _parse_chunk(source, source.text, 0, 0, max_nodes, slim)
+    text = source.text
+    if file is not None and (len(text) < RELEASE_BYTES or not text.isascii()):
+        file = None
+    documents, errors, _, _ = _parse_chunk(source, text, 0, 0, max_nodes, slim, file)
     return documents, errors
 
 
@@ -397,8 +408,10 @@ def _parse_chunk(
     index: int,
     max_nodes: int,
     slim: frozenset[str] = frozenset(),
+    file: str | None = None,
 ) -> tuple[list[Document], list[InputError], bool, int]:
-    """Documents of ``text`` (lines ``line_offset``... of ``source``), numbered from ``index``.
+    """Documents of ``text`` (lines ``line_offset``... of ``source``), numbered from ``index``;
+    parsed from ``file`` instead when it holds exactly ``text`` (ASCII: as many bytes).
 
     Also returns whether the stream stopped early on an error (later text is not trusted) and
     the index after the last document read (empty documents count).
@@ -408,7 +421,7 @@ def _parse_chunk(
     raws: list[_yaml_events.RawDocument] = []
     failed = False
     try:
-        raws = _yaml_events.parse_stream(text, line_offset, slim)
+        raws = _parse(text, file, line_offset, slim)
     except _yaml_events.TooDeep as exc:
         errors.append(
             InputError(source.path, "YAML nests too deeply to be a manifest", exc.line + 1)
@@ -468,6 +481,24 @@ def _parse_chunk(
         )
         index += 1
     return documents, errors, failed, index
+
+
+def _parse(
+    text: str, file: str | None, line_offset: int, slim: frozenset[str]
+) -> list[_yaml_events.RawDocument]:
+    if file is not None:
+        try:
+            handle = open(file, "rb")  # noqa: SIM115 - closed below
+        except OSError:
+            file = None
+    if file is None:
+        return _yaml_events.parse_stream(text, line_offset, slim)
+    with handle:
+        bom = 3 if handle.read(3) == b"\xef\xbb\xbf" else 0
+        if os.fstat(handle.fileno()).st_size != len(text) + bom:
+            return _yaml_events.parse_stream(text, line_offset, slim)  # changed since read
+        handle.seek(bom)
+        return _yaml_events.parse_stream(handle, line_offset, slim)
 
 
 def _boundaries(text: str) -> tuple[list[int], int]:
@@ -571,7 +602,7 @@ def _load_one(
     source = read_source(item.path, max_bytes=max_bytes)
     if isinstance(source, InputError) or item.kind != "yaml":
         return Loaded(item, source)
-    documents, errors = load_documents(source, max_nodes=max_nodes, slim=slim)
+    documents, errors = load_documents(source, max_nodes=max_nodes, slim=slim, file=item.path)
     return Loaded(item, source, documents, errors)
 
 
