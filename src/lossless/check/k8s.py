@@ -171,11 +171,11 @@ class K8sObject:
     def __post_init__(self) -> None:
         self._parse_ignores()
 
-    @property
+    @cached_property
     def kind(self) -> str:
         return str(self.data.get("kind") or "")
 
-    @property
+    @cached_property
     def api_version(self) -> str:
         return str(self.data.get("apiVersion") or "")
 
@@ -372,7 +372,7 @@ class Workload(K8sObject):
                 return False
         return True
 
-    @property
+    @cached_property
     def pod_path(self) -> tuple[PathPart, ...]:
         """Path to the pod template (its ``metadata``/``spec`` live below)."""
         if self.kind == "Pod":
@@ -381,7 +381,7 @@ class Workload(K8sObject):
             return ("spec", "jobTemplate", "spec", "template")
         return ("spec", "template")
 
-    @property
+    @cached_property
     def pod_spec_path(self) -> tuple[PathPart, ...]:
         return (*self.pod_path, "spec")
 

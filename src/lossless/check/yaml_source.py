@@ -290,16 +290,19 @@ class Document:
         positions = self.positions
         if not positions:
             return self.start, 0, 0
+        sizes: dict[int, int] | None = self.__dict__.get("_sizes")
+        if sizes is None:
+            sizes = self.__dict__["_sizes"] = {}
         node, slot = self.data, 0
         for part in prefix:
-            found = _step(node, slot, part)
+            found = _step(node, slot, part, sizes)
             if found is None:
                 break
             node, slot = found[0], found[2]
         line, column = _yaml_events.unpack(positions[slot])
         length = 0
         for part in path:
-            found = _step(node, slot, part)
+            found = _step(node, slot, part, sizes)
             if found is None:
                 break
             node, where, slot = found
@@ -307,23 +310,44 @@ class Document:
             length = len(part) if isinstance(part, str) else 1
         return line, column, length
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The size cache is keyed by object ids, which mean nothing in another process.
+        state = self.__dict__.copy()
+        state.pop("_sizes", None)
+        return state
 
-def _step(node: Any, slot: int, part: PathPart) -> tuple[Any, int, int] | None:
-    """One step down from the node at ``slot``: ``(child, slot of its key or item, its slot)``."""
+
+def _step(
+    node: Any, slot: int, part: PathPart, sizes: dict[int, int]
+) -> tuple[Any, int, int] | None:
+    """One step down from the node at ``slot``: ``(child, slot of its key or item, its slot)``.
+
+    ``sizes`` caches the slot count of the sibling subtrees skipped (by ``id``; the document
+    keeps them alive), so locating many fields of one object walks each sibling once.
+    """
     slot += 1
     if isinstance(part, int):
         if type(node) is not list or not 0 <= part < len(node):
             return None
         for item in node[:part]:
-            slot += _slots(item)
+            slot += _cached_slots(item, sizes)
         return node[part], slot, slot
     if type(node) is not dict or part not in node:
         return None
     for key, value in node.items():
         if key == part:
             return value, slot, slot + 1
-        slot += 1 + _slots(value)
+        slot += 1 + _cached_slots(value, sizes)
     return None  # pragma: no cover - part is in node
+
+
+def _cached_slots(node: Any, sizes: dict[int, int]) -> int:
+    if type(node) is not dict and type(node) is not list:
+        return 1
+    known = sizes.get(id(node))
+    if known is None:
+        known = sizes[id(node)] = _slots(node)
+    return known
 
 
 def _slots(node: Any) -> int:
