@@ -149,6 +149,21 @@ def selector_matches(selector: Any, labels: Mapping[str, Any]) -> bool:
     return True
 
 
+def _walk(node: Any, path: tuple[PathPart, ...]) -> Any:
+    """The value at ``path`` below ``node``, or ``None`` when any step is missing."""
+    for part in path:
+        if type(part) is str and type(node) is dict:  # the common case, without ABC checks
+            if part not in node:
+                return None
+        elif isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                return None
+        elif not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 @dataclass(frozen=True)
 class Port:
     """A container port: its number and optional name."""
@@ -211,18 +226,7 @@ class K8sObject:
 
     def get(self, *path: PathPart) -> Any:
         """The value at ``path`` below the object, or ``None`` when any step is missing."""
-        node: Any = self.data
-        for part in path:
-            if type(part) is str and type(node) is dict:  # the common case, without ABC checks
-                if part not in node:
-                    return None
-            elif isinstance(part, int):
-                if not isinstance(node, list) or part >= len(node):
-                    return None
-            elif not isinstance(node, Mapping) or part not in node:
-                return None
-            node = node[part]
-        return node
+        return _walk(self.data, path)
 
     def loc(self, *path: PathPart) -> Location:
         """Position of the deepest existing key (or item) along ``path``; the object's start else.
@@ -269,7 +273,7 @@ class Container:
         return str(self.data.get("name") or f"#{self.path[-1]}")
 
     def get(self, *path: PathPart) -> Any:
-        return self.workload.get(*self.path, *path)
+        return _walk(self.data, path)  # self.data is the node at self.path
 
     def loc(self, *path: PathPart) -> Location:
         return self.workload.loc(*self.path, *path)
