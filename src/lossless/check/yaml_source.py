@@ -626,7 +626,8 @@ def _load_one(
     source = read_source(item.path, max_bytes=max_bytes)
     if isinstance(source, InputError) or item.kind != "yaml":
         return Loaded(item, source)
-    documents, errors = load_documents(source, max_nodes=max_nodes, slim=slim, file=item.path)
+    file = None if item.path == STDIN else item.path
+    documents, errors = load_documents(source, max_nodes=max_nodes, slim=slim, file=file)
     return Loaded(item, source, documents, errors)
 
 
