@@ -149,10 +149,8 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 def _list_rules() -> str:
-    from lossless.check import rules
     from lossless.check.model import all_rules
 
-    rules.load()
     lines = [f"{'code':6}  {'family':10}  {'severity':8}  summary"]
     for rule in all_rules():
         lines.append(f"{rule.code:6}  {rule.family:10}  {rule.severity.label:8}  {rule.summary}")

@@ -30,7 +30,6 @@ from lossless.check.config import Config
 from lossless.check.dockerfile import Dockerfile, image_repository
 from lossless.check.k8s import (
     CONTROLLER_LABELS,
-    KNOWN_KINDS,
     PASSIVE_KINDS,
     SCALED_KINDS,
     Container,
@@ -523,9 +522,6 @@ def gc_paused() -> Iterator[None]:
 def _run_check(
     operands: Sequence[str], config: Config, *, max_bytes: int, jobs: int | None
 ) -> Report:
-    from lossless.check import rules  # registers every rule
-
-    rules.load()
     context, errors, notes, files = build_context(operands, config, max_bytes=max_bytes, jobs=jobs)
     enabled = [
         r.with_severity(config.severity.get(r.code, r.severity))
@@ -571,7 +567,3 @@ def _finding(rule_: Rule, hit: Hit, mapper: OriginMapper, sources: SourceMap) ->
         if reason is not None:
             suppression = Suppression(reason)
     return Finding(rule_, hit.message, location, rule_.severity, ref, suppression)
-
-
-def known_kind(kind: str) -> bool:
-    return kind in KNOWN_KINDS

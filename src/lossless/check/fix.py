@@ -118,9 +118,6 @@ def plan(
     jobs: int | None = None,
 ) -> Plan:
     """The verified edits for every fixable finding of ``operands`` (see the module docstring)."""
-    from lossless.check import rules
-
-    rules.load()
     result = Plan()
     context, errors, _, _ = build_context(operands, config, max_bytes=max_bytes, jobs=jobs)
     result.errors = errors
