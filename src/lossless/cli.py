@@ -30,6 +30,10 @@ COMMAND_MODULES = (
     "lossless.verify.demo",
 )
 
+# A command that must start fast loads only its own module (``lossless check`` runs in CI on every
+# commit, and the other commands' modules import asyncio and the runtime).
+_ALONE = {"check": "lossless.check.command"}
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors (the full usage stays in ``--help``)."""
@@ -38,14 +42,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``lossless`` parser; with ``command`` in ``_ALONE``, only that subcommand's."""
     parser = _Parser(
         prog="lossless",
         description="Upgrade services with zero failed requests, and prove it.",
     )
     parser.add_argument("--version", action="version", version=f"lossless {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    alone = _ALONE.get(command or "")
     for name in COMMAND_MODULES:
+        if alone is not None and name != alone:
+            continue
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -57,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(arguments[0] if arguments else None)
+    args, extra = parser.parse_known_args(arguments)
     if extra and not getattr(args, "accepts_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra  # for commands that parse more themselves (serve: uvicorn's options)

@@ -18,9 +18,7 @@ from conftest import FIXTURES, ROOT
 from lossless.check import run_check
 from lossless.check.config import Config, load_config
 from lossless.check.model import all_rules
-from lossless.check.rules import load
 
-load()
 CODES = [rule.code for rule in all_rules()]
 
 

@@ -9,10 +9,10 @@ import pytest
 from conftest import ROOT
 from lossless.check import docs
 from lossless.check.dockerfile import base_lacks_sleep, image_repository, parse
-from lossless.check.load import Source, load_documents
 from lossless.check.rules.rollout import int_or_percent
 from lossless.check.rules.shutdown import exec_sleep_seconds, parse_seconds
 from lossless.check.shell import analyze, final_command
+from lossless.check.yaml_source import Source, load_documents
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """Apps the runtime tests serve under ``lossless serve``: the same endpoints in ASGI and WSGI.
 
 - ``/``: answers ``hello`` at once.
-- ``/slow?s=SECONDS``: answers after sleeping.
+- ``/slow?s=SECONDS``: answers after sleeping; it first appends a line to ``APP_STARTED_FILE``
+  (when set) so a test can wait for the request to reach the app instead of sleeping.
 - ``/stream?n=N&s=SECONDS``: streams N chunks, sleeping between them.
 
 Behaviour switches come from environment variables so one module serves every scenario:
@@ -21,6 +22,14 @@ from urllib.parse import parse_qs
 from lossless.lifecycle import get_lifecycle
 
 lc = get_lifecycle()
+
+
+def _mark_started() -> None:
+    marker = os.environ.get("APP_STARTED_FILE")
+    if marker:
+        with open(marker, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
 
 if os.environ.get("APP_STARTUP_SLEEP"):
 
@@ -94,6 +103,7 @@ async def asgi(scope, receive, send):  # type: ignore[no-untyped-def]
         await send({"type": "http.response.body", "body": b""})
         return
     if path == "/slow":
+        _mark_started()
         await asyncio.sleep(float(params.get("s", "1")))
     body = b"hello"
     await send(
@@ -119,6 +129,7 @@ def wsgi(environ, start_response):  # type: ignore[no-untyped-def]
 
         return chunks()
     if path == "/slow":
+        _mark_started()
         time.sleep(float(params.get("s", "1")))
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
     return [b"hello"]

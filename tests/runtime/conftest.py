@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -39,6 +40,10 @@ class Server:
         full_env.pop("KUBERNETES_SERVICE_HOST", None)
         full_env.update(env or {})
         full_env["PYTHONPATH"] = str(ROOT)
+        # apps.py's /slow appends a line here when a request reaches the app (wait_slow_started)
+        fd, self.started_file = tempfile.mkstemp(prefix="lossless-started-")
+        os.close(fd)
+        full_env.setdefault("APP_STARTED_FILE", self.started_file)
         self.proc = subprocess.Popen(
             cmd,
             stdout=subprocess.DEVNULL,
@@ -61,6 +66,16 @@ class Server:
     def _wait(self) -> None:
         self.proc.wait()
         self.exited_at = time.monotonic()
+
+    def wait_slow_started(self, count: int, timeout: float = 10.0) -> None:
+        """Block until ``count`` ``/slow`` requests have reached the app (bounded polling)."""
+        end = time.monotonic() + timeout
+        while True:
+            with open(self.started_file) as f:
+                if len(f.read().split()) >= count:
+                    return
+            assert time.monotonic() < end, f"{count} /slow request(s) never reached the app"
+            time.sleep(0.005)
 
     def events(self) -> list[dict[str, object]]:
         return parse_events(self.lines)
@@ -130,6 +145,8 @@ class Server:
         self._reader.join(5)
         if self.proc.stderr is not None:
             self.proc.stderr.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.started_file)
 
 
 @pytest.fixture

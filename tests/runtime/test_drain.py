@@ -31,11 +31,22 @@ def _wait_draining(server: Server, sent: float) -> None:
         time.sleep(0.01)
 
 
+def _wait_signals(server: Server, count: int, timeout: float = 5.0) -> None:
+    """Block until the server logged its ``count``-th signal (it handled it)."""
+    end = time.monotonic() + timeout
+    while sum(1 for e in server.events() if e["event"] == "signal") < count:
+        assert time.monotonic() < end, f"signal {count} not handled: {server.stderr()}"
+        time.sleep(0.01)
+
+
 def _start_slow(server: Server, seconds: float) -> tuple[threading.Thread, dict[str, object]]:
+    """Send ``/slow?s=seconds`` on a thread; return once the request has reached the app."""
+    with open(server.started_file) as f:
+        before = len(f.read().split())
     out: dict[str, object] = {}
     thread = threading.Thread(target=_request, args=(server, f"/slow?s={seconds}", out))
     thread.start()
-    time.sleep(0.2)  # let the request reach the app
+    server.wait_slow_started(before + 1)
     return thread, out
 
 
@@ -154,7 +165,7 @@ def test_7_second_signal_skips_the_delay(serve, kind: str) -> None:
     server = serve(kind, "--drain-delay", "10", "--shutdown-timeout", "20")
     server.wait_ready()
     t0 = server.signal()
-    time.sleep(0.3)
+    _wait_signals(server, 1)
     server.signal()
     assert server.wait_exit(10) == 0, server.stderr()
     assert server.exited_at is not None and server.exited_at - t0 < 2.0
@@ -168,9 +179,9 @@ def test_third_signal_exits_at_once(serve, kind: str) -> None:
     server.wait_ready()
     thread, _out = _start_slow(server, 10)
     t0 = server.signal()
-    time.sleep(0.2)
+    _wait_signals(server, 1)
     server.signal()
-    time.sleep(0.2)
+    _wait_signals(server, 2)
     server.signal()
     assert server.wait_exit(10) != 0
     assert server.exited_at is not None and server.exited_at - t0 < 3.0

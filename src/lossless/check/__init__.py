@@ -8,7 +8,7 @@ Library use::
     for finding in report.active:
         print(finding.location, finding.code, finding.message)
 
-Needs the ``check`` extra (ruamel.yaml). See docs/check.md for the rules and configuration.
+Needs the ``check`` extra (PyYAML with its C extension). See docs/check.md for the rules and configuration.
 """
 
 from __future__ import annotations

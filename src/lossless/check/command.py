@@ -3,6 +3,8 @@
 Exit codes: 0 when no finding at or above ``--fail-on`` counts; 1 when one does; 2 on a usage
 error or when any input could not be read or parsed (the other inputs are still checked and
 reported; an input error wins over findings, so a partial check never passes as a clean one).
+Findings listed in a ``--baseline`` file do not count; ``--write-baseline`` records the current
+findings and exits 0 (2 on an input error: a baseline of a partial check is not written).
 Input errors and notes are one line each on stderr; findings go to stdout (or ``--output``).
 """
 
@@ -76,6 +78,33 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="refuse inputs larger than this (default: 16 MiB)",
     )
     parser.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="parse inputs on N processes when there are many (default: every core)",
+    )
+    fixing = parser.add_mutually_exclusive_group()
+    fixing.add_argument(
+        "--diff",
+        action="store_true",
+        help="print the safe fixes as a unified diff and exit (1 when there are any)",
+    )
+    fixing.add_argument(
+        "--fix", action="store_true", help="apply the safe fixes, then report what is left"
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="FILE",
+        help="findings listed in FILE do not count (only new ones fail); see --write-baseline",
+    )
+    parser.add_argument(
+        "--write-baseline",
+        metavar="FILE",
+        help="write the current findings to FILE as the accepted baseline, then exit 0",
+    )
+    parser.add_argument(
         "--show-suppressed", action="store_true", help="list suppressed findings (text format)"
     )
     parser.add_argument("--list-rules", action="store_true", help="print the rules and exit")
@@ -120,10 +149,8 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 def _list_rules() -> str:
-    from lossless.check import rules
     from lossless.check.model import all_rules
 
-    rules.load()
     lines = [f"{'code':6}  {'family':10}  {'severity':8}  summary"]
     for rule in all_rules():
         lines.append(f"{rule.code:6}  {rule.family:10}  {rule.severity.label:8}  {rule.summary}")
@@ -147,7 +174,38 @@ def run(args: argparse.Namespace) -> int:
         raise LosslessError("--max-file-size must be positive")
     if args.paths.count("-") > 1:
         raise LosslessError("stdin (-) can be given only once")
-    report = run_check(args.paths or ["."], config, max_bytes=int(args.max_file_size * 1024 * 1024))
+    if args.jobs is not None and args.jobs < 1:
+        raise LosslessError("--jobs must be >= 1")
+    if args.baseline and args.write_baseline:
+        raise LosslessError("--baseline and --write-baseline cannot be used together")
+    if args.baseline:
+        from lossless.check.baseline import read_baseline
+
+        baseline = read_baseline(Path(args.baseline))
+    if args.diff or args.fix:
+        fixed = _fix(args, config)
+        if fixed is not None:
+            return fixed
+    report = run_check(
+        args.paths or ["."],
+        config,
+        max_bytes=int(args.max_file_size * 1024 * 1024),
+        jobs=args.jobs,
+    )
+    if args.write_baseline and not report.errors:
+        from lossless.check.baseline import write_baseline
+
+        count = write_baseline(Path(args.write_baseline), report)
+        print(f"lossless check: wrote {count} findings to {args.write_baseline}", file=sys.stderr)
+    if args.baseline:
+        from lossless.check.baseline import apply_baseline
+
+        stale = apply_baseline(report, baseline, args.baseline)
+        if stale:
+            report.notes.append(
+                f"{stale} finding{'s' * (stale != 1)} in baseline {args.baseline} no longer "
+                f"occur{'s' * (stale == 1)}: rewrite it with --write-baseline {args.baseline}"
+            )
     for note in report.notes:
         print(f"lossless check: note: {note}", file=sys.stderr)
     for error in report.errors:
@@ -161,4 +219,47 @@ def run(args: argparse.Namespace) -> int:
         print(f"lossless check: {summary_line(report)}", file=sys.stderr)
     else:
         sys.stdout.write(output)
+    if args.write_baseline and not report.errors:
+        return 0
+    if args.write_baseline:
+        print(
+            f"lossless check: error: baseline {args.write_baseline} not written: "
+            "fix the input errors first",
+            file=sys.stderr,
+        )
     return report.exit_code(config)
+
+
+def _fix(args: argparse.Namespace, config: Config) -> int | None:
+    """``--diff``: print the fixes, return the exit code. ``--fix``: write them, return None (the
+    check then runs on the fixed files)."""
+    from lossless.check import fix
+
+    planned = fix.plan(
+        args.paths or ["."],
+        config,
+        max_bytes=int(args.max_file_size * 1024 * 1024),
+        jobs=args.jobs,
+    )
+    for note in planned.notes:
+        print(f"lossless check: note: {note}", file=sys.stderr)
+    changed = fix.apply(planned.edits, planned.originals)
+    if args.diff:
+        sys.stdout.write(fix.diff(planned.originals, changed))
+        for error in planned.errors:
+            print(f"lossless check: error: {error}", file=sys.stderr)
+        return 2 if planned.errors else (1 if changed else 0)
+    count = 0
+    for path, text in changed.items():
+        try:
+            Path(path).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise LosslessError(f"cannot write {path}: {exc.strerror or exc}") from None
+        count += sum(1 for e in planned.edits if e.path == path)
+    if changed:
+        print(
+            f"lossless check: fixed {count} finding{'s' * (count != 1)} in {len(changed)} "
+            f"file{'s' * (len(changed) != 1)}",
+            file=sys.stderr,
+        )
+    return None

@@ -10,7 +10,6 @@ ancestors up to the working directory, for ``docker build -f sub/Dockerfile .``)
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 import re
 import shlex
@@ -277,10 +276,3 @@ def base_lacks_sleep(image: str) -> bool:
         or repo.endswith("chainguard-images/static")
         or repo.endswith("wolfi-base/static")
     )
-
-
-def context_relative(path: Path) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:  # pragma: no cover
-        return str(path)

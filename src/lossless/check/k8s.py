@@ -15,10 +15,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-
-from lossless.check.load import Document, Origin, find_origin
 from lossless.check.model import Location
+from lossless.check.yaml_source import Document, Origin, find_origin
 
 __all__ = [
     "BATCH_KINDS",
@@ -151,6 +149,21 @@ def selector_matches(selector: Any, labels: Mapping[str, Any]) -> bool:
     return True
 
 
+def _walk(node: Any, path: tuple[PathPart, ...]) -> Any:
+    """The value at ``path`` below ``node``, or ``None`` when any step is missing."""
+    for part in path:
+        if type(part) is str and type(node) is dict:  # the common case, without ABC checks
+            if part not in node:
+                return None
+        elif isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                return None
+        elif not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 @dataclass(frozen=True)
 class Port:
     """A container port: its number and optional name."""
@@ -165,7 +178,7 @@ class K8sObject:
     """One Kubernetes object: ``prefix`` is its path from the document root (``items``, n)."""
 
     document: Document
-    data: CommentedMap
+    data: dict[str, Any]
     prefix: tuple[PathPart, ...] = ()
     ignores: dict[str, str] = field(default_factory=dict)
     ignore_errors: list[str] = field(default_factory=list)
@@ -173,11 +186,11 @@ class K8sObject:
     def __post_init__(self) -> None:
         self._parse_ignores()
 
-    @property
+    @cached_property
     def kind(self) -> str:
         return str(self.data.get("kind") or "")
 
-    @property
+    @cached_property
     def api_version(self) -> str:
         return str(self.data.get("apiVersion") or "")
 
@@ -213,36 +226,14 @@ class K8sObject:
 
     def get(self, *path: PathPart) -> Any:
         """The value at ``path`` below the object, or ``None`` when any step is missing."""
-        node: Any = self.data
-        for part in path:
-            if isinstance(part, int):
-                if not isinstance(node, list) or part >= len(node):
-                    return None
-            elif not isinstance(node, Mapping) or part not in node:
-                return None
-            node = node[part]
-        return node
+        return _walk(self.data, path)
 
     def loc(self, *path: PathPart) -> Location:
         """Position of the deepest existing key (or item) along ``path``; the object's start else.
 
         The end column covers the key's text, so editors and SARIF viewers underline it.
         """
-        node: Any = self.data
-        line, column = self.data.lc.line, self.data.lc.col
-        length = 0
-        for part in path:
-            if isinstance(part, int):
-                if not isinstance(node, CommentedSeq) or part >= len(node):
-                    break
-                line, column = node.lc.item(part)
-                length = 1
-            else:
-                if not isinstance(node, CommentedMap) or part not in node:
-                    break
-                line, column = node.lc.key(part)
-                length = len(part)
-            node = node[part]
+        line, column, length = self.document.locate(self.prefix, path)
         end = column + 1 + length if length else None
         return Location(self.document.source.path, line + 1, column + 1, line + 1, end)
 
@@ -282,7 +273,7 @@ class Container:
         return str(self.data.get("name") or f"#{self.path[-1]}")
 
     def get(self, *path: PathPart) -> Any:
-        return self.workload.get(*self.path, *path)
+        return _walk(self.data, path)  # self.data is the node at self.path
 
     def loc(self, *path: PathPart) -> Location:
         return self.workload.loc(*self.path, *path)
@@ -385,7 +376,7 @@ class Workload(K8sObject):
                 return False
         return True
 
-    @property
+    @cached_property
     def pod_path(self) -> tuple[PathPart, ...]:
         """Path to the pod template (its ``metadata``/``spec`` live below)."""
         if self.kind == "Pod":
@@ -394,7 +385,7 @@ class Workload(K8sObject):
             return ("spec", "jobTemplate", "spec", "template")
         return ("spec", "template")
 
-    @property
+    @cached_property
     def pod_spec_path(self) -> tuple[PathPart, ...]:
         return (*self.pod_path, "spec")
 
@@ -444,20 +435,20 @@ def _is_native_sidecar(container: Container) -> bool:
 def objects_from(document: Document) -> Iterator[K8sObject]:
     """The Kubernetes objects of ``document`` (``kind: List`` items flattened)."""
     data = document.data
-    if not isinstance(data, CommentedMap):
+    if not isinstance(data, dict):
         return
     if data.get("kind") == "List" or str(data.get("kind", "")).endswith("List"):
         items = data.get("items")
-        if isinstance(items, CommentedSeq):
+        if isinstance(items, list):
             for i, item in enumerate(items):
-                if isinstance(item, CommentedMap) and item.get("kind"):
+                if isinstance(item, dict) and item.get("kind"):
                     yield _make(document, item, ("items", i))
         return
     if data.get("kind") and data.get("apiVersion"):
         yield _make(document, data, ())
 
 
-def _make(document: Document, data: CommentedMap, prefix: tuple[PathPart, ...]) -> K8sObject:
+def _make(document: Document, data: dict[str, Any], prefix: tuple[PathPart, ...]) -> K8sObject:
     if data.get("kind") in WORKLOAD_KINDS:
         return Workload(document, data, prefix)
     return K8sObject(document, data, prefix)

@@ -219,5 +219,7 @@ def rule(
 
 
 def all_rules() -> list[Rule]:
-    """Every registered rule, in code order."""
+    """Every rule, in code order. The rule modules register on import; this imports them."""
+    import lossless.check.rules  # noqa: F401 - importing the package registers every rule
+
     return sorted(REGISTRY.values(), key=lambda r: r.code)

@@ -34,9 +34,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
+import yaml
 
+from lossless.check import _yaml_events
 from lossless.check.model import InputError
 
 __all__ = ["KUSTOMIZATION_FILES", "Rendered", "Target", "discover", "render"]
@@ -140,9 +140,10 @@ def _referenced_dirs(directory: Path) -> set[Path]:
     else:  # pragma: no cover - is_kustomization() said there is one
         return set()
     try:
-        data = YAML(typ="safe", pure=True).load(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, YAMLError):
+        documents = _yaml_events.parse_stream(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError):
         return set()
+    data = documents[0].data if documents else None
     if not isinstance(data, dict):
         return set()
     found: set[Path] = set()

@@ -9,8 +9,9 @@ Renderers only format: they never decide what is a finding or what the exit code
   ``end_line``, ``end_column``, and ``rendered`` when mapped to a Helm/kustomize source),
   ``object`` and ``suppressed`` (``null`` or ``{"reason"}``).
 - SARIF 2.1.0: one run; the driver lists every enabled rule with its help text; results carry
-  real regions, ``suppressions`` for suppressed findings, the rendered position as a related
-  location; input errors are tool execution notifications.
+  real regions, ``suppressions`` for suppressed findings (``external`` for a baseline's), the
+  rendered position as a related location, and ``partialFingerprints`` that survive line shifts
+  (the baseline's fingerprint); input errors are tool execution notifications.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from lossless import __version__
+from lossless.check.baseline import fingerprint
 from lossless.check.engine import Report
 from lossless.check.model import Finding, InputError, Location, Rule, Severity
 
@@ -183,6 +185,8 @@ def render_sarif(report: Report) -> str:
                     "message": {"text": "position in the rendered output"},
                 }
             ]
+        # Stable across line shifts: code scanning tracks a finding as the same alert.
+        result["partialFingerprints"] = {"losslessFinding/v1": fingerprint(finding)}
         if finding.subject:
             result["properties"] = {"object": finding.subject}
         if finding.suppression is not None:

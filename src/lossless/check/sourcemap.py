@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from lossless.check.k8s import K8sObject, PathPart, objects_from
-from lossless.check.load import STDIN, Source, display_path, load_documents, read_source
 from lossless.check.model import Location
+from lossless.check.yaml_source import STDIN, Source, display_path, load_documents, read_source
 
 __all__ = ["SourceMap", "path_at"]
 

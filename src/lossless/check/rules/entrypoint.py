@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lossless.check.dockerfile import Dockerfile, Instruction
-from lossless.check.load import display_path
 from lossless.check.model import Hit, Location, Severity, rule
 from lossless.check.shell import ShellVerdict, analyze, is_shell
+from lossless.check.yaml_source import display_path
 
 if TYPE_CHECKING:
     from lossless.check.engine import Context

@@ -48,7 +48,7 @@ def duplicate_key(ctx: Context) -> Iterator[Hit]:
         for dup in document.duplicates:
             subject: K8sObject | None = None
             for owner in owners:
-                if owner.data.lc.line <= dup.line:
+                if owner.loc().line - 1 <= dup.line:
                     subject = owner
             yield Hit(
                 Location(
