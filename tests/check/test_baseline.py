@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from conftest import ROOT, RunCli
+from tests.check.conftest import ROOT, RunCli
 
 NEW_WORKLOAD = """\
 ---

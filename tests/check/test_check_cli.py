@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from conftest import FIXTURES, RunCli
+from tests.check.conftest import FIXTURES, RunCli
 
 GOOD = FIXTURES / "LL101" / "pass" / "with_readiness.yaml"
 BAD_RULE = FIXTURES / "LL201" / "fire" / "no_prestop.yaml"

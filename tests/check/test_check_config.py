@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.check.conftest import FIXTURES, RunCli
 
-from conftest import FIXTURES, RunCli
 from lossless.check import Config, Severity, run_check
 from lossless.check.config import find_config, load_config, parse_kube_version
 from lossless.errors import LosslessError

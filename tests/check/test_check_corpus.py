@@ -7,7 +7,7 @@ To update after an intended change: ``cd tests/check/corpus && python -m lossles
 
 from __future__ import annotations
 
-from conftest import HERE, RunCli
+from tests.check.conftest import HERE, RunCli
 
 CORPUS = HERE / "corpus"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import HERE, RunCli
+from tests.check.conftest import HERE, RunCli
 
 ORIGINS = HERE / "origins"
 

@@ -15,8 +15,7 @@ import json
 import shutil
 
 import pytest
-
-from conftest import HERE, RunCli
+from tests.check.conftest import HERE, RunCli
 
 PRECISION = HERE / "precision"
 

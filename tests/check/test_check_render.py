@@ -16,8 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import HERE, RunCli
+from tests.check.conftest import HERE, RunCli
 
 PODINFO = HERE / "precision" / "podinfo" / "kustomize"
 HELM_TEMPLATE = """\
@@ -132,7 +131,7 @@ def test_broken_kustomization_is_one_line(cli: RunCli, tmp_path: Path) -> None:
 
 
 def test_kustomization_without_tools_exits_2(tmp_path: Path) -> None:
-    from conftest import SRC
+    from tests.check.conftest import SRC
 
     shutil.copytree(PODINFO, tmp_path / "app")
     env = _no_tools_env(tmp_path)

@@ -13,8 +13,8 @@ import re
 from pathlib import Path
 
 import pytest
+from tests.check.conftest import FIXTURES, ROOT
 
-from conftest import FIXTURES, ROOT
 from lossless.check import run_check
 from lossless.check.config import Config, load_config
 from lossless.check.model import all_rules

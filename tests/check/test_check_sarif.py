@@ -8,8 +8,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-
-from conftest import DATA, HERE, ROOT, RunCli
+from tests.check.conftest import DATA, HERE, ROOT, RunCli
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.check.conftest import ROOT
 
-from conftest import ROOT
 from lossless.check import docs
 from lossless.check.dockerfile import base_lacks_sleep, image_repository, parse
 from lossless.check.rules.rollout import int_or_percent

@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
+from tests.check.conftest import ROOT, RunCli
 
-from conftest import ROOT, RunCli
 from lossless.check import yaml_source
 from lossless.check.yaml_source import Input, Source, load_documents, load_inputs
 

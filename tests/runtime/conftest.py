@@ -145,8 +145,10 @@ class Server:
         self._reader.join(5)
         if self.proc.stderr is not None:
             self.proc.stderr.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.started_file)
+        started_file = getattr(self, "started_file", None)  # subclasses may not create one
+        if started_file is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(started_file)
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from lossless.errors import LosslessError
+from lossless.verify.analysis.bounded import Distribution, analyze_dir
 from lossless.verify.analysis.core import analyze, percentiles
-from lossless.verify.analysis.stream import Distribution, analyze_dir
 from lossless.verify.analysis.upgrades import iter_records
 from lossless.verify.model import ErrorClass, Event, EventKind, Record
 from lossless.verify.results import RunWriter, read_run

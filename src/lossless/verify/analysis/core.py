@@ -38,9 +38,9 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from lossless.verify.analysis.bounded import Distribution
 from lossless.verify.analysis.faults import STRESS_KINDS, Attribution
 from lossless.verify.analysis.kinds import CauseKind
-from lossless.verify.analysis.stream import Distribution
 from lossless.verify.model import ErrorClass, Event, EventKind, Record
 from lossless.verify.results import Run
 
@@ -69,7 +69,7 @@ METRICS: dict[str, str] = {
     "rate_achieved": "requests per second the generator really sent: requests / (last actual "
     "send - first intended send); below rate_sent when it fell behind",
     "latency_ms": "percentiles of end - sent over complete responses below 500 (nearest rank, "
-    "within 1 %: analysis/stream.py)",
+    "within 1 %: analysis/bounded.py)",
     "lag_ms": "percentiles of sent - intended over all requests: the generator's schedule lag",
     "late": "requests sent later than the lag budget after their intended time, failed or not",
     "lag_budget_s": "the lag budget used (settings' lag_budget, default 0.1 s)",
@@ -448,7 +448,7 @@ class Analyzer:
         self.cache_ttl = float(ttl) if isinstance(ttl, int | float) else 0.0
         self.closed = False
         self.silent: frozenset[str] = frozenset()
-        # -- issue 16: add() folds each record into bounded state (analysis/stream.py): only
+        # -- issue 16: add() folds each record into bounded state (analysis/bounded.py): only
         # the failed records are kept, so memory does not grow with the number of requests
         self._failures_by_class: Counter[str] = Counter()
         self._artefacts_by_class: Counter[str] = Counter()
