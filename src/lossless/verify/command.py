@@ -788,7 +788,9 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if display is not None:
             display.stop()
-    report = analyse_dir(cfg.out)  # read and analysed once; every output below renders it
+    # read and analysed once; every output below renders it. Without --html or --export the
+    # records stream through the analysis: memory stays flat however long the run (issue 16)
+    report = analyse_dir(cfg.out, keep_records=bool(args.html or args.export))
     analysis = report.analysis
     # -- issue 16: restarts, per-upgrade figures, fault attribution (stress_command.py)
     from lossless.verify.stress_command import report as stress_report

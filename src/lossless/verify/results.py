@@ -329,8 +329,9 @@ def _read_settings(path: Path) -> dict[str, Any]:
     return obj
 
 
-def read_run(directory: str | os.PathLike[str]) -> Run:
-    """Read a run directory written by :class:`RunWriter`.
+def read_run(directory: str | os.PathLike[str], *, records: bool = True) -> Run:
+    """Read a run directory written by :class:`RunWriter` (``records=False``: its timeline and
+    settings only, ``Run.records`` empty, for an analysis that streams the records itself).
 
     Raises :class:`~lossless.errors.LosslessError` with a one-line message naming the file (and
     line) when the directory or one of its files is missing or corrupt.
@@ -340,10 +341,10 @@ def read_run(directory: str | os.PathLike[str]) -> Run:
         what = "not a directory" if path.exists() else "no such run directory"
         raise LosslessError(f"{path}: {what}")
     warnings: list[str] = []
-    records = _read_records(path / RECORDS, warnings)
+    kept = _read_records(path / RECORDS, warnings) if records else []
     events = _read_events(path / TIMELINE)
     settings = _read_settings(path / SETTINGS)
-    return Run(dir=path, records=records, events=events, settings=settings, warnings=warnings)
+    return Run(dir=path, records=kept, events=events, settings=settings, warnings=warnings)
 
 
 # -- vegeta ---------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ Metric definitions: :data:`METRICS` (also in docs/verify-load.md).
 
 from __future__ import annotations
 
+import array
 import bisect
 import dataclasses
 import math
@@ -43,6 +44,9 @@ from lossless.verify.analysis.faults import STRESS_KINDS, Attribution
 from lossless.verify.analysis.kinds import CauseKind
 from lossless.verify.model import ErrorClass, Event, EventKind, Record
 from lossless.verify.results import Run
+
+# lags above this (seconds) are kept one by one: a late request costs 8 bytes, an on-time one none
+LAG_TAIL_FLOOR = 0.001
 
 __all__ = [
     "METRICS",
@@ -358,6 +362,16 @@ class Analysis:
     silent_replicas: list[str] = dataclasses.field(default_factory=list)
     request_kinds: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     grpc_codes: dict[str, int] = dataclasses.field(default_factory=dict)  # --grpc (issue 13)
+    # the schedule lags above 1 ms, in seconds (not in the JSON): how many requests were late by
+    # any threshold >= 1 ms, without keeping the records (see late_count)
+    lag_tail: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    def late_count(self, threshold: float) -> int | None:
+        """Requests sent more than ``threshold`` seconds after their intended time; None when
+        this analysis did not keep its lag tail or ``threshold`` is below 1 ms."""
+        if self.lag_tail is None or threshold < LAG_TAIL_FLOOR:
+            return None
+        return sum(1 for lag in self.lag_tail if lag > threshold)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict (failure contexts appear as the causes' examples)."""
@@ -455,6 +469,7 @@ class Analyzer:
         self._status_codes: Counter[str] = Counter()
         self._replicas: dict[str, Counter[str]] = defaultdict(Counter)
         self._latencies = Distribution()
+        self._lag_tail = array.array("d")  # schedule lags > LAG_TAIL_FLOOR (s)
         self._lags = Distribution()
         self._failed: list[Record] = []
         self._first_ok: dict[str, tuple[int, float]] = {}  # replica: (seq, sent) lowest seq
@@ -498,6 +513,8 @@ class Analyzer:
         self._lags.add(lag * 1000)
         if lag > self.lag_budget:
             self._late += 1
+        if lag > LAG_TAIL_FLOOR:
+            self._lag_tail.append(lag)
         self._replicas[r.replica or "-"]["requests"] += 1
         if r.error.is_artefact:
             self._artefacts_by_class[r.error.value] += 1
@@ -574,6 +591,7 @@ class Analyzer:
             window_requests=None if self._window is None else self._in_window,
             silent_replicas=sorted(self.silent),
             grpc_codes=_grpc_codes(self._grpc),
+            lag_tail=self._lag_tail,
         )
 
     def _window_bounds(self) -> tuple[float, float] | None:

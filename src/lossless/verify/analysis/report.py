@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 
 from lossless.verify.analysis.core import Analysis, analyze
 from lossless.verify.analysis.kinds import CauseKind
-from lossless.verify.analysis.proxy import ProxyAnalysis, analyze_proxy, failure_kinds
+from lossless.verify.analysis.proxy import PROXY_LOG, ProxyAnalysis, analyze_proxy, failure_kinds
 from lossless.verify.analysis.streams import StreamAnalysis, analyze_streams
 from lossless.verify.results import Run, read_run
 from lossless.verify.stream_records import read_sessions
@@ -61,7 +62,20 @@ def _streams(run: Run) -> StreamAnalysis | None:
     return analyze_streams(sessions, run.events, run.settings)
 
 
-def analyse_dir(directory: str | os.PathLike[str]) -> Report:
+def analyse_dir(directory: str | os.PathLike[str], *, keep_records: bool = True) -> Report:
     """Read the run directory once and analyse it (LosslessError naming the file when it is
-    missing or corrupt)."""
-    return analyse(read_run(directory))
+    missing or corrupt).
+
+    ``keep_records=False`` (``lossless verify`` without ``--html`` or ``--export``): the records
+    are streamed through the analysis and not kept (``report.run.records`` is empty), so memory
+    does not grow with the number of requests (issue 16); a run through the ingress model, whose
+    proxy join needs every record, is read whole all the same."""
+    path = Path(directory)
+    if keep_records or (path / PROXY_LOG).exists():
+        return analyse(read_run(path))
+    from lossless.verify.analysis.bounded import analyze_dir
+
+    run = read_run(path, records=False)
+    analysis = analyze_dir(path)
+    run.warnings.extend(analysis.warnings)
+    return Report(run, analysis, None, failure_kinds(analysis.causes), {}, _streams(run))

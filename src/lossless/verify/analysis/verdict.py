@@ -99,9 +99,12 @@ def judge(report: Report, policy: VerdictPolicy, *, uncounted: int = 0) -> Verdi
     failed requests are left out of the count: those of the faults the user injected, unless
     ``--faults-count`` (lossless.verify.stress_command)."""
     a = report.analysis
-    records = report.run.records
-    late = sum(1 for r in records if r.sent - r.intended > policy.late_threshold)
-    ratio = late / len(records) if records else 0.0
+    counted_late = a.late_count(policy.late_threshold)
+    if counted_late is None:  # no lag tail kept, or a threshold below 1 ms: count the records
+        records = report.run.records
+        counted_late = sum(1 for r in records if r.sent - r.intended > policy.late_threshold)
+    late = counted_late
+    ratio = late / a.requests if a.requests else 0.0
     retried = 0 if policy.allow_retries else a.retried
     # the long-lived clients' failed sessions count like failed requests (issue 13 item 3)
     stream_failures = report.streams.failures if report.streams is not None else 0
@@ -129,9 +132,9 @@ def judge(report: Report, policy: VerdictPolicy, *, uncounted: int = 0) -> Verdi
         return Verdict(Outcome.INCONCLUSIVE, counted, [silent, reason], late, ratio, policy)
     reasons: list[str] = [silent] if silent else []
     floor = max(MIN_LATE, a.rate_sent * MIN_LATE_SCHEDULE)
-    if records and ratio > policy.max_late_ratio and late >= floor:
+    if a.requests and ratio > policy.max_late_ratio and late >= floor:
         reasons.append(
-            f"the load generator fell behind: {late} of {len(records)} requests "
+            f"the load generator fell behind: {late} of {a.requests} requests "
             f"({ratio * 100:.1f} %) were sent more than {policy.late_threshold * 1000:g} ms late "
             f"(limit {policy.max_late_ratio * 100:g} %; achieved {a.rate_achieved:g} of "
             f"{a.rate_sent:g} req/s): lower --rate or give the generator a core"
@@ -141,7 +144,7 @@ def judge(report: Report, policy: VerdictPolicy, *, uncounted: int = 0) -> Verdi
             f"only {_n(a.window_requests, 'request')} due during the rollout (at least "
             f"{policy.min_window_requests}): raise --rate"
         )
-    if not records:
+    if not a.requests:
         reasons.append("no request was sent")
     if report.streams is not None and not any(
         s.established is not None for s in report.streams.sessions_list
