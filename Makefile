@@ -13,11 +13,13 @@ DEBIAN_PACKAGES := $(shell cat .ci/debian-packages 2>/dev/null)
 demo: $(STAMP)
 	$(VENV)/bin/lossless demo
 
+# The suite runs on two workers (pytest-xdist), one test file per worker at a time (--dist
+# loadfile keeps a file's fixtures, e.g. one etcd, in one process); every test binds free ports.
 test: setup
 	$(VENV)/bin/ruff format --check src tests bench examples
 	$(VENV)/bin/ruff check src tests bench examples
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest -p no:cacheprovider
+	$(VENV)/bin/pytest -p no:cacheprovider -n 2 --dist loadfile
 
 setup: debian $(STAMP)
 
