@@ -166,7 +166,9 @@ def drain(url: str, token: str, end: float) -> dict[str, object]:
                 method, expected = "GET", 200
             status, body = _call(host, port, method, path, token, end - time.monotonic())
         except ConnectionRefusedError:
-            return {"delay_remaining": 0, "listener": "closed"}  # closed at t0 + D: done
+            # closed at t0 + D (or the process is gone): the drain is done
+            return {"delay_remaining": 0, "listener": "closed", "workers": len(delay_ends),
+                    "posts": posts}  # fmt: skip
         except OSError as exc:
             raise LosslessError(
                 f"polling {url}: {getattr(exc, 'strerror', None) or exc}", exit_code=1
