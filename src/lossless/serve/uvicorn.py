@@ -59,7 +59,7 @@ class _WatchedSet(set[_T]):
 
     on_remove: Callable[[], None] | None = None
 
-    def discard(self, item: _T) -> None:
+    def discard(self, item: object) -> None:
         set.discard(self, item)
         if self.on_remove is not None:
             self.on_remove()
