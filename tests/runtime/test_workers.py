@@ -211,3 +211,56 @@ def test_drop_in_worker_class_under_plain_gunicorn(tmp_path) -> None:
         reader.join(5)
         assert proc.stderr is not None
         proc.stderr.close()
+
+
+def _wakeups(pid: int) -> int:
+    """How many times the main thread of ``pid`` has gone to sleep and been woken (the kernel's
+    count of voluntary context switches; other threads are not counted)."""
+    with open(f"/proc/{pid}/status") as f:
+        line = next(line for line in f if line.startswith("voluntary_ctxt_switches:"))
+    return int(line.split()[1])
+
+
+def test_the_wait_for_in_flight_requests_does_not_poll(serve, tmp_path) -> None:
+    """1. 4 workers 2. one slow request (2.5 s) 3. SIGTERM, D = 0.2 s. Result: once the
+    listeners are closed, the worker serving the request and the master sleep until something
+    happens (the request's end, a worker's exit): over 1 s each one's main thread wakes fewer than
+    25 times, where waiting by 5 ms polls woke it about 200 times (a poll adds up to its period to
+    the exit). The request ends 200 and the master exits 0."""
+    started = tmp_path / "started"
+    server: Server = serve(
+        "uvicorn",
+        "--workers",
+        "4",
+        "--drain-delay",
+        "0.2",
+        "--shutdown-timeout",
+        "10",
+        target="prod_apps:asgi",
+        env={"APP_STARTED_FILE": str(started)},
+    )
+    server.wait_ready()
+    _workers(server, 4)
+    out: dict[str, object] = {}
+    thread = threading.Thread(target=_get, args=(server, "/slow?s=2.5", out))
+    thread.start()
+    wait_started(str(started), 1)
+    worker = int(started.read_text().split()[0])
+    master = server.proc.pid
+    server.signal()
+    end = time.monotonic() + 5
+    closed: set[object] = set()
+    while closed != {worker, master}:
+        closed = {e["pid"] for e in server.events() if e["event"] == "listeners_closed"}
+        closed &= {worker, master}
+        assert time.monotonic() < end, f"listeners not closed: {server.stderr()}"
+        time.sleep(0.01)
+    before = _wakeups(worker), _wakeups(master)
+    time.sleep(1.0)  # the window the wakeups are counted over, not a synchronisation
+    assert out == {}, f"the request ended inside the window: {out}"
+    after = _wakeups(worker), _wakeups(master)
+    thread.join(10)
+    assert out.get("status") == 200, out
+    assert server.wait_exit(15) == 0, server.stderr()
+    woken = {"worker": after[0] - before[0], "master": after[1] - before[1]}
+    assert max(woken.values()) < 25, f"main threads woken in 1 s: {woken}"
