@@ -10,9 +10,9 @@ Two ways to use it:
   once and every response carries ``Connection: close``; each worker keeps serving until t0 + D,
   then takes its accept backlog, closes its copy of the listeners, ends its streams and finishes
   in flight, all under the one deadline. The master replaces a worker that dies (gunicorn's
-  ``manage_workers``), reaps them at 5 ms resolution and exits with 0, or the forced exit code
-  when a worker cut anything or had to be killed. Workers ignore SIGINT (the master, which gets
-  Ctrl-C too, decides).
+  ``manage_workers``), reaps each one the moment it exits (woken by SIGCHLD) and exits with 0, or
+  the forced exit code when a worker cut anything or had to be killed. Workers ignore SIGINT
+  (the master, which gets Ctrl-C too, decides).
 * ``gunicorn -k lossless.serve.workers.Worker main:app`` (drop-in, with your own
   ``gunicorn.conf.py``): plain gunicorn's master sends SIGTERM to every worker at once; each
   worker is then t0 for itself and runs the same sequence (D, backlog, streams, in flight,
