@@ -1,13 +1,13 @@
 """Shutdown precision: exit time minus max(t0 + D, end of the last request), median over N runs,
 for ``lossless serve`` on uvicorn, on 4 uvicorn workers and on gunicorn (2 workers), next to plain
-uvicorn measured in
-the same run (its exit time minus the end of the last request; plain uvicorn has no D).
-Target: ≤ 20 ms for lossless.
+uvicorn measured in the same run (its exit time minus the end of the last request; plain uvicorn
+has no D). Target: ≤ 20 ms for lossless.
 
-The exit is the moment ``waitpid`` returns in a thread blocked in it (event-driven). Each line also
-shows what ``Popen.wait(timeout)`` reports for the same exit (measured before 2026-12-01): it
-polls ``waitpid`` with a backoff capped at 50 ms, so it reads an exit that falls just after one
-of its polls up to 50 ms late; its poll at about t0 + 363 ms fell inside the 4-worker exits.
+The exit is the moment ``waitpid`` returns in a thread blocked in it (event-driven). Each line
+also shows what ``Popen.wait(timeout)`` reports for the same exit (what this bench read until
+2026-11-30): it polls ``waitpid`` with a sleep doubling up to 50 ms, so it reads an exit that
+falls just after one of its polls up to 50 ms late; its poll at about t0 + 363 ms fell inside the
+4-worker exits (docs/benchmarks.md, "Shutdown precision").
 
     python -m bench.bench_shutdown [--runs 20] [--kinds "lossless uvicorn x4,uvicorn (plain)"]
 """
