@@ -264,3 +264,31 @@ def test_the_wait_for_in_flight_requests_does_not_poll(serve, tmp_path) -> None:
     assert server.wait_exit(15) == 0, server.stderr()
     woken = {"worker": after[0] - before[0], "master": after[1] - before[1]}
     assert max(woken.values()) < 25, f"main threads woken in 1 s: {woken}"
+
+
+def test_a_request_that_outlives_its_connection_ends_the_wait(serve, tmp_path) -> None:
+    """1. one uvicorn process, shutdown timeout 20 s 2. a slow request (1.5 s) whose client
+    closes its connection once the request reached the app 3. SIGTERM, D = 0.2 s. Result: the
+    request's task, alone after its connection is gone, ends the wait for in-flight requests when
+    it finishes (``in_flight_done`` well before the deadline), and the process exits 0."""
+    started = tmp_path / "started"
+    server: Server = serve(
+        "uvicorn",
+        "--drain-delay",
+        "0.2",
+        "--shutdown-timeout",
+        "20",
+        target="prod_apps:asgi",
+        env={"APP_STARTED_FILE": str(started)},
+    )
+    server.wait_ready()
+    conn = server.connection()
+    conn.request("GET", "/slow?s=1.5")
+    wait_started(str(started), 1)
+    conn.close()
+    server.signal()
+    assert server.wait_exit(30) == 0, server.stderr()
+    done = server.event("in_flight_done")
+    assert done is not None, server.stderr()
+    assert float(done["t_plus"]) < 10, f"the wait ran towards the deadline: {done}"  # type: ignore[arg-type]
+    assert not [e for e in server.events() if e["event"] == "forced"]
