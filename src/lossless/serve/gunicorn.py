@@ -12,9 +12,9 @@ Plain gunicorn closes its listeners the moment the master gets SIGTERM. Here:
    reads), closes idle keep-alive connections, and
    finishes in-flight requests until the deadline; at the deadline it records what it cut and
    exits with the forced exit code. Shutdown hooks run in each worker, bounded by the deadline.
-3. The master reaps workers as they exit (woken by SIGCHLD, not by a poll), SIGKILLs any left 100 ms after the
-   deadline (workers cut and name their requests at the deadline themselves), and
-   exits 0, or the forced exit code when a worker was cut or killed.
+3. The master reaps workers as they exit (woken by SIGCHLD, not by a poll), SIGKILLs any left
+   100 ms after the deadline (workers cut and name their requests at the deadline themselves),
+   and exits 0, or the forced exit code when a worker was cut or killed.
 
 A third signal kills the workers and exits at once. Workers ignore SIGINT: the master, which gets
 Ctrl-C too, decides. Requires the gthread worker of gunicorn 27 (pinned in the extra). The same

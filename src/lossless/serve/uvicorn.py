@@ -13,8 +13,9 @@ is unchanged:
    their terminating chunk and WebSockets close with 1012, each at a random moment of the
    stream close window (:mod:`lossless.streams`).
 3. In-flight requests are awaited until the deadline (t0 + shutdown timeout), event-driven: the
-   wait ends when the last connection is lost or the last request task is done, not at a poll. At the deadline the remaining ones are recorded as forced, their tasks
-   cancelled and their connections aborted.
+   wait ends when the last connection is lost or the last request task is done, not at a poll.
+   At the deadline the remaining ones are recorded as forced, their tasks cancelled and their
+   connections aborted.
 4. Lifespan shutdown runs the app's and the lifecycle's shutdown hooks, bounded by the deadline,
    after the ``on_drain`` hooks started at t0 have ended (each bounded by its own timeout).
 5. :meth:`LosslessServer.run` returns the exit code: 0, or 1 when anything was forced.
@@ -55,10 +56,9 @@ class _WatchableSet(set[Any]):
     assignment between two set subclasses of the same layout), so :class:`LosslessServer`'s
     shutdown wakes the moment the last connection or task goes (a removal through a bound method
     taken before the switch, as a task's done callback, is not seen: the caller covers those).
-    Until then removals are C's
-    ``set.discard`` (timeit: an add and a discard cost 30 ns more than on a plain set, where the
-    Python override of :class:`_WatchedSet` costs 300 ns more, per request while serving).
-    :meth:`unwatch` switches back."""
+    Until then removals are C's ``set.discard`` (timeit: an add and a discard cost 30 ns more
+    than on a plain set, where the Python override of :class:`_WatchedSet` costs 300 ns more,
+    per request while serving). :meth:`unwatch` switches back."""
 
     __slots__ = ("on_remove",)
 
