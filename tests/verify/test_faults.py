@@ -4,7 +4,6 @@ and SIGCONT, slow starts), and a kill -9 under load whose failures carry the fau
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 
 import pytest
@@ -221,7 +220,7 @@ def test_faults_count_fails_the_verdict(tmp_path: Path) -> None:
     assert_nothing_left(out)
 
 
-@pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs haproxy")
+@pytest.mark.requires("haproxy")
 def test_ingress_down_failures_are_the_faults(tmp_path: Path) -> None:
     """HAProxy stopped for 1 s: the requests it held time out, and they are the fault's."""
     out = tmp_path / "run"

@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -40,8 +38,6 @@ from tests.verify.conftest import (
     run_cli,
 )
 from tests.verify.test_traffic import keepalive_server
-
-HAPROXY = shutil.which("haproxy", path=os.environ.get("PATH", "") + ":/usr/sbin")
 
 
 def _verify(out: Path, *args: str) -> dict[str, object]:
@@ -99,7 +95,7 @@ def test_one_replica_max_unavailable_one_serves_while_terminating(tmp_path: Path
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (.ci/debian-packages)")
+@pytest.mark.requires("haproxy")
 def test_ingress_nginx_timing_finds_what_the_lag_alone_hides(tmp_path: Path) -> None:
     """Item 5: a lossless app with D = 2 behind an ingress without retries. ingress-nginx's
     sync rate limit (0.3/s) and its balancer's 1 s re-read keep routing to a replica after its

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -41,14 +40,11 @@ from lossless.verify.render.html_page import render_html
 from lossless.verify.results import RunWriter, read_run
 from lossless.verify.traffic.base import PropagationDelay
 from lossless.verify.traffic.ingress import PROXY_LOG, IngressTraffic
-from tests.conftest import free_port
+from tests.conftest import free_port, require
 from tests.verify.conftest import SERVER, group_alive, pid_alive, port_free
 from tests.verify.ingress_apps.harness import LOSSLESS_APP, NAIVE_APP, REPO, Scenario, run_scenario
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("haproxy", path=os.environ.get("PATH", "") + ":/usr/sbin") is None,
-    reason="haproxy is not installed (apt-get install haproxy; listed in .ci/debian-packages)",
-)
+pytestmark = pytest.mark.requires("haproxy")
 
 
 # -- configuration and log format --------------------------------------------------------------
@@ -67,8 +63,7 @@ def test_generated_config_passes_haproxy_check(tmp_path: Path) -> None:
         cfg.write_text(
             render_config(settings, host="127.0.0.1", port=1, socket_path=tmp_path / "s")
         )
-        exe = shutil.which("haproxy", path=os.environ.get("PATH", "") + ":/usr/sbin")
-        assert exe is not None
+        exe = require("haproxy")
         check = subprocess.run([exe, "-c", "-f", str(cfg)], capture_output=True, timeout=30)
         assert check.returncode == 0, check.stderr.decode()
 

@@ -19,14 +19,13 @@ End to end (``lossless verify`` as a subprocess, the app in tests/verify/stream_
 5. the same app under ``lossless serve`` ending its streams itself at t0 + drain delay: 0 failures,
    every stream reconnected, exit 0;
 6. the app left alone under ``lossless serve``, whose runtime ends streams at t0 + drain delay
-   (``lossless.streams``; skipped until that is merged): 0 failures, every stream reconnected.
+   (``lossless.streams``): 0 failures, every stream reconnected.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import socket
 import subprocess
@@ -47,7 +46,7 @@ from lossless.verify.stream_records import (
     read_sessions,
 )
 from tests.verify.conftest import PYTHON, REPO, assert_nothing_left, assert_passed, run_cli
-from tests.verify.ingress_apps.browser import Browser, chromium
+from tests.verify.ingress_apps.browser import Browser
 
 APPS = REPO / "tests" / "verify" / "stream_apps"
 
@@ -365,7 +364,7 @@ def test_plain_uvicorn_cuts_streams(
     assert_nothing_left(out)
 
 
-@pytest.mark.skipif(chromium() is None, reason="chromium is not installed (.ci/debian-packages)")
+@pytest.mark.requires("chromium")
 def test_chromium_draws_a_lane_per_stream(
     naive_run: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
 ) -> None:
@@ -421,10 +420,6 @@ def test_bad_stream_flags(tmp_path: Path) -> None:
     assert result.returncode == 2 and "--websocket-path must start with /" in result.stderr
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("lossless.streams") is None,
-    reason="the runtime's clean end of streams (lossless.streams, branch serve) is not merged",
-)
 def test_lossless_serve_runtime_ends_streams(tmp_path: Path) -> None:
     """6. The app's streams never end by themselves; the runtime ends them at t0 + D (the
     terminating chunk, close 1012): 0 failures, every stream reconnected."""

@@ -13,7 +13,6 @@ Pure data first (synthetic runs through ``judge``), then end to end through the 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -127,7 +126,7 @@ INGRESS = ("--traffic", "ingress", "--replicas", "2", "--rate", "100", "--before
            "--readiness-path", "/readyz", "--readiness-period", "0.5")  # fmt: skip
 
 
-@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+@pytest.mark.requires("haproxy")
 def test_retries_hidden_behind_the_ingress_fail_the_run(tmp_path: Path) -> None:
     """1. uvicorn stops listening at SIGTERM; HAProxy (retries, redispatch) retries every refused
     connect on the other replica, so the client sees no failure: the verdict fails all the same."""
