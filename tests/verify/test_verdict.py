@@ -190,11 +190,14 @@ def test_a_rate_the_generator_cannot_reach_is_inconclusive(tmp_path: Path) -> No
 
 
 def test_a_command_that_does_not_listen_on_its_port_is_inconclusive(tmp_path: Path) -> None:
-    """3. ``python -m http.server`` on a fixed port: every request to the lab's port is refused."""
+    """3. ``python -m http.server`` on a fixed port: every request to the lab's port is refused.
+    The lab gives up on a replica that does not listen after --ready-timeout (30 s by default;
+    3 s here, the same error sooner)."""
     out = tmp_path / "run"
     result = run_cli(
         "verify", "--cmd", "python3 -m http.server 1 --bind 127.0.0.1", "--out", str(out),
         "--replicas", "1", "--rate", "50", "--before", "2.5", "--after", "0.5", "--json",
+        "--ready-timeout", "3",
     )  # fmt: skip
     if result.returncode == 2:  # the lab refused the command before the load (issue 15)
         assert "{port}" in result.stderr or "$PORT" in result.stderr, result.stderr
