@@ -68,21 +68,26 @@ def test_httpbin_under_lossless_serve_drops_nothing(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_httpbin_behind_the_ingress(tmp_path: Path) -> None:
     """3. and 4."""
-    naive = tmp_path / "naive"
-    asyncio.run(
-        run_scenario(
+    naive, lossless = tmp_path / "naive", tmp_path / "lossless"
+
+    async def both() -> None:  # two independent runs (each its own HAProxy and ports) at once
+        async with asyncio.TaskGroup() as tg:
             # the ingress learns of changes 4 s later: longer than a replica's start-up, so
-            # both old replicas close before it adds a new one, however slow the machine is
-            Scenario(
+            # both old replicas close before it adds a new one
+            naive_sc = Scenario(
                 NAIVE.split(),
                 readiness_path="/status/200",
                 path="/get",
                 cwd=tmp_path,
                 delay=PropagationDelay(4.0, 0.2),
-            ),
-            naive,
-        )
-    )
+            )
+            tg.create_task(run_scenario(naive_sc, naive))
+            lossless_sc = Scenario(
+                LOSSLESS.split(), readiness_path="/readyz", path="/get", cwd=tmp_path
+            )
+            tg.create_task(run_scenario(lossless_sc, lossless))
+
+    asyncio.run(both())
     proxy = analyze_proxy(read_run(naive))
     assert proxy is not None
     a = proxy.analysis
@@ -95,13 +100,6 @@ def test_httpbin_behind_the_ingress(tmp_path: Path) -> None:
     connect_failed = [f for f in proxy.failures if f.kind == "ingress_connect_failed"]
     assert {f.context.replica for f in connect_failed} <= {"v1-0", "v1-1"}
 
-    lossless = tmp_path / "lossless"
-    asyncio.run(
-        run_scenario(
-            Scenario(LOSSLESS.split(), readiness_path="/readyz", path="/get", cwd=tmp_path),
-            lossless,
-        )
-    )
     proxy = analyze_proxy(read_run(lossless))
     assert proxy is not None
     assert proxy.analysis.failures == 0, proxy.analysis.to_json()
