@@ -13,13 +13,16 @@ DEBIAN_PACKAGES := $(shell cat .ci/debian-packages 2>/dev/null)
 demo: $(STAMP)
 	$(VENV)/bin/lossless demo
 
-# The suite runs on two workers (pytest-xdist), one test file per worker at a time (--dist
-# loadfile keeps a file's fixtures, e.g. one etcd, in one process); every test binds free ports.
+# The whole suite, slow soaks included, on three workers (pytest-xdist) on 2 cores: the tests
+# mostly wait (drain delays, lags, start-ups), not compute; a fourth worker starved the load
+# generators of lab runs on a shared machine (inconclusive verdicts). One test file per worker at
+# a time (--dist loadfile keeps a file's fixtures, e.g. one etcd, in one process), files with slow
+# tests first (tests/conftest.py); every test binds free ports.
 test: setup
 	$(VENV)/bin/ruff format --check src tests bench examples
 	$(VENV)/bin/ruff check src tests bench examples
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest -p no:cacheprovider -n 2 --dist loadfile
+	$(VENV)/bin/pytest -p no:cacheprovider -n 3 --dist loadfile
 
 setup: debian $(STAMP)
 
