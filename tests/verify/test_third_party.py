@@ -13,6 +13,7 @@ The numbers of these runs are in docs/third-party.md.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,7 +22,12 @@ import pytest
 from lossless.verify.analysis.proxy import analyze_proxy
 from lossless.verify.results import read_run
 from lossless.verify.traffic.base import PropagationDelay
-from tests.verify.conftest import assert_nothing_left, assert_passed, load_json, run_cli
+from tests.verify.conftest import (
+    assert_nothing_left,
+    assert_passed,
+    load_json,
+    run_cli_at_once,
+)
 from tests.verify.ingress_apps.harness import Scenario, run_scenario
 
 PY = sys.executable
@@ -35,13 +41,27 @@ COMMON = ("--replicas", "2", "--rate", "100", "--before", "1", "--after", "1", "
           "--readiness-period", "0.5", "--json", "-q")  # fmt: skip
 
 
-@pytest.mark.slow
-def test_httpbin_under_gunicorn_drops_requests(tmp_path: Path) -> None:
-    """1."""
-    out = tmp_path / "naive"
-    result = run_cli(
-        "verify", "--cmd", NAIVE, "--readiness-path", "/status/200", "--out", str(out), *COMMON
+Run = tuple[Path, subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="module")
+def service_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    """1. and 2., run at the same time (own replicas, ports and run directories)."""
+    base = tmp_path_factory.mktemp("httpbin")
+    args = {
+        "naive": ("--cmd", NAIVE, "--readiness-path", "/status/200"),
+        "lossless": ("--cmd", LOSSLESS, "--readiness-path", "/readyz"),
+    }
+    results = run_cli_at_once(
+        {name: ("verify", *a, "--out", str(base / name), *COMMON) for name, a in args.items()}
     )
+    return {name: (base / name, result) for name, result in results.items()}
+
+
+@pytest.mark.slow
+def test_httpbin_under_gunicorn_drops_requests(service_runs: dict[str, Run]) -> None:
+    """1."""
+    out, result = service_runs["naive"]
     assert result.returncode == 1, result.stderr
     doc = load_json(result.stdout)
     assert doc["failures"] > 0
@@ -52,12 +72,9 @@ def test_httpbin_under_gunicorn_drops_requests(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_httpbin_under_lossless_serve_drops_nothing(tmp_path: Path) -> None:
+def test_httpbin_under_lossless_serve_drops_nothing(service_runs: dict[str, Run]) -> None:
     """2."""
-    out = tmp_path / "lossless"
-    result = run_cli(
-        "verify", "--cmd", LOSSLESS, "--readiness-path", "/readyz", "--out", str(out), *COMMON
-    )
+    out, result = service_runs["lossless"]
     assert_passed(result)
     doc = load_json(result.stdout)
     assert doc["failures"] == 0
