@@ -59,6 +59,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             require(name)
 
 
+def default_sigint() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """``preexec_fn`` for a child that must get Python's own SIGINT handler: a runner started in
+    the background of a non-interactive shell ignores SIGINT (``nohup cmd &``), children inherit
+    that, and Python then leaves SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """``preexec_fn`` for servers a fixture starts: the kernel SIGKILLs the child when the test
     runner dies (killed, or an xdist worker torn down), so no session-scoped server (etcd,

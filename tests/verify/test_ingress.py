@@ -40,7 +40,7 @@ from lossless.verify.render.html_page import render_html
 from lossless.verify.results import Run, RunWriter, read_run
 from lossless.verify.traffic.base import PropagationDelay
 from lossless.verify.traffic.ingress import PROXY_LOG, IngressTraffic
-from tests.conftest import free_port, require
+from tests.conftest import default_sigint, free_port, require
 from tests.verify.conftest import SERVER, group_alive, pid_alive, port_free
 from tests.verify.ingress_apps.harness import LOSSLESS_APP, NAIVE_APP, REPO, Scenario, run_scenario
 
@@ -199,6 +199,7 @@ def test_haproxy_is_stopped_on_sigint(tmp_path: Path) -> None:
     script.write_text(_SIGINT_CHILD)
     child = subprocess.Popen(
         [sys.executable, str(script)],
+        preexec_fn=default_sigint,
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
