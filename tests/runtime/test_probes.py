@@ -118,9 +118,14 @@ def test_check_output_is_withheld_from_remote_callers() -> None:
     def db() -> None:
         raise RuntimeError("password=hunter2 rejected")
 
-    lc.startup_sync()
-    lc.health.evaluate()
-    local = probes.answer(lc, "readyz", query="verbose", client="127.0.0.1")
+    lc.startup_sync()  # starts the background checker, whose first call may still run:
+    deadline = time.monotonic() + 5  # wait for the check's own result (bounded)
+    while (
+        b"RuntimeError"
+        not in (local := probes.answer(lc, "readyz", query="verbose", client="127.0.0.1")).body
+    ):
+        assert time.monotonic() < deadline, local.body
+        time.sleep(0.02)
     remote = probes.answer(lc, "readyz", query="verbose", client="10.1.2.3")
     assert b"hunter2" in local.body
     assert b"hunter2" not in remote.body and b"reason withheld" in remote.body

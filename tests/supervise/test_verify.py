@@ -19,8 +19,8 @@ PY = shlex.quote(sys.executable)
 SERVER = f"{PY} {shlex.quote(str(Path(__file__).with_name('plain_server.py')))} {{port}}"
 
 
-def _verify(spawn: Spawn, cmd: str, out: Path) -> dict[str, object]:
-    proc = spawn(
+def _start(spawn: Spawn, cmd: str, out: Path) -> Proc:
+    return spawn(
         lossless(
             "verify",
             "--cmd",
@@ -43,6 +43,9 @@ def _verify(spawn: Spawn, cmd: str, out: Path) -> dict[str, object]:
             "-q",
         )
     )
+
+
+def _summary(proc: Proc) -> dict[str, object]:
     code = proc.wait_exit(90)
     text = "\n".join(proc.out)
     try:
@@ -58,12 +61,13 @@ def test_plain_server_drops_requests_lossless_run_drops_none(spawn: Spawn, tmp_p
     """1. a rolling update of 2 replicas of ``python -m http.server`` under 50 rps, endpoint
     removal propagating in 1 s 2. the same with each replica under ``lossless run
     --drain-delay 3`` (kube-proxy's lag here: 1 s, plus up to 1 s to its next sync). Result: failures > 0 (refused) for the plain server; 0 under run."""
-    plain = _verify(spawn, SERVER, tmp_path / "plain")
-    wrapped = _verify(
+    plain_run = _start(spawn, SERVER, tmp_path / "plain")  # both runs at once: independent
+    wrapped_run = _start(
         spawn,
         " ".join([*map(shlex.quote, lossless("run", "--drain-delay", "3", "--")), SERVER]),
         tmp_path / "run",
     )
+    plain, wrapped = _summary(plain_run), _summary(wrapped_run)
     assert int(str(plain["failures"])) > 0 and plain["exit"] == 1, plain
     assert wrapped["failures"] == 0 and wrapped["exit"] == 0, wrapped
     assert int(str(wrapped["requests"])) > 100

@@ -4,6 +4,7 @@ the CLI as a subprocess, and checks that nothing a run started is left behind.""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -208,6 +209,18 @@ def run_cli(
         timeout=timeout,
         env={**os.environ, "COLUMNS": "200"},
     )
+
+
+def run_cli_at_once(
+    runs: dict[str, tuple[str, ...]], timeout: float = 120.0
+) -> dict[str, subprocess.CompletedProcess[str]]:
+    """:func:`run_cli` for each of ``runs`` (name → arguments), all at the same time: for a
+    module's independent ``lossless verify`` runs, which mostly wait (drain delays, lags)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(runs)) as pool:
+        futures = {
+            name: pool.submit(run_cli, *args, timeout=timeout) for name, args in runs.items()
+        }
+        return {name: future.result() for name, future in futures.items()}
 
 
 @contextlib.contextmanager

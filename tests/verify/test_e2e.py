@@ -9,7 +9,10 @@ Both leave no process and no port behind.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.verify.conftest import (
     LOSSLESS_APP,
@@ -17,7 +20,7 @@ from tests.verify.conftest import (
     assert_nothing_left,
     assert_passed,
     load_json,
-    run_cli,
+    run_cli_at_once,
 )
 
 COMMON = ("--replicas", "3", "--rate", "100", "--before", "1", "--after", "1",
@@ -25,11 +28,28 @@ COMMON = ("--replicas", "3", "--rate", "100", "--before", "1", "--after", "1",
           "--readiness-path", "/readyz", "--readiness-period", "0.5", "--json")  # fmt: skip
 
 
-def test_rolling_update_of_a_naive_app_drops_requests(tmp_path: Path) -> None:
-    out = tmp_path / "naive"
-    result = run_cli(
-        "verify", "--cmd", NAIVE_APP, "--out", str(out), "--export", "vegeta-csv", *COMMON
+Runs = dict[str, tuple[Path, subprocess.CompletedProcess[str]]]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    """The module's three rollouts, run at the same time (independent: own replicas, ports and
+    run directories); each test asserts on its own."""
+    base = tmp_path_factory.mktemp("e2e")
+    args = {
+        "naive": ("--cmd", NAIVE_APP, "--export", "vegeta-csv", *COMMON),
+        "lossless": ("--cmd", LOSSLESS_APP, *COMMON),
+        "naive-strategy": ("--cmd", NAIVE_APP, "--strategy", "naive",
+                           "--max-failures", "100000", *COMMON),
+    }  # fmt: skip
+    results = run_cli_at_once(
+        {name: ("verify", "--out", str(base / name), *a) for name, a in args.items()}
     )
+    return {name: (base / name, result) for name, result in results.items()}
+
+
+def test_rolling_update_of_a_naive_app_drops_requests(runs: Runs) -> None:
+    out, result = runs["naive"]
     assert result.returncode == 1, result.stderr
     doc = load_json(result.stdout)
     assert doc["failures"] > 0
@@ -42,9 +62,8 @@ def test_rolling_update_of_a_naive_app_drops_requests(tmp_path: Path) -> None:
     assert_nothing_left(out)
 
 
-def test_rolling_update_of_a_lossless_app_drops_nothing(tmp_path: Path) -> None:
-    out = tmp_path / "lossless"
-    result = run_cli("verify", "--cmd", LOSSLESS_APP, "--out", str(out), *COMMON)
+def test_rolling_update_of_a_lossless_app_drops_nothing(runs: Runs) -> None:
+    out, result = runs["lossless"]
     doc = load_json(result.stdout)
     assert doc["failures"] == 0, (doc["failures_by_class"], doc["causes"], out)
     assert_passed(result)
@@ -54,12 +73,8 @@ def test_rolling_update_of_a_lossless_app_drops_nothing(tmp_path: Path) -> None:
     assert_nothing_left(out)
 
 
-def test_naive_strategy_restarts_in_place(tmp_path: Path) -> None:
-    out = tmp_path / "naive-strategy"
-    result = run_cli(
-        "verify", "--cmd", NAIVE_APP, "--strategy", "naive", "--out", str(out),
-        "--max-failures", "100000", *COMMON,
-    )  # fmt: skip
+def test_naive_strategy_restarts_in_place(runs: Runs) -> None:
+    out, result = runs["naive-strategy"]
     assert_passed(result)  # within --max-failures
     doc = load_json(result.stdout)
     assert doc["requests"] > 150

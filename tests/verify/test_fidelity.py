@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -41,8 +39,6 @@ from tests.verify.conftest import (
 )
 from tests.verify.test_traffic import keepalive_server
 
-HAPROXY = shutil.which("haproxy", path=os.environ.get("PATH", "") + ":/usr/sbin")
-
 
 def _verify(out: Path, *args: str) -> dict[str, object]:
     result = run_cli("verify", "--out", str(out), "--json", "-q", *args, timeout=180)
@@ -62,7 +58,8 @@ def test_one_replica_surge_one_never_loses_its_endpoint(tmp_path: Path) -> None:
         doc = _verify(tmp_path / f"seed{seed}", *common, "--seed", str(seed))
         return seed, doc
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+    # five runs at a time: each is mostly waiting (drain delay, lags), about 0.1 core at 150 req/s
+    with concurrent.futures.ThreadPoolExecutor(max_workers=5) as pool:
         results = list(pool.map(one, range(20)))
     bad = {
         seed: (doc["failures_by_class"], doc["exit_code"])
@@ -99,7 +96,7 @@ def test_one_replica_max_unavailable_one_serves_while_terminating(tmp_path: Path
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-@pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (.ci/debian-packages)")
+@pytest.mark.requires("haproxy")
 def test_ingress_nginx_timing_finds_what_the_lag_alone_hides(tmp_path: Path) -> None:
     """Item 5: a lossless app with D = 2 behind an ingress without retries. ingress-nginx's
     sync rate limit (0.3/s) and its balancer's 1 s re-read keep routing to a replica after its
@@ -109,8 +106,10 @@ def test_ingress_nginx_timing_finds_what_the_lag_alone_hides(tmp_path: Path) -> 
               "--replicas", "2", "--max-surge", "1", "--max-unavailable", "0", "--rate", "100",
               "--before", "1", "--after", "1", "--readiness-path", "/readyz",
               "--readiness-period", "0.5")  # fmt: skip
-    realistic = _verify(tmp_path / "nginx", *common)
-    hidden = _verify(tmp_path / "lag", *common, "--traffic-profile", "lag-only")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:  # two independent runs
+        nginx = pool.submit(_verify, tmp_path / "nginx", *common)
+        lag = pool.submit(_verify, tmp_path / "lag", *common, "--traffic-profile", "lag-only")
+        realistic, hidden = nginx.result(), lag.result()
     assert hidden["failures"] == 0, hidden["failures_by_class"]
     assert realistic["failures"] > 0, realistic
     assert set(realistic["failures_by_class"]) <= {"503", "502", "reset"}

@@ -216,7 +216,7 @@ def test_records_keep_the_grpc_status_in_the_run_directory(tmp_path: Path) -> No
 # -- end to end ----------------------------------------------------------------------------------
 COMMON = ("--grpc", "t.Test/Slow", "--grpc-request", "0.2", "--replicas", "3", "--rate", "60",
           "--before", "1", "--after", "1", "--max-surge", "1", "--max-unavailable", "0",
-          "--propagation-delay", "1±0.5", "--readiness-grpc", "--readiness-period", "0.2",
+          "--propagation-delay", "0.5±0.2", "--readiness-grpc", "--readiness-period", "0.2",
           "--json")  # fmt: skip
 
 
@@ -225,13 +225,16 @@ def grpc_app(mode: str) -> str:
 
 
 def test_the_grpc_integration_rolls_out_with_no_failed_call(tmp_path: Path) -> None:
+    """kube-proxy's worst case, 0.7 s of lag + 1 s to its next sync, stays inside the drain
+    delay of 2.5 s with 0.8 s to spare (a 1±0.5 s lag left none: 1 failed call in a suite run)."""
     out = tmp_path / "lossless"
     result = run_cli(
         "verify", "--cmd", grpc_app("sync"), "--env", "LOSSLESS_DRAIN_DELAY=2.5",
         "--env", "LOSSLESS_SHUTDOWN_TIMEOUT=10", "--out", str(out), *COMMON,
     )  # fmt: skip
-    doc = assert_passed(result)
+    doc = load_json(result.stdout)
     assert doc["failures"] == 0, (doc["failures_by_class"], doc["causes"], out)
+    assert_passed(result)
     assert doc["requests"] > 200
     assert doc["grpc_codes"] == {"OK": doc["requests"]}
     kind = doc["request_kinds"]["gRPC /t.Test/Slow"]

@@ -23,7 +23,7 @@ from lossless.verify.render.html_page import render_html, write_html
 from lossless.verify.results import Run, read_run
 from lossless.verify.traffic.base import PropagationDelay
 from tests.verify.conftest import SERVER, run_cli
-from tests.verify.ingress_apps.browser import Browser, chromium
+from tests.verify.ingress_apps.browser import Browser
 from tests.verify.ingress_apps.harness import Scenario, run_scenario
 
 
@@ -128,7 +128,7 @@ def test_report_command_writes_the_html(service_run: Path, tmp_path: Path) -> No
     assert "<!DOCTYPE html>" in target.read_text()[:100]
 
 
-@pytest.mark.skipif(chromium() is None, reason="chromium is not installed (.ci/debian-packages)")
+@pytest.mark.requires("chromium")
 def test_chromium_renders_lanes_points_and_failures(service_run: Path, tmp_path: Path) -> None:
     """Chromium loads the report from disk (file://): the figure draws a lane per replica and
     the request points, the table has a row per failure, and no script error is logged."""

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -106,7 +105,7 @@ def test_cli_rejects_bad_mix_flags_in_one_line(tmp_path: Path) -> None:
     assert_one_line_error(result, "--body @", "cannot read")
 
 
-@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+@pytest.mark.requires("haproxy")
 def test_a_post_mix_behind_the_ingress_reports_each_kind(tmp_path: Path) -> None:
     """4. uvicorn stops listening at SIGTERM while HAProxy still routes to it: the report shows,
     per kind, whether it is idempotent and how its failures and retries went."""

@@ -26,6 +26,7 @@ from lossless.verify.lab.process import (
     pid1_mode,
 )
 from lossless.verify.model import EventKind
+from tests.conftest import default_sigint
 from tests.verify.conftest import PYTHON, lab_session
 
 MODES = ["emulated", pytest.param("namespace", id="namespace")]
@@ -86,7 +87,9 @@ def test_handles_signal_reads_the_caught_mask() -> None:
         ("import time; print(1, flush=True); time.sleep(30)", signal.SIGINT, True),  # Python's
     ]  # fmt: skip
     for code, sig, expected in cases:
-        with subprocess.Popen([PYTHON, "-c", code], stdout=subprocess.PIPE) as proc:
+        with subprocess.Popen(
+            [PYTHON, "-c", code], stdout=subprocess.PIPE, preexec_fn=default_sigint
+        ) as proc:
             try:
                 assert proc.stdout is not None and proc.stdout.readline()
                 assert handles_signal(proc.pid, sig) is expected, code

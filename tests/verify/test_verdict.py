@@ -13,7 +13,6 @@ Pure data first (synthetic runs through ``judge``), then end to end through the 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from lossless.verify.analysis.verdict import Outcome, VerdictPolicy, judge
 from lossless.verify.model import ErrorClass, Event, EventKind, Record
 from lossless.verify.render.text import render_text
 from lossless.verify.results import Run
+from tests.conftest import free_port
 from tests.verify.conftest import (
     LOSSLESS_APP,
     NAIVE_APP,
@@ -127,7 +127,7 @@ INGRESS = ("--traffic", "ingress", "--replicas", "2", "--rate", "100", "--before
            "--readiness-path", "/readyz", "--readiness-period", "0.5")  # fmt: skip
 
 
-@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+@pytest.mark.requires("haproxy")
 def test_retries_hidden_behind_the_ingress_fail_the_run(tmp_path: Path) -> None:
     """1. uvicorn stops listening at SIGTERM; HAProxy (retries, redispatch) retries every refused
     connect on the other replica, so the client sees no failure: the verdict fails all the same."""
@@ -191,11 +191,16 @@ def test_a_rate_the_generator_cannot_reach_is_inconclusive(tmp_path: Path) -> No
 
 
 def test_a_command_that_does_not_listen_on_its_port_is_inconclusive(tmp_path: Path) -> None:
-    """3. ``python -m http.server`` on a fixed port: every request to the lab's port is refused."""
+    """3. ``python -m http.server`` on a port of its own: every request to the lab's port is
+    refused. The lab gives up on a replica that does not listen after --ready-timeout (30 s by
+    default; 3 s here, the same error sooner). The port is a free one, not a fixed one that
+    another run of this suite on the machine may hold (port 1 did: "Address already in use")."""
     out = tmp_path / "run"
+    cmd = f"python3 -m http.server {free_port()} --bind 127.0.0.1"
     result = run_cli(
-        "verify", "--cmd", "python3 -m http.server 1 --bind 127.0.0.1", "--out", str(out),
+        "verify", "--cmd", cmd, "--out", str(out),
         "--replicas", "1", "--rate", "50", "--before", "2.5", "--after", "0.5", "--json",
+        "--ready-timeout", "3",
     )  # fmt: skip
     if result.returncode == 2:  # the lab refused the command before the load (issue 15)
         assert "{port}" in result.stderr or "$PORT" in result.stderr, result.stderr

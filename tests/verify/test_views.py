@@ -201,9 +201,11 @@ def test_views_are_reproducible_from_the_seed() -> None:
             delay=PropagationDelay(0.1, 0.08),
             on_event=events.append,
         )
+        # every change at the same instant: each view's due time is then the seeded delay alone;
+        # a sleep between them made the order depend on how late the loop woke (a flake under
+        # load: B's add and A's removal swapped for a client)
         traffic.add(A)
         traffic.add(B)
-        await asyncio.sleep(0.01)
         traffic.remove(A)
         await traffic.settled()
         views = [e for e in events if e.kind in (EventKind.VIEW_ADDED, EventKind.VIEW_REMOVED)]
