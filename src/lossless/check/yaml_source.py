@@ -82,7 +82,7 @@ _HELM_ACTION = re.compile(
 )
 _DOC_BOUNDARY = re.compile(r"^(?:---|\.\.\.)(?:\s|$)")
 _DOC_BOUNDARY_M = re.compile(r"^(?:---|\.\.\.)(?:[ \t\r]|$)", re.M)
-_DOC_START = re.compile(r"^---(?:[ \t].*)?$", re.M)
+DOC_START = re.compile(r"^---(?:[ \t].*)?$", re.M)
 _HELM_SOURCE = re.compile(r"^#\s*Source:\s*(\S+)\s*$")
 KUSTOMIZE_ORIGIN = "config.kubernetes.io/origin"
 
@@ -179,6 +179,14 @@ class Source:
 
     def __repr__(self) -> str:
         return f"Source(path={self.path!r})"
+
+    @classmethod
+    def lazy(cls, path: str, digest: int | None) -> Source:
+        """A file's source whose text is read on first use, and only if its ``hash`` is still
+        ``digest`` (else it reads as empty), as after :meth:`release`."""
+        source = cls(path, "")
+        source._text, source._digest = None, digest
+        return source
 
     @property
     def text(self) -> str:
@@ -406,9 +414,9 @@ def load_documents(
     file (libyaml reads it in pieces) instead of from the whole UTF-8 copy of the text that
     PyYAML would make, unless the file's size no longer matches the text.
     """
-    unrendered = _unrendered_helm_line(source.text)
+    unrendered = unrendered_helm_line(source.text)
     if unrendered is not None:
-        return [], [_unrendered_error(source.path, unrendered)]
+        return [], [unrendered_error(source.path, unrendered)]
     text = source.text
     if file is not None and (len(text) < RELEASE_BYTES or not text.isascii()):
         file = None
@@ -416,7 +424,7 @@ def load_documents(
     return documents, errors
 
 
-def _unrendered_error(path: str, line: int) -> InputError:
+def unrendered_error(path: str, line: int) -> InputError:
     return InputError(
         path,
         "unrendered Helm template ('{{' ... '}}'): render it first, "
@@ -548,7 +556,7 @@ def _bomb(path: str, max_nodes: int, line: int | None) -> InputError:
 def _before(text: str, error_line: int, line_offset: int) -> list[_yaml_events.RawDocument]:
     """The documents that end before ``error_line`` (0-based, in ``text``), parsed again."""
     cut = 0
-    for match in _DOC_START.finditer(text):
+    for match in DOC_START.finditer(text):
         if text.count("\n", 0, match.start()) >= error_line:
             break
         cut = match.start()
@@ -605,13 +613,14 @@ def load_inputs(
     errors included. ``slim``: see :func:`load_documents`.
     """
     jobs = default_jobs() if jobs is None else max(1, jobs)
-    sizes = [_size(item) for item in inputs]
+    sizes = [file_size(item) for item in inputs]
     if jobs == 1 or sum(sizes) < PARALLEL_MIN_BYTES:
-        return [_load_one(item, max_bytes, max_nodes, slim) for item in inputs]
+        return [load_one(item, max_bytes, max_nodes, slim) for item in inputs]
     return _load_parallel(inputs, sizes, jobs, max_bytes, max_nodes, slim)
 
 
-def _size(item: Input) -> int:
+def file_size(item: Input) -> int:
+    """The size of a YAML input on disk (0 for stdin, Dockerfiles and unreadable files)."""
     if item.kind != "yaml" or item.path == STDIN:
         return 0
     try:
@@ -620,9 +629,10 @@ def _size(item: Input) -> int:
         return 0
 
 
-def _load_one(
+def load_one(
     item: Input, max_bytes: int, max_nodes: int, slim: frozenset[str] = frozenset()
 ) -> Loaded:
+    """Read and parse one input (see :func:`load_documents`)."""
     source = read_source(item.path, max_bytes=max_bytes)
     if isinstance(source, InputError) or item.kind != "yaml":
         return Loaded(item, source)
@@ -631,10 +641,12 @@ def _load_one(
     return Loaded(item, source, documents, errors)
 
 
-def _load_chunk(
+def parse_piece(
     source: Source, text: str, line_offset: int, max_nodes: int, slim: frozenset[str]
 ) -> tuple[list[Document], list[InputError], bool, int]:
-    """A piece of a big file; also returns how many documents (empty ones included) it holds."""
+    """The documents of ``text``, a piece of ``source`` from line ``line_offset`` (positions
+    and errors name lines of the whole file); also whether it stopped on an error and how many
+    documents (empty ones included) it holds."""
     return _parse_chunk(source, text, line_offset, 0, max_nodes, slim)
 
 
@@ -656,7 +668,7 @@ def _load_parallel(
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init) as pool:
         for i, item in enumerate(inputs):
             if item.kind != "yaml" or item.path == STDIN:
-                results[i] = _load_one(item, max_bytes, max_nodes, slim)
+                results[i] = load_one(item, max_bytes, max_nodes, slim)
             elif sizes[i] > CHUNK_BYTES:
                 loaded = _load_split(item, pool, jobs, max_bytes, max_nodes, slim)
                 if isinstance(loaded, Loaded):
@@ -664,7 +676,7 @@ def _load_parallel(
                 else:
                     chunked[i] = loaded
             else:
-                pending.append((i, pool.submit(_load_one, item, max_bytes, max_nodes, slim)))
+                pending.append((i, pool.submit(load_one, item, max_bytes, max_nodes, slim)))
         for i, future in pending:
             results[i] = future.result()
         for i, (source, futures) in chunked.items():
@@ -682,14 +694,14 @@ def _load_split(
     source = read_source(item.path, max_bytes=max_bytes)
     if isinstance(source, InputError):
         return Loaded(item, source)
-    unrendered = _unrendered_helm_line(source.text)
+    unrendered = unrendered_helm_line(source.text)
     if unrendered is not None:
-        return Loaded(item, source, [], [_unrendered_error(source.path, unrendered)])
+        return Loaded(item, source, [], [unrendered_error(source.path, unrendered)])
     text = source.text
     source.release()  # workers read their pieces from the file; `text` goes with this call
     piece_size = max(CHUNK_BYTES, -(-len(text) // (jobs * PIECES_PER_JOB)))
     cuts = [0]
-    for match in _DOC_START.finditer(text):
+    for match in DOC_START.finditer(text):
         if match.start() - cuts[-1] >= piece_size:
             cuts.append(match.start())
     cuts.append(len(text))
@@ -729,7 +741,7 @@ def _load_range(
     with open(path, "rb") as fh:
         fh.seek(first)
         piece = fh.read(last - first).decode("utf-8")
-    return _load_chunk(Source(shown, ""), piece, line_offset, max_nodes, slim)
+    return parse_piece(Source(shown, ""), piece, line_offset, max_nodes, slim)
 
 
 def _join_chunks(item: Input, source: Source, futures: list[Any]) -> Loaded:
@@ -757,7 +769,7 @@ def _worker_init() -> None:
     gc.disable()  # a worker only parses: acyclic trees (see engine.gc_paused)
 
 
-def _unrendered_helm_line(text: str) -> int | None:
+def unrendered_helm_line(text: str) -> int | None:
     """0-based line of the first Helm action, or ``None`` when the text looks rendered."""
     if "{{" not in text:
         return None
