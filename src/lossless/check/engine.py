@@ -102,6 +102,8 @@ class Context:
         default_factory=dict, repr=False
     )
     _workload_groups: set[Any] | None = field(default=None, repr=False)
+    #: group by (id of a document's source, its Helm source): the documents keep sources alive
+    _groups: dict[tuple[int, str | None], tuple[str, str]] = field(default_factory=dict, repr=False)
 
     @property
     def workload_groups(self) -> set[Any]:
@@ -118,11 +120,19 @@ class Context:
     def group_of(self, obj: K8sObject) -> tuple[str, str]:
         """What ``obj`` belongs with: its render, its Helm chart in a rendered stream (named by
         ``# Source:``), else the directory of its file."""
-        source = obj.document.source
+        document = obj.document
+        key = (id(document.source), document.helm_source)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = self._group(document)
+        return group
+
+    def _group(self, document: Document) -> tuple[str, str]:
+        source = document.source
         rendered = self.source_groups.get(id(source))
         if rendered is not None:
             return rendered
-        helm = obj.document.helm_source
+        helm = document.helm_source
         if helm:
             return ("helm", f"{source.path}::{helm.split('/', 1)[0]}")
         return ("dir", os.path.dirname(source.path))

@@ -26,6 +26,7 @@ Contract of :func:`check_yaml`:
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import os
 import re
@@ -63,6 +64,8 @@ class Part:
 
     files: tuple[Input, ...] = ()
     piece: Piece | None = None
+    #: parsed in the part but checked in the parent (its objects are likely related to others)
+    ship: bool = False
 
 
 @dataclass
@@ -93,6 +96,7 @@ class PartResult:
     workload_groups: set[Any] = field(default_factory=set)
     objects: int = 0
     failed: bool = False  # a piece that stopped on an error: later pieces are not taken
+    documents: list[Document] | None = None  # a shipped part's documents
 
 
 # -- planning ------------------------------------------------------------------------------------
@@ -161,12 +165,45 @@ def plan_parts(
     return [Part(tuple(files)) for files in groups.values()], big
 
 
+_DOC_AT = re.compile(r"\n---(?:[ \t][^\n]*)?(?=\n|\Z)")  # a literal prefix: fast on 50 MiB
+_FIRST_DOC = re.compile(r"---(?:[ \t][^\n]*)?(?:\n|\Z)")
+_NAMESPACE_IN = re.compile(r"\n[ \t]+namespace:[ \t]*[\"']?([^\s\"'#]*)")
+_METADATA_IN = re.compile(r"\nmetadata:[^\n]*\n((?:[ \t][^\n]*\n)*)")
+#: How many ``---`` lines past a piece's size a cut may move to fall between two namespaces.
+CUT_SEARCH = 512
+
+
+def doc_starts(text: str) -> list[int]:
+    """Offsets of the ``---`` lines of ``text`` (as ``yaml_source.DOC_START`` finds them)."""
+    starts = [m.start() + 1 for m in _DOC_AT.finditer(text)]
+    if _FIRST_DOC.match(text):
+        starts.insert(0, 0)
+    return starts
+
+
+def text_has_unset(text: str) -> bool:
+    """Whether ``text`` seems to hold an object without a namespace (a guess, see
+    :func:`_hints`)."""
+    blocks = _METADATA_IN.findall(text)
+    kinds = text.count("\nkind:") + text.startswith("kind:")
+    if text.startswith("metadata:") or kinds > len(blocks):
+        return True
+    return any("namespace:" not in block for block in blocks)
+
+
 def cut(
-    item: Input, max_bytes: int, pieces: int, piece_bytes: int
+    item: Input, max_bytes: int, pieces: int, piece_bytes: int, ship: bool = False
 ) -> list[Part] | tuple[Source | InputError, list[InputError]]:
     """A big file as pieces (parts) of at least ``piece_bytes`` cut at ``---`` lines, about
-    ``pieces`` of them; or, when it cannot be read or is an unrendered Helm template, the error
-    (``(source or error, errors)``)."""
+    ``pieces`` of them (0: ``piece_bytes`` each); or, when it cannot be read or is an unrendered
+    Helm template, the error (``(source or error, errors)``).
+
+    A cut moves forward (up to :data:`CUT_SEARCH` documents) to a ``---`` line between two
+    documents that name different namespaces, so that a namespace rarely spans two pieces.
+    When the file (or ``ship``: another input of its directory) seems to hold objects without a
+    namespace, which are related to every object of the directory, the pieces are *shipped*:
+    parsed in parts but checked in the parent (:attr:`Part.ship`).
+    """
     source = yaml_source.read_source(item.path, max_bytes=max_bytes)
     if isinstance(source, InputError):
         return source, []
@@ -175,12 +212,29 @@ def cut(
         return source, [yaml_source.unrendered_error(source.path, unrendered)]
     text = source.text
     source.release()
+    ship = ship or text_has_unset(text)
     digest = hash(text)  # fork workers share the parent's hash seed
     size = max(piece_bytes, -(-len(text) // pieces)) if pieces else piece_bytes
+    starts = doc_starts(text)
+
+    def namespace(k: int) -> str | None:
+        end = starts[k + 1] if k + 1 < len(starts) else len(text)
+        found = _NAMESPACE_IN.search(text, starts[k], end)
+        return found.group(1) if found else None
+
     cuts = [0]
-    for match in yaml_source.DOC_START.finditer(text):
-        if match.start() - cuts[-1] >= size:
-            cuts.append(match.start())
+    i = 0
+    while True:
+        i = bisect.bisect_left(starts, cuts[-1] + size, lo=i)
+        if i >= len(starts):
+            break
+        best = i
+        for j in range(max(i, 1), min(len(starts), i + CUT_SEARCH)):
+            if namespace(j - 1) != namespace(j):
+                best = j
+                break
+        cuts.append(starts[best])
+        i = best + 1
     cuts.append(len(text))
     try:
         with open(item.path, "rb") as fh:
@@ -196,7 +250,8 @@ def cut(
         else:
             first = bom + len(text[:begin].encode())
             last = first + len(text[begin:stop].encode())
-        parts.append(Part(piece=Piece(item.path, source.path, first, last, line, order, digest)))
+        piece = Piece(item.path, source.path, first, last, line, order, digest)
+        parts.append(Part(piece=piece, ship=ship))
         line += text.count("\n", begin, stop)
     return parts
 
@@ -247,6 +302,8 @@ def check_part(part: Part, setup: Setup) -> PartResult:
     from lossless.check import engine
 
     documents, errors, failed, _ = read_part(part, setup)
+    if part.ship:
+        return PartResult(part, errors, failed=failed, documents=documents)
     context = engine.Context(setup.config, lookup_dockerfiles=setup.dockerfiles)
     engine.add_documents(context, documents, errors)
     del documents
@@ -424,9 +481,15 @@ def check_yaml(
     parallel = jobs > 1 and sum(sizes) >= yaml_source.PARALLEL_MIN_BYTES
     parts, big = plan_parts(inputs, sizes, parallel, piece_bytes)
     errors: list[InputError] = []
+    unset_dirs = {
+        os.path.dirname(item.path)
+        for item in inputs
+        if item not in big and item.path != STDIN and big_dir(item, big) and _hints(item.path)[1]
+    }
     for item in big:
         pieces = jobs * yaml_source.PIECES_PER_JOB if parallel else 0
-        cutted = cut(item, setup.max_bytes, pieces, piece_bytes)
+        ship = os.path.dirname(item.path) in unset_dirs
+        cutted = cut(item, setup.max_bytes, pieces, piece_bytes, ship)
         if isinstance(cutted, list):
             parts.extend(cutted)
         else:
@@ -436,6 +499,7 @@ def check_yaml(
             errors.extend(problems)
     accepted: list[PartResult] = []
     failed_files: set[str] = set()
+    shared: dict[str, Source] = {}  # one source per file of shipped pieces
     for result in run_parts(parts, setup, jobs if parallel else 1, on_result):
         piece = result.part.piece
         if piece is not None:
@@ -444,7 +508,12 @@ def check_yaml(
             if result.failed:
                 failed_files.add(piece.path)
         errors.extend(result.errors)
-        accepted.append(result)
+        if result.documents is None:
+            accepted.append(result)
+            continue
+        for document in result.documents:
+            document.source = shared.setdefault(document.source.path, document.source)
+        engine.add_documents(context, result.documents, errors)
     own_units, _ = units_of(context)
     partitions = [(own_units, context.workload_groups)]
     partitions += [(r.units, r.workload_groups) for r in accepted]
@@ -492,6 +561,11 @@ def check_yaml(
         if counts(subject, finding.location):
             findings.append(finding)
     return findings, errors, objects
+
+
+def big_dir(item: Input, big: Sequence[Input]) -> bool:
+    """Whether ``item`` is in the directory of one of the ``big`` files."""
+    return any(os.path.dirname(item.path) == os.path.dirname(b.path) for b in big)
 
 
 def node_of(context: Any, obj: Any) -> Node:
