@@ -101,25 +101,16 @@ class PartResult:
 
 # -- planning ------------------------------------------------------------------------------------
 
-_NAMESPACE_LINE = re.compile(rb"^[ \t]+namespace:[ \t]*[\"']?([^\s\"'#]*)", re.M)
-_METADATA_BLOCK = re.compile(rb"^metadata:[^\n]*\n((?:[ \t][^\n]*\n|[ \t]*\n)*)", re.M)
-_KIND_LINE = re.compile(rb"^kind:", re.M)
 
-
-def _hints(path: str) -> tuple[set[bytes], bool]:
+def _hints(path: str) -> tuple[set[str], bool]:
     """The namespaces a file names and whether it seems to hold an object without one (a guess
     from the text: it only decides which files share a part, never a finding)."""
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            text = fh.read().decode("utf-8", "replace")
     except OSError:
         return set(), False
-    namespaces = {m.group(1) for m in _NAMESPACE_LINE.finditer(data)}
-    blocks = _METADATA_BLOCK.findall(data)
-    unset = len(_KIND_LINE.findall(data)) > len(blocks) or any(
-        not _NAMESPACE_LINE.search(block) for block in blocks
-    )
-    return namespaces, unset
+    return set(_NAMESPACE_IN.findall(text)), text_has_unset(text)
 
 
 def plan_parts(

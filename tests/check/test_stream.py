@@ -1,0 +1,229 @@
+"""Checking part by part (``check/stream.py``) reports exactly what one run over all objects
+reports (findings, their order and positions, errors, object count), whatever the cuts; a bad
+document late in a big file still gives its one-line error and the findings before it; the trees
+of a finished part are released (issue 14, speed and memory)."""
+
+from __future__ import annotations
+
+import gc
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.check.conftest import ROOT, RunCli
+
+from lossless import __version__
+from lossless.check import stream, yaml_source
+from lossless.check._json import dumps_indent2
+from lossless.check.config import Config
+from lossless.check.engine import Report, build_context, check_context, run_check
+from lossless.check.model import Severity
+from lossless.check.report import finding_json, render_json
+from lossless.check.yaml_source import Document
+
+DATA = ROOT / "bench" / "data"
+PRECISION = ROOT / "tests" / "check" / "precision"
+
+
+def reference(operands: list[str], config: Config | None = None) -> Report:
+    """One run of every rule over all objects at once (every tree held: the old way)."""
+    context, errors, notes, files = build_context(operands, config or Config(), jobs=1)
+    return check_context(context, errors, notes, files)
+
+
+def summary(report: Report) -> tuple[list[Any], list[str], int]:
+    findings = [
+        (
+            f.code,
+            f.location.path,
+            f.location.line,
+            f.location.column,
+            f.location.end_line,
+            f.location.end_column,
+            f.location.rendered,
+            f.message,
+            f.severity,
+            f.subject,
+            f.suppression,
+        )
+        for f in report.findings
+    ]
+    return findings, [str(e) for e in report.errors], report.objects
+
+
+def namespaced(text: str, namespace: str) -> str:
+    text = re.sub(r"^(\s*namespace:) \S+$", rf"\1 {namespace}", text, flags=re.M)
+    return re.sub(
+        r"^metadata:\n(?!(?:  .*\n)*  namespace:)",
+        f"metadata:\n  namespace: {namespace}\n",
+        text,
+        flags=re.M,
+    )
+
+
+LONELY_SERVICE = """\
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: lonely
+  namespace: nobody-here
+spec:
+  selector: {app: lonely}
+  ports: [{port: 80}]
+"""
+
+
+def many_documents(copies: int) -> str:
+    """Real manifests copied into ``copies`` namespaces, one multi-document stream, with a
+    Service whose namespace has no workload in the middle (LL601 reads whether its directory
+    holds workloads: a fact of the whole run)."""
+    chunks = []
+    for i in range(copies):
+        for path in sorted(DATA.glob("*.yaml")):
+            chunks.append(
+                "---\n" + namespaced(path.read_text(encoding="utf-8"), f"{path.stem}-{i}")
+            )
+        if i == copies // 2:
+            chunks.append(LONELY_SERVICE)
+    return "".join(chunks)
+
+
+@pytest.fixture
+def small_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pieces of 20 kB and the pool from the first byte, so small inputs take every path."""
+    monkeypatch.setattr(yaml_source, "CHUNK_BYTES", 20_000)
+    monkeypatch.setattr(yaml_source, "PARALLEL_MIN_BYTES", 1)
+
+
+@pytest.mark.usefixtures("small_pieces")
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_precision_corpus_part_by_part_equals_one_run(jobs: int) -> None:
+    operands = [str(PRECISION)]
+    expected = reference(operands)
+    assert expected.findings, "the corpus has labelled findings"
+    assert summary(run_check(operands, Config(), jobs=jobs)) == summary(expected)
+
+
+@pytest.mark.usefixtures("small_pieces")
+@pytest.mark.parametrize("jobs", [1, 2])
+@pytest.mark.parametrize("search", [stream.CUT_SEARCH, 1])
+def test_multi_document_file_part_by_part_equals_one_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: int, search: int
+) -> None:
+    # search=1: cuts fall inside namespaces, so units span pieces and are re-checked together.
+    monkeypatch.setattr(stream, "CUT_SEARCH", search)
+    big = tmp_path / "all.yaml"
+    big.write_text(many_documents(8), encoding="utf-8")
+    (tmp_path / "other.yaml").write_text(namespaced(LONELY_SERVICE, "demo-0"), encoding="utf-8")
+    operands = [str(tmp_path)]
+    expected = reference(operands)
+    codes = {f.code for f in expected.findings}
+    assert {"LL601", "LL403"} <= codes
+    lonely = [f for f in expected.findings if f.code == "LL601" and "lonely" in f.message]
+    assert len(lonely) == 2, "the run-wide fact makes LL601 fire on both lonely Services"
+    seen: list[stream.PartResult] = []
+    got = run_check(operands, Config(), jobs=jobs, on_part=seen.append)
+    assert summary(got) == summary(expected)
+    assert len([r for r in seen if r.part.piece is not None]) > 4, "the file was cut in pieces"
+
+
+@pytest.mark.usefixtures("small_pieces")
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_objects_without_namespace_are_joined_across_pieces(tmp_path: Path, jobs: int) -> None:
+    # No namespaces: every object is related to every other one of the directory, so the pieces
+    # are parsed apart but checked together.
+    text = "".join(
+        "---\n" + (DATA / "microservices-demo.yaml").read_text(encoding="utf-8") for _ in range(4)
+    )
+    (tmp_path / "all.yaml").write_text(text, encoding="utf-8")
+    operands = [str(tmp_path)]
+    seen: list[stream.PartResult] = []
+    got = run_check(operands, Config(), jobs=jobs, on_part=seen.append)
+    assert summary(got) == summary(reference(operands))
+    assert seen and all(r.documents is not None for r in seen), "pieces were shipped"
+
+
+def test_bad_document_late_in_a_big_file(cli: RunCli, tmp_path: Path) -> None:
+    good = many_documents(110)
+    assert len(good.encode()) > 2 * yaml_source.CHUNK_BYTES, "several pieces"
+    bad_line = good.count("\n") + 4
+    broken = "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: x\n  data: [\n"
+    path = tmp_path / "big.yaml"
+    path.write_text(good + broken + LONELY_SERVICE, encoding="utf-8")
+    result = cli(path, "--format", "json", "--max-file-size", "64")
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()[-1:]
+    assert re.fullmatch(
+        rf"lossless check: error: {re.escape(str(path))}:\d+: not valid YAML: .*", line
+    )
+    assert int(line.split(":")[3]) in range(bad_line - 3, bad_line + 3)
+    assert "Traceback" not in result.stderr
+    # Every finding of the documents before the bad one is kept, at its line.
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "big.yaml").write_text(good, encoding="utf-8")
+    expected = reference([str(tmp_path / "good" / "big.yaml")])
+    found = json.loads(result.stdout)["findings"]
+    assert len(found) == len(expected.findings) > 1000
+    assert [(f["code"], f["location"]["line"], f["message"]) for f in found] == [
+        (f.code, f.location.line, f.message) for f in expected.findings
+    ]
+
+
+@pytest.mark.usefixtures("small_pieces")
+def test_the_trees_of_a_finished_part_are_released(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_text(many_documents(12), encoding="utf-8")
+    live: list[int] = []
+
+    def count(result: stream.PartResult) -> None:
+        live.append(sum(1 for o in gc.get_objects() if isinstance(o, Document)))
+
+    report = run_check([str(path)], Config(), jobs=1, on_part=count)
+    documents = 12 * 54 + 1
+    assert report.objects == documents
+    assert len(live) > 10
+    # A piece holds about 20 kB (~25 documents); were the trees kept, the count would grow to
+    # every document of the file.
+    assert max(live) < 60, live
+
+
+def test_json_writer_matches_json_dumps() -> None:
+    values: list[Any] = [
+        {},
+        [],
+        {"a": [], "b": {}, "c": [{"d": [[]]}]},
+        [1.5, float("nan"), float("inf"), float("-inf"), -0.0, 1e100, True, False, None, 10**30],
+        {"text": 'é\u2028\n"\\\t</script>', "n": -3},
+        {1: "int keys fall back"},
+    ]
+    for value in values:
+        assert dumps_indent2(value) == json.dumps(value, indent=2)
+
+
+def test_json_report_is_json_dumps_byte_for_byte() -> None:
+    # Rendered (kustomize) locations, suppressions, errors: every shape of a finding.
+    report = run_check([str(ROOT / "tests" / "check"), "/no/such/file"], Config())
+    assert any(f.location.rendered is not None for f in report.findings)
+    assert any(f.suppression is not None for f in report.findings)
+    assert report.errors
+    active = report.active
+    data = {
+        "version": __version__,
+        "findings": [finding_json(f) for f in report.findings],
+        "errors": [{"path": e.path, "line": e.line, "message": e.message} for e in report.errors],
+        "summary": {
+            "files": report.files,
+            "objects": report.objects,
+            "findings": len(active),
+            "suppressed": len(report.findings) - len(active),
+            "by_severity": {
+                s.label: sum(1 for f in active if f.severity == s)
+                for s in (Severity.ERROR, Severity.WARNING, Severity.INFO)
+            },
+            "input_errors": len(report.errors),
+        },
+    }
+    assert render_json(report) == json.dumps(data, indent=2) + "\n"
