@@ -76,16 +76,19 @@ spec:
 """
 
 
-def many_documents(copies: int) -> str:
+def many_documents(copies: int, helm: bool = False) -> str:
     """Real manifests copied into ``copies`` namespaces, one multi-document stream, with a
     Service whose namespace has no workload in the middle (LL601 reads whether its directory
-    holds workloads: a fact of the whole run)."""
+    holds workloads: a fact of the whole run). ``helm``: every document says which template it
+    came from (``# Source:``), as ``helm template`` writes."""
     chunks = []
     for i in range(copies):
         for path in sorted(DATA.glob("*.yaml")):
-            chunks.append(
-                "---\n" + namespaced(path.read_text(encoding="utf-8"), f"{path.stem}-{i}")
-            )
+            text = namespaced(path.read_text(encoding="utf-8"), f"{path.stem}-{i}")
+            if helm:
+                source = f"# Source: {path.stem}/templates/all.yaml"
+                text = source + "\n" + re.sub(r"^---$", f"---\n{source}", text, flags=re.M)
+            chunks.append("---\n" + text)
         if i == copies // 2:
             chunks.append(LONELY_SERVICE)
     return "".join(chunks)
@@ -110,24 +113,35 @@ def test_precision_corpus_part_by_part_equals_one_run(jobs: int) -> None:
 @pytest.mark.usefixtures("small_pieces")
 @pytest.mark.parametrize("jobs", [1, 2])
 @pytest.mark.parametrize("search", [stream.CUT_SEARCH, 1])
+@pytest.mark.parametrize("helm", [False, True])
 def test_multi_document_file_part_by_part_equals_one_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: int, search: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: int, search: int, helm: bool
 ) -> None:
     # search=1: cuts fall inside namespaces, so units span pieces and are re-checked together.
+    # helm: findings are mapped back to the templates, from lines inside each piece.
     monkeypatch.setattr(stream, "CUT_SEARCH", search)
-    big = tmp_path / "all.yaml"
-    big.write_text(many_documents(8), encoding="utf-8")
-    (tmp_path / "other.yaml").write_text(namespaced(LONELY_SERVICE, "demo-0"), encoding="utf-8")
-    operands = [str(tmp_path)]
+    checked = tmp_path / "in"  # the templates, found from there, are not checked
+    checked.mkdir()
+    (checked / "all.yaml").write_text(many_documents(8, helm), encoding="utf-8")
+    for path in DATA.glob("*.yaml"):
+        template = tmp_path / path.stem / "templates" / "all.yaml"
+        template.parent.mkdir(parents=True)
+        template.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    (checked / "other.yaml").write_text(namespaced(LONELY_SERVICE, "demo-0"), encoding="utf-8")
+    operands = [str(checked)]
     expected = reference(operands)
     codes = {f.code for f in expected.findings}
-    assert {"LL601", "LL403"} <= codes
+    assert "LL403" in codes
     lonely = [f for f in expected.findings if f.code == "LL601" and "lonely" in f.message]
-    assert len(lonely) == 2, "the run-wide fact makes LL601 fire on both lonely Services"
+    # The run-wide fact makes LL601 fire on both lonely Services (not with Helm sources: the
+    # workloads then belong to their charts, not to the directory).
+    assert len(lonely) == (0 if helm else 2)
     seen: list[stream.PartResult] = []
     got = run_check(operands, Config(), jobs=jobs, on_part=seen.append)
     assert summary(got) == summary(expected)
     assert len([r for r in seen if r.part.piece is not None]) > 4, "the file was cut in pieces"
+    mapped = [f for f in got.findings if f.location.path.endswith("templates/all.yaml")]
+    assert bool(mapped) == helm
 
 
 @pytest.mark.usefixtures("small_pieces")

@@ -55,7 +55,6 @@ class Piece:
     last: int
     line: int
     order: int
-    digest: int | None  # hash of the whole text, so the piece's Source may read it lazily
 
 
 @dataclass(frozen=True)
@@ -204,7 +203,6 @@ def cut(
     text = source.text
     source.release()
     ship = ship or text_has_unset(text)
-    digest = hash(text)  # fork workers share the parent's hash seed
     size = max(piece_bytes, -(-len(text) // pieces)) if pieces else piece_bytes
     starts = doc_starts(text)
 
@@ -241,7 +239,7 @@ def cut(
         else:
             first = bom + len(text[:begin].encode())
             last = first + len(text[begin:stop].encode())
-        piece = Piece(item.path, source.path, first, last, line, order, digest)
+        piece = Piece(item.path, source.path, first, last, line, order)
         parts.append(Part(piece=piece, ship=ship))
         line += text.count("\n", begin, stop)
     return parts
@@ -272,7 +270,7 @@ def read_part(part: Part, setup: Setup) -> tuple[list[Document], list[InputError
         with open(piece.path, "rb") as fh:
             fh.seek(piece.first)
             text = fh.read(piece.last - piece.first).decode("utf-8")
-        source = Source.lazy(piece.shown, piece.digest)
+        source = yaml_source.PieceSource(piece.shown, text, piece.line)
         return yaml_source.parse_piece(source, text, piece.line, setup.max_nodes, PASSIVE_KINDS)
     documents: list[Document] = []
     errors: list[InputError] = []
@@ -490,7 +488,6 @@ def check_yaml(
             errors.extend(problems)
     accepted: list[PartResult] = []
     failed_files: set[str] = set()
-    shared: dict[str, Source] = {}  # one source per file of shipped pieces
     for result in run_parts(parts, setup, jobs if parallel else 1, on_result):
         piece = result.part.piece
         if piece is not None:
@@ -502,8 +499,6 @@ def check_yaml(
         if result.documents is None:
             accepted.append(result)
             continue
-        for document in result.documents:
-            document.source = shared.setdefault(document.source.path, document.source)
         engine.add_documents(context, result.documents, errors)
     own_units, _ = units_of(context)
     partitions = [(own_units, context.workload_groups)]

@@ -40,7 +40,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import yaml
 
@@ -81,7 +81,8 @@ _HELM_ACTION = re.compile(
     r"\btoYaml\b|\btpl\s)"
 )
 _DOC_BOUNDARY = re.compile(r"^(?:---|\.\.\.)(?:\s|$)")
-_DOC_BOUNDARY_M = re.compile(r"^(?:---|\.\.\.)(?:[ \t\r]|$)", re.M)
+_DOC_BOUNDARY_NL = re.compile(r"\n(?:---|\.\.\.)(?=[ \t\r\n]|\Z)")
+_DOC_BOUNDARY_FIRST = re.compile(r"(?:---|\.\.\.)(?:[ \t\r\n]|\Z)")
 DOC_START = re.compile(r"^---(?:[ \t].*)?$", re.M)
 _HELM_SOURCE = re.compile(r"^#\s*Source:\s*(\S+)\s*$")
 KUSTOMIZE_ORIGIN = "config.kubernetes.io/origin"
@@ -180,14 +181,6 @@ class Source:
     def __repr__(self) -> str:
         return f"Source(path={self.path!r})"
 
-    @classmethod
-    def lazy(cls, path: str, digest: int | None) -> Source:
-        """A file's source whose text is read on first use, and only if its ``hash`` is still
-        ``digest`` (else it reads as empty), as after :meth:`release`."""
-        source = cls(path, "")
-        source._text, source._digest = None, digest
-        return source
-
     @property
     def text(self) -> str:
         if self._text is None:
@@ -209,7 +202,8 @@ class Source:
         self.__dict__.pop("lines", None)
 
     @cached_property
-    def lines(self) -> list[str]:
+    def lines(self) -> Sequence[str]:
+        """The lines of the text (of the whole file: indexes are 0-based line numbers)."""
         return self.text.splitlines()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -218,6 +212,54 @@ class Source:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+
+
+class PieceSource(Source):
+    """The source of documents parsed from one piece of a big file (lines ``line_offset``... of
+    it): ``text`` is the piece's, and ``lines`` are indexed by line numbers of the whole file
+    (lines outside the piece read as empty), which is all that positions inside its documents
+    need. Nothing reads the whole file again for it."""
+
+    def __init__(self, path: str, text: str, line_offset: int) -> None:
+        super().__init__(path, text)
+        self.line_offset = line_offset
+
+    def release(self) -> None:
+        """A piece's text is kept: it is what its lines come from."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "line_offset": self.line_offset}
+
+    @cached_property
+    def lines(self) -> Sequence[str]:
+        return _LineWindow(self.text.splitlines(), self.line_offset)
+
+
+class _LineWindow(Sequence[str]):
+    """Lines of a piece addressed by their line numbers in the whole file."""
+
+    def __init__(self, lines: list[str], offset: int) -> None:
+        self._lines = lines
+        self._offset = offset
+
+    def __len__(self) -> int:
+        return self._offset + len(self._lines)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        inside = index - self._offset
+        return self._lines[inside] if inside >= 0 else ""
 
 
 def read_source(path: str, *, max_bytes: int = MAX_FILE_BYTES) -> Source | InputError:
@@ -535,11 +577,12 @@ def _parse(
 
 def _boundaries(text: str) -> tuple[list[int], int]:
     """0-based numbers of the ``---``/``...`` lines of ``text``, and its number of lines."""
-    boundaries: list[int] = []
+    boundaries: list[int] = [0] if _DOC_BOUNDARY_FIRST.match(text) else []
     line, last = 0, 0
-    for match in _DOC_BOUNDARY_M.finditer(text):
-        line += text.count("\n", last, match.start())
-        last = match.start()
+    # "\n" first: a literal prefix the regex engine finds fast (5x a multi-line "^" on 50 MiB).
+    for match in _DOC_BOUNDARY_NL.finditer(text):
+        line += text.count("\n", last, match.end())
+        last = match.end()
         boundaries.append(line)
     total = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
     return boundaries, total
