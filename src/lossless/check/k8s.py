@@ -411,20 +411,14 @@ class Workload(K8sObject):
         value = as_int(self.get(*self.pod_spec_path, "terminationGracePeriodSeconds"))
         return 30 if value is None else value
 
-    def containers(self, *, init: bool = False) -> tuple[Container, ...]:
-        """The pod's containers (or init containers), made once per workload: every rule sees
-        the same objects, with their derived fields (ports, env) computed once."""
-        cache: dict[bool, tuple[Container, ...]] = self.__dict__.setdefault("_containers", {})
-        found = cache.get(init)
-        if found is None:
-            key = "initContainers" if init else "containers"
-            items = self.get(*self.pod_spec_path, key)
-            found = cache[init] = tuple(
-                Container(self, (*self.pod_spec_path, key, i), item, init)
-                for i, item in enumerate(items if isinstance(items, list) else ())
-                if isinstance(item, Mapping)
-            )
-        return found
+    def containers(self, *, init: bool = False) -> Iterator[Container]:
+        key = "initContainers" if init else "containers"
+        items = self.get(*self.pod_spec_path, key)
+        if not isinstance(items, list):
+            return
+        for i, item in enumerate(items):
+            if isinstance(item, Mapping):
+                yield Container(self, (*self.pod_spec_path, key, i), item, init)
 
     def pod_containers(self) -> list[Container]:
         """The containers that run for the pod's whole life: the regular ones and the native
