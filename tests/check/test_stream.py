@@ -241,3 +241,33 @@ def test_json_report_is_json_dumps_byte_for_byte() -> None:
         },
     }
     assert render_json(report) == json.dumps(data, indent=2) + "\n"
+
+
+def test_files_that_may_be_joined_share_a_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(yaml_source, "PARALLEL_MIN_BYTES", 1)
+    demo = (DATA / "microservices-demo.yaml").read_text(encoding="utf-8")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "copies").mkdir()
+    for i in range(3):
+        # No namespace: related to everything in the directory.
+        (tmp_path / "app" / f"part{i}.yaml").write_text(demo, encoding="utf-8")
+        # A namespace of its own each: nothing to join.
+        text = namespaced(demo, f"copy-{i}")
+        (tmp_path / "copies" / f"copy{i}.yaml").write_text(text, encoding="utf-8")
+    # Shares its namespace with copy1.yaml.
+    (tmp_path / "copies" / "extra.yaml").write_text(
+        namespaced(LONELY_SERVICE, "copy-1"), encoding="utf-8"
+    )
+    seen: list[stream.PartResult] = []
+    operands = [str(tmp_path)]
+    got = run_check(operands, Config(), jobs=2, on_part=seen.append)
+    assert summary(got) == summary(reference(operands))
+    parts = sorted(sorted(Path(i.path).name for i in r.part.files) for r in seen)
+    assert parts == [
+        ["copy0.yaml"],
+        ["copy1.yaml", "extra.yaml"],
+        ["copy2.yaml"],
+        ["part0.yaml", "part1.yaml", "part2.yaml"],
+    ]

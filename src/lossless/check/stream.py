@@ -2,11 +2,13 @@
 
 Contract of :func:`check_yaml`:
 
-- The YAML inputs are cut into *parts* (:func:`plan_parts`): a big file (over ``piece_bytes``)
-  into pieces at its ``---`` lines, one part each; on one core, the other files form one part;
-  on several, files that may be joined (as far as a cheap look at their text tells: a shared
-  ``namespace:``, or a directory holding objects without one) share a part and the rest are one
-  part per file.
+- The YAML inputs are cut into *parts* (:func:`plan_parts`, :func:`cut`): a big file (over
+  ``yaml_source.CHUNK_BYTES``) into pieces at its ``---`` lines, preferably where the namespace
+  changes, one part each; on one core, the other files form one part; on several, files that
+  may be joined (as far as a cheap look at their text tells: a shared ``namespace:``, or a
+  directory holding objects without one) share a part and the rest are one part per file. The
+  pieces of a big file that seems to hold objects without a namespace are *shipped*: parsed in
+  the part, checked in the parent with the rendered objects.
 - Each part is read, parsed, turned into objects and checked by every enabled rule on its own
   (in a ``fork`` process pool on ``jobs`` cores when there is enough YAML); then its trees are
   dropped. Only its findings, errors and a summary of its *units* come back.
@@ -115,25 +117,16 @@ def _hints(path: str) -> tuple[set[str], bool]:
 def plan_parts(
     inputs: Sequence[Input], sizes: Sequence[int], parallel: bool, piece_bytes: int
 ) -> tuple[list[Part], list[Input]]:
-    """Parts for the YAML ``inputs`` (their byte ``sizes``), and the big files to cut in pieces
-    (:func:`cut`) at their place in the order."""
+    """Parts for the YAML ``inputs`` (their byte ``sizes``) but the big ones, and the big
+    ones (over ``piece_bytes``: to be cut by :func:`cut`)."""
     big = [item for item, size in zip(inputs, sizes, strict=True) if size > piece_bytes]
     rest = [item for item, size in zip(inputs, sizes, strict=True) if size <= piece_bytes]
     if not rest:
         return [], big
     if not parallel:
         return [Part(tuple(rest))], big
-    parent: dict[Any, Any] = {}
-
-    def find(x: Any) -> Any:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    def union(a: Any, b: Any) -> None:
-        parent[find(a)] = find(b)
-
+    uf = _UnionFind()
+    find, union = uf.find, uf.union
     hints = {}
     for item in rest:
         if item.path == STDIN:
@@ -143,11 +136,10 @@ def plan_parts(
             union(("file", item.path), ("ns", namespace))
         if unset:
             union(("file", item.path), ("dir", os.path.dirname(item.path)))
-    unset_dirs = {find(("dir", os.path.dirname(p))) for p, (_, u) in hints.items() if u}
+    unset_dirs = {os.path.dirname(p) for p, (_, unset) in hints.items() if unset}
     for path, (namespaces, _) in hints.items():
-        directory = ("dir", os.path.dirname(path))
-        if namespaces and find(directory) in unset_dirs:
-            union(("file", path), directory)
+        if namespaces and os.path.dirname(path) in unset_dirs:
+            union(("file", path), ("dir", os.path.dirname(path)))
     groups: dict[Any, list[Input]] = {}
     for item in rest:
         key = ("stdin",) if item.path == STDIN else find(("file", item.path))
