@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.check.conftest import ROOT, RunCli
+from tests.check.conftest import ROOT, SRC, RunCli
+from tests.conftest import _children
 
 from lossless import __version__
 from lossless.check import stream, yaml_source
@@ -271,3 +277,45 @@ def test_files_that_may_be_joined_share_a_part(
         ["copy2.yaml"],
         ["part0.yaml", "part1.yaml", "part2.yaml"],
     ]
+
+
+def test_ctrl_c_stops_the_workers_and_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_text(many_documents(250), encoding="utf-8")  # ~10 MiB: 8 pieces on 2 cores
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lossless",
+            "check",
+            str(path),
+            "--jobs",
+            "2",
+            "--format",
+            "json",
+            "--max-file-size",
+            "64",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(_children(proc.pid)) < 2 and proc.poll() is None:
+            assert time.monotonic() < deadline, "the pool never started"
+            time.sleep(0.02)
+        workers = _children(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole group
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130
+    assert err.decode().strip().splitlines()[-1] == "lossless check: interrupted"
+    assert "Traceback" not in err.decode()
+    assert not any(os.path.exists(f"/proc/{pid}") and _children(pid) for pid in workers)

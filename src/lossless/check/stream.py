@@ -403,11 +403,16 @@ def run_parts(
             None if here else pool.submit(_check_in_worker, part)
             for part, here in zip(parts, local, strict=True)
         ]
-        for part, future in zip(parts, futures, strict=True):
-            result = check_part(part, setup) if future is None else future.result()
-            if on_result is not None:
-                on_result(result)
-            yield result
+        try:
+            for part, future in zip(parts, futures, strict=True):
+                result = check_part(part, setup) if future is None else future.result()
+                if on_result is not None:
+                    on_result(result)
+                yield result
+        except BaseException:
+            # Ctrl-C (or an error): the parts not started are dropped, not run to the end.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def split_roots(
