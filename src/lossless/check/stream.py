@@ -38,6 +38,7 @@ from typing import Any
 
 from lossless.check import yaml_source
 from lossless.check.dockerfile import Dockerfile
+from lossless.check.k8s import PASSIVE_KINDS, K8sObject
 from lossless.check.model import Finding, InputError, Location, Rule, Suppression
 from lossless.check.yaml_source import STDIN, Document, Input, Source
 
@@ -255,8 +256,6 @@ class Setup:
 def read_part(part: Part, setup: Setup) -> tuple[list[Document], list[InputError], bool, int]:
     """The documents of ``part``, its read/parse errors, whether it stopped on an error, and its
     number of documents (empty ones included, for a piece)."""
-    from lossless.check.k8s import PASSIVE_KINDS
-
     if part.piece is not None:
         piece = part.piece
         with open(piece.path, "rb") as fh:
@@ -534,7 +533,10 @@ def check_yaml(
     context.workload_groups = workload_groups
 
     def counts(subject: Any, location: Location) -> bool:
-        if subject is None or not hasattr(subject, "document"):
+        """Whether a finding of this run is new: always for rendered or shipped objects and
+        Dockerfiles; for an object of a re-read part only when its unit is split; never for
+        a finding about no object in a re-read file (its part reported it)."""
+        if not isinstance(subject, K8sObject):
             return isinstance(subject, Dockerfile) or location.path not in reread_paths
         if id(subject.document.source) not in reread_sources:
             return True
