@@ -305,7 +305,9 @@ def test_ctrl_c_stops_the_workers_and_says_so(tmp_path: Path) -> None:
     )
     try:
         deadline = time.monotonic() + 60
-        while len(_children(proc.pid)) < 2 and proc.poll() is None:
+        # Both workers started and ignoring SIGINT (the parent stops them).
+        while not _ready(_children(proc.pid)):
+            assert proc.poll() is None, "the check ended before the pool was seen"
             assert time.monotonic() < deadline, "the pool never started"
             time.sleep(0.02)
         workers = _children(proc.pid)
@@ -319,3 +321,18 @@ def test_ctrl_c_stops_the_workers_and_says_so(tmp_path: Path) -> None:
     assert err.decode().strip().splitlines()[-1] == "lossless check: interrupted"
     assert "Traceback" not in err.decode()
     assert not any(os.path.exists(f"/proc/{pid}") and _children(pid) for pid in workers)
+
+
+def _ready(workers: set[int]) -> bool:
+    """Two processes that ignore SIGINT (their ``SigIgn`` mask in ``/proc``)."""
+    if len(workers) < 2:
+        return False
+    for pid in workers:
+        try:
+            with open(f"/proc/{pid}/status") as fh:
+                fields = dict(line.split(":", 1) for line in fh if ":" in line)
+        except OSError:
+            return False
+        if not int(fields["SigIgn"].strip(), 16) & (1 << (signal.SIGINT - 1)):
+            return False
+    return True
