@@ -16,6 +16,8 @@ Renderers only format: they never decide what is a finding or what the exit code
 
 from __future__ import annotations
 
+import functools
+import os
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
@@ -161,15 +163,21 @@ def render_json(report: Report) -> str:
 
 def _artifact(path: str) -> dict[str, Any]:
     """A SARIF artifactLocation: relative URIs against SRCROOT (the working directory)."""
+    return dict(_artifact_in(path, os.getcwd()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _artifact_in(path: str, cwd: str) -> tuple[tuple[str, str], ...]:
+    # Cached: tens of thousands of findings name a handful of files.
     if path == "-":
-        return {"uri": "stdin"}
+        return (("uri", "stdin"),)
     candidate = Path(path)
     if candidate.is_absolute():
         try:
-            candidate = candidate.relative_to(Path.cwd())
+            candidate = candidate.relative_to(Path(cwd))
         except ValueError:
-            return {"uri": candidate.as_uri()}
-    return {"uri": quote(candidate.as_posix()), "uriBaseId": "SRCROOT"}
+            return (("uri", candidate.as_uri()),)
+    return (("uri", quote(candidate.as_posix())), ("uriBaseId", "SRCROOT"))
 
 
 def _physical(location: Location) -> dict[str, Any]:
