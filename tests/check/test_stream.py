@@ -166,6 +166,21 @@ def test_objects_without_namespace_are_joined_across_pieces(tmp_path: Path, jobs
     assert seen and all(r.documents is not None for r in seen), "pieces were shipped"
 
 
+@pytest.mark.usefixtures("small_pieces")
+def test_a_big_file_beside_objects_without_namespace_is_checked_with_them(tmp_path: Path) -> None:
+    # The Service without a namespace is related to every object of the directory, the big
+    # file's included: its pieces are parsed apart but checked together with it.
+    (tmp_path / "all.yaml").write_text(many_documents(4), encoding="utf-8")
+    service = LONELY_SERVICE.replace("  namespace: nobody-here\n", "")
+    (tmp_path / "svc.yaml").write_text(service, encoding="utf-8")
+    operands = [str(tmp_path)]
+    seen: list[stream.PartResult] = []
+    got = run_check(operands, Config(), jobs=2, on_part=seen.append)
+    assert summary(got) == summary(reference(operands))
+    pieces = [r for r in seen if r.part.piece is not None]
+    assert len(pieces) > 2 and all(r.documents is not None for r in pieces)
+
+
 def test_bad_document_late_in_a_big_file(cli: RunCli, tmp_path: Path) -> None:
     good = many_documents(110)
     assert len(good.encode()) > 2 * yaml_source.CHUNK_BYTES, "several pieces"
