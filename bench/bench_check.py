@@ -12,9 +12,10 @@ hits them alike:
   the floor a Python YAML tool can hope for: the ratio lossless / this is the target (<= 1.0);
 - checkov (``--framework kubernetes``) when given or on PATH.
 
-With ``--big-mib M`` it also builds one M MiB file of the same objects and reports the time and
-peak RSS (of the check process and, separately, of its largest worker) for
-``lossless check FILE --max-file-size M+1``.
+With ``--big-mib M`` it also builds one M MiB file of the same objects and reports the median
+time and peak RSS (of the largest process of the run: the check or one of its workers) of
+``--big-runs`` runs of ``lossless check FILE --max-file-size M+1``. The load average is printed
+at the start and the end (the machine may be shared).
 
     python bench/bench_check.py --runs 5 --checkov /tmp/checkov-venv/bin/checkov --big-mib 50
 
@@ -111,12 +112,14 @@ def main() -> int:
     parser.add_argument("--checkov", default=shutil.which("checkov"))
     parser.add_argument("--checkov-runs", type=int, default=1)
     parser.add_argument("--big-mib", type=float, default=0, help="also time one file this big")
+    parser.add_argument("--big-runs", type=int, default=3, help="runs on the big file")
     args = parser.parse_args()
 
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])
     )
     python = sys.executable
+    print("load average at the start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     with tempfile.TemporaryDirectory(prefix="bench-check-") as tmp:
         corpus = Path(tmp) / "corpus"
         corpus.mkdir()
@@ -186,8 +189,14 @@ def main() -> int:
                 "--max-file-size",
                 str(int(mib) + 1),
             ]
-            wall, rss = _timed_rss(command)
-            print(f"one file {mib:.1f} MiB, {count} objects: {wall:.2f} s, peak RSS {rss:.0f} MiB")
+            runs = [_timed_rss(command) for _ in range(args.big_runs)]
+            walls, rsses = [w for w, _ in runs], [r for _, r in runs]
+            print(
+                f"one file {mib:.1f} MiB, {count} objects: median {statistics.median(walls):.2f} s, "
+                f"peak RSS median {statistics.median(rsses):.0f} MiB (max {max(rsses):.0f})  "
+                f"runs {' '.join(f'{w:.2f}s/{r:.0f}MiB' for w, r in runs)}"
+            )
+    print("load average at the end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     return 0
 
 

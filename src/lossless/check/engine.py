@@ -19,7 +19,7 @@ import contextlib
 import gc
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -43,12 +43,16 @@ from lossless.check.model import Finding, Hit, InputError, Location, Rule, Suppr
 from lossless.check.sourcemap import SourceMap
 from lossless.check.yaml_source import (
     MAX_FILE_BYTES,
+    MAX_NODES,
     Document,
+    Input,
     OriginMapper,
     Source,
     collect,
+    default_jobs,
     load_documents,
     load_inputs,
+    read_source,
 )
 
 __all__ = ["Context", "Report", "run_check"]
@@ -91,18 +95,44 @@ class Context:
     dockerfiles: list[Dockerfile] = field(default_factory=list)
     #: The group of every object read from a rendered source (by ``id`` of the source).
     source_groups: dict[int, tuple[str, str]] = field(default_factory=dict)
+    #: Dockerfiles that images are looked up in (:meth:`dockerfile_for`) when not ``dockerfiles``
+    #: (a part of the run sees every Dockerfile but reports none; see ``check/stream.py``).
+    lookup_dockerfiles: list[Dockerfile] | None = None
     _related_index: dict[int, tuple[Any, set[str], set[Any], set[Any]]] = field(
         default_factory=dict, repr=False
     )
+    _workload_groups: set[Any] | None = field(default=None, repr=False)
+    #: group by (id of a document's source, its Helm source): the documents keep sources alive
+    _groups: dict[tuple[int, str | None], tuple[str, str]] = field(default_factory=dict, repr=False)
+
+    @property
+    def workload_groups(self) -> set[Any]:
+        """The groups (:meth:`group_of`) holding a workload: of these objects, or of the whole
+        run when set (a run-wide fact for a context holding a part of the run)."""
+        if self._workload_groups is None:
+            self._workload_groups = {self.group_of(w) for w in self.workloads}
+        return self._workload_groups
+
+    @workload_groups.setter
+    def workload_groups(self, groups: set[Any]) -> None:
+        self._workload_groups = groups
 
     def group_of(self, obj: K8sObject) -> tuple[str, str]:
         """What ``obj`` belongs with: its render, its Helm chart in a rendered stream (named by
         ``# Source:``), else the directory of its file."""
-        source = obj.document.source
+        document = obj.document
+        key = (id(document.source), document.helm_source)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = self._group(document)
+        return group
+
+    def _group(self, document: Document) -> tuple[str, str]:
+        source = document.source
         rendered = self.source_groups.get(id(source))
         if rendered is not None:
             return rendered
-        helm = obj.document.helm_source
+        helm = document.helm_source
         if helm:
             return ("helm", f"{source.path}::{helm.split('/', 1)[0]}")
         return ("dir", os.path.dirname(source.path))
@@ -364,7 +394,8 @@ class Context:
         if not container.image:
             return None
         name = image_repository(container.image).rsplit("/", 1)[-1].lower()
-        for dockerfile in self.dockerfiles:
+        known = self.dockerfiles if self.lookup_dockerfiles is None else self.lookup_dockerfiles
+        for dockerfile in known:
             parts = dockerfile.path.replace("\\", "/").split("/")
             filename = parts[-1].lower()
             names = {parts[-2].lower()} if len(parts) > 1 else set()
@@ -422,8 +453,31 @@ def build_context(
 
     Helm charts and kustomizations among the operands are rendered (:mod:`render`); the files
     they consist of are read through the render, not as plain YAML. The other inputs are parsed
-    on ``jobs`` cores (default: all) when there are many; the result is the same.
+    on ``jobs`` cores (default: all) when there are many; the result is the same. Every tree is
+    held at once: :func:`run_check` checks part by part instead (``check/stream.py``).
     """
+    context, inputs, errors, notes, files = _start(operands, config)
+    # Passive kinds (RBAC, ConfigMaps, CRDs...) are read for their metadata only: their bodies,
+    # often most of an operator bundle, are not held.
+    for loaded in load_inputs(inputs, max_bytes=max_bytes, jobs=jobs, slim=PASSIVE_KINDS):
+        source = loaded.source
+        if isinstance(source, InputError):
+            errors.append(source)
+            continue
+        if loaded.input.kind == "dockerfile":
+            context.dockerfiles.append(dockerfile_mod.parse(loaded.input.path, source.text))
+            continue
+        errors.extend(loaded.errors)
+        add_documents(context, loaded.documents, errors)
+        source.release()  # a big file's text is read again only if needed
+    return context, errors, notes, files
+
+
+def _start(
+    operands: Sequence[str], config: Config
+) -> tuple[Context, list[Input], list[InputError], list[str], int]:
+    """The context holding the rendered charts and kustomizations among ``operands``, the other
+    inputs, errors and notes so far, and the number of files read."""
     targets = render_mod.discover(operands)
     inputs, errors, notes = collect(operands)
     rendered_charts = {f"skipped Helm chart {t.path}:" for t in targets if t.kind == "helm"}
@@ -440,32 +494,18 @@ def build_context(
         context.source_groups[id(output)] = (target.kind, str(target.path.resolve()))
         documents, problems = load_documents(output, slim=PASSIVE_KINDS)
         errors.extend(problems)
-        _add_documents(context, output, documents, errors)
+        add_documents(context, documents, errors)
     inputs = [
         i for i in inputs if i.kind != "yaml" or not render_mod.owned_by(targets, renders, i.path)
     ]
-    # Passive kinds (RBAC, ConfigMaps, CRDs...) are read for their metadata only: their bodies,
-    # often most of an operator bundle, are not held.
-    for loaded in load_inputs(inputs, max_bytes=max_bytes, jobs=jobs, slim=PASSIVE_KINDS):
-        source = loaded.source
-        if isinstance(source, InputError):
-            errors.append(source)
-            continue
-        if loaded.input.kind == "dockerfile":
-            context.dockerfiles.append(dockerfile_mod.parse(loaded.input.path, source.text))
-            continue
-        errors.extend(loaded.errors)
-        _add_documents(context, source, loaded.documents, errors)
-        source.release()  # a big file's text is read again only if needed
-    return context, errors, notes, len(inputs) + len(targets)
+    return context, inputs, errors, notes, len(inputs) + len(targets)
 
 
-def _add_documents(
-    context: Context, source: Source, documents: list[Document], errors: list[InputError]
-) -> None:
+def add_documents(context: Context, documents: list[Document], errors: list[InputError]) -> None:
     """Add parsed documents (and their objects) to ``context``; an unrendered template is an
     input error instead."""
     for document in documents:
+        source = document.source
         # Only a template can make a mapping a key (complex keys are rare: test them first).
         if document.complex_keys and "{{" in source.text:
             # `name: {{ app }}` is YAML for a mapping whose key is a mapping: a template that
@@ -492,14 +532,18 @@ def run_check(
     *,
     max_bytes: int = MAX_FILE_BYTES,
     jobs: int | None = None,
+    on_part: Callable[[Any], None] | None = None,
 ) -> Report:
     """Check ``operands`` (files, directories, ``-``) under ``config``; see the module docstring.
 
-    Inputs are parsed on ``jobs`` cores (default: all) when there are many; the report is the same.
-    Automatic garbage collection is paused for the run (:func:`gc_paused`).
+    YAML inputs are checked part by part (``check/stream.py``: a part's trees are dropped once
+    its rules ran), on ``jobs`` cores (default: all) when there are many; the report is the same
+    as one run over all objects (:func:`check_context`). ``on_part`` is called with each part's
+    result as it is taken. Automatic garbage collection is paused for the run
+    (:func:`gc_paused`).
     """
     with gc_paused():
-        return _run_check(operands, config, max_bytes=max_bytes, jobs=jobs)
+        return _run_check(operands, config, max_bytes=max_bytes, jobs=jobs, on_part=on_part)
 
 
 @contextlib.contextmanager
@@ -520,29 +564,76 @@ def gc_paused() -> Iterator[None]:
 
 
 def _run_check(
-    operands: Sequence[str], config: Config, *, max_bytes: int, jobs: int | None
+    operands: Sequence[str],
+    config: Config,
+    *,
+    max_bytes: int,
+    jobs: int | None,
+    on_part: Callable[[Any], None] | None = None,
 ) -> Report:
-    context, errors, notes, files = build_context(operands, config, max_bytes=max_bytes, jobs=jobs)
-    enabled = [
+    from lossless.check import stream
+
+    context, inputs, errors, notes, files = _start(operands, config)
+    enabled = enabled_rules(config)
+    yaml_inputs = []
+    for item in inputs:
+        if item.kind != "dockerfile":
+            yaml_inputs.append(item)
+            continue
+        source = read_source(item.path, max_bytes=max_bytes)
+        if isinstance(source, InputError):
+            errors.append(source)
+        else:
+            context.dockerfiles.append(dockerfile_mod.parse(item.path, source.text))
+    setup = stream.Setup(
+        config, enabled, context.dockerfiles, max_bytes, MAX_NODES, config.source_roots
+    )
+    jobs = default_jobs() if jobs is None else max(1, jobs)
+    findings, problems, objects = stream.check_yaml(
+        context, yaml_inputs, setup, jobs, on_result=on_part
+    )
+    errors.extend(problems)
+    findings.sort(key=Finding.sort_key)
+    errors.sort(key=lambda e: (e.path, e.line or 0))
+    return Report(findings, errors, notes, enabled, files, objects)
+
+
+def enabled_rules(config: Config) -> list[Rule]:
+    """The rules ``config`` enables, with its severities, in code order."""
+    return [
         r.with_severity(config.severity.get(r.code, r.severity))
         for r in all_rules()
         if config.enabled(r.code)
     ]
-    mapper = OriginMapper(config.source_roots)
-    sources = SourceMap(config.source_roots)
-    findings: list[Finding] = []
+
+
+def check_context(
+    context: Context, errors: list[InputError], notes: list[str], files: int
+) -> Report:
+    """The report of one run of every enabled rule over all of ``context`` at once (the
+    reference :func:`run_check`'s part-by-part run must equal; see ``check/stream.py``)."""
+    enabled = enabled_rules(context.config)
+    findings = [f for f, _ in rule_findings(context, enabled, context.config.source_roots)]
+    findings.sort(key=Finding.sort_key)
+    errors = sorted(errors, key=lambda e: (e.path, e.line or 0))
+    return Report(findings, errors, notes, enabled, files, len(context.objects))
+
+
+def rule_findings(
+    context: Context, rules: Sequence[Rule], source_roots: Sequence[str]
+) -> Iterator[tuple[Finding, Any]]:
+    """Every finding of ``rules`` over ``context``, in rule order, with the subject of its hit."""
+    mapper = OriginMapper(source_roots)
+    sources = SourceMap(source_roots)
     # The output of a render we ran exists on no disk: a position in it helps nobody.
     renders = {d.source.path for d in context.documents if id(d.source) in context.source_groups}
-    for rule_ in enabled:
+    for rule_ in rules:
         for hit in rule_.func(context):
             found = _finding(rule_, hit, mapper, sources)
             rendered = found.location.rendered
             if rendered is not None and rendered.path in renders:
                 found = replace(found, location=replace(found.location, rendered=None))
-            findings.append(found)
-    findings.sort(key=Finding.sort_key)
-    errors.sort(key=lambda e: (e.path, e.line or 0))
-    return Report(findings, errors, notes, enabled, files, len(context.objects))
+            yield found, hit.subject
 
 
 def _finding(rule_: Rule, hit: Hit, mapper: OriginMapper, sources: SourceMap) -> Finding:

@@ -63,9 +63,9 @@ def service_selects_nothing(ctx: Context) -> Iterator[Hit]:
       selector: {app: frontend}
     ```
     """
-    if not ctx.workloads:
+    workload_groups = ctx.workload_groups  # of the whole run, also when checked part by part
+    if not workload_groups:
         return
-    workload_groups = {ctx.group_of(w) for w in ctx.workloads}
     operated = _pod_making_resources(ctx)
     for service in ctx.services:
         selector = service.get("spec", "selector")
