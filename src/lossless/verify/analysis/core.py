@@ -37,7 +37,7 @@ import dataclasses
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from lossless.verify.analysis.bounded import Distribution
 from lossless.verify.analysis.faults import STRESS_KINDS, Attribution
@@ -307,18 +307,31 @@ class FailureContext:
         return dataclasses.asdict(self)
 
 
+class _Example(Protocol):
+    """What a cause's example is: a failure context that renders itself as JSON."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+_E = TypeVar("_E", bound=_Example)
+
+
 @dataclasses.dataclass(frozen=True)
-class Cause:
+class Cause(Generic[_E]):
     """A group of failures with one explanation: ``kind`` (a stable identifier), ``cause`` and
-    ``fix`` (one sentence each, with the run's numbers), the failed requests' count, replicas, up
-    to five examples and the seqs of all of them."""
+    ``fix`` (one sentence each, with the run's numbers), the failures' count, replicas, up to
+    five examples and the seqs of all of them (requests' seqs; empty where failures have none).
+
+    One type for every kind of failure: ``Cause[FailureContext]`` groups failed requests here,
+    ``Cause[StreamFailure]`` failed sessions (:mod:`lossless.verify.analysis.streams`); both
+    render the same JSON."""
 
     kind: CauseKind | str  # a CauseKind, or "fault:N" for the N-th injected fault
     cause: str
     fix: str
     count: int
     replicas: list[str]
-    examples: list[FailureContext]
+    examples: list[_E]
     seqs: tuple[int, ...] = ()  # every request of the group (not in the JSON: see examples)
 
     def to_json(self) -> dict[str, Any]:
@@ -350,7 +363,7 @@ class Analysis:
     lag_ms: dict[str, float]
     late: int
     lag_budget_s: float
-    causes: list[Cause]
+    causes: list[Cause[FailureContext]]
     replicas: dict[str, dict[str, int]]
     contexts: list[FailureContext]
     settings: dict[str, Any]
@@ -697,7 +710,7 @@ class Analyzer:
 
     def _causes(
         self, failed: list[Record], contexts: list[FailureContext], first_ok: dict[str, float]
-    ) -> list[Cause]:
+    ) -> list[Cause[FailureContext]]:
         groups: dict[CauseKind | str, list[tuple[Record, FailureContext]]] = defaultdict(list)
         for r, ctx in zip(failed, contexts, strict=True):
             groups[self._kind(r, ctx, first_ok)].append((r, ctx))
@@ -706,7 +719,9 @@ class Analyzer:
         return causes
 
     # -- sentences ---------------------------------------------------------------------------
-    def _explain(self, kind: CauseKind | str, items: list[tuple[Record, FailureContext]]) -> Cause:
+    def _explain(
+        self, kind: CauseKind | str, items: list[tuple[Record, FailureContext]]
+    ) -> Cause[FailureContext]:
         g = _Group(items)
         explain: dict[CauseKind | str, Callable[[_Group], tuple[str, str]]] = {
             CauseKind.NEVER_LISTENED: self._explain_never_listened,
