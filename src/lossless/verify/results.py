@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from lossless.errors import LosslessError
+from lossless.verify.fields import opt_float, time_cell
 from lossless.verify.model import Clock, ErrorClass, Event, EventKind, Record
 
 T = TypeVar("T")
@@ -75,10 +76,6 @@ _COLUMNS_V1 = RECORD_COLUMNS[:-2]
 _COLUMNS_V2 = RECORD_COLUMNS[:-1]
 
 FLUSH_INTERVAL = 0.25  # seconds between flushes of records.csv while records keep coming
-
-
-def _t(value: float | None) -> str:
-    return "" if value is None else f"{value:.6f}"
 
 
 class RunWriter:
@@ -129,10 +126,10 @@ class RunWriter:
         self._csv.writerow(
             (
                 r.seq,
-                _t(r.intended),
-                _t(r.sent),
-                _t(r.first_byte),
-                _t(r.end),
+                time_cell(r.intended),
+                time_cell(r.sent),
+                time_cell(r.first_byte),
+                time_cell(r.end),
                 r.status,
                 r.bytes,
                 r.error.value,
@@ -203,10 +200,6 @@ class Run:
         return float(value) if isinstance(value, int | float) else 0.0
 
 
-def _opt_float(cell: str) -> float | None:
-    return None if cell == "" else float(cell)
-
-
 def _parse_record(row: list[str], columns: int = len(RECORD_COLUMNS)) -> Record:
     if len(row) != columns:
         raise ValueError(f"expected {columns} columns, got {len(row)}")
@@ -221,8 +214,8 @@ def _parse_record(row: list[str], columns: int = len(RECORD_COLUMNS)) -> Record:
         seq=int(seq),
         intended=float(intended),
         sent=float(sent),
-        first_byte=_opt_float(first_byte),
-        end=_opt_float(end),
+        first_byte=opt_float(first_byte),
+        end=opt_float(end),
         status=int(status),
         bytes=int(nbytes),
         error=ErrorClass(error),
