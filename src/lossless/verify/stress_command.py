@@ -48,24 +48,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for kind in ("liveness", "startup"):
         g = p.add_argument_group(f"{kind} probe (httpGet, Kubernetes semantics)")
         g.add_argument(f"--{kind}-path", metavar="PATH", help=f"{kind} probe GET PATH")
-        g.add_argument(
-            f"--{kind}-initial-delay",
-            type=argtypes.nonnegative_duration,
-            metavar="SECONDS",
-            help="initialDelaySeconds (default 0)",
+        argtypes.add_duration(g, f"--{kind}-initial-delay", help="initialDelaySeconds (default 0)")
+        argtypes.add_duration(
+            g, f"--{kind}-period", help="periodSeconds (default 1 here; Kubernetes: 10)"
         )
-        g.add_argument(
-            f"--{kind}-period",
-            type=argtypes.nonnegative_duration,
-            metavar="SECONDS",
-            help="periodSeconds (default 1 here; Kubernetes: 10)",
-        )
-        g.add_argument(
-            f"--{kind}-timeout",
-            type=argtypes.nonnegative_duration,
-            metavar="SECONDS",
-            help="timeoutSeconds (default 1)",
-        )
+        argtypes.add_duration(g, f"--{kind}-timeout", help="timeoutSeconds (default 1)")
         g.add_argument(
             f"--{kind}-failure-threshold",
             type=argtypes.count,
