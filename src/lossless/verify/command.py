@@ -713,8 +713,31 @@ def run(args: argparse.Namespace) -> int:
         raise
 
 
+def analyse_for_output(
+    out: Path, policy: Any, *, html: bool, export: Path | None
+) -> tuple[Any, Any]:
+    """Analyse the run directory ``out`` in one streamed pass (``analysis.report.analyse_dir``)
+    that also gathers the HTML figure's points (``html``: returned second, else None), writes
+    the vegeta export to ``export`` and counts lateness at the verdict's threshold: the
+    report of ``lossless verify`` and ``lossless report``."""
+    from lossless.verify.analysis.report import RecordSink, analyse_dir
+
+    sinks: list[RecordSink] = []
+    points = None
+    if html:
+        from lossless.verify.render.figure_points import RequestPoints
+
+        points = RequestPoints()
+        sinks.append(points)
+    if export is not None:
+        from lossless.verify.results import VegetaExport
+
+        sinks.append(VegetaExport(export))
+    report = analyse_dir(out, keep_records=False, sinks=sinks, late_threshold=policy.late_threshold)
+    return report, points
+
+
 def _run(args: argparse.Namespace) -> int:
-    from lossless.verify.analysis.report import analyse_dir
     from lossless.verify.analysis.verdict import judge
     from lossless.verify.render.text import verdict_line
     from lossless.verify.runner import execute
@@ -723,6 +746,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     if cfg.out is None:
         cfg = dataclasses.replace(cfg, out=Path(tempfile.mkdtemp(prefix="lossless-verify-")))
+    export = cfg.out / "results.csv" if args.export == "vegeta-csv" else None
     show_progress = not args.quiet and not args.json and sys.stderr.isatty()
     display = ProgressDisplay(cfg.replicas) if show_progress else None
     try:
@@ -730,25 +754,21 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if display is not None:
             display.stop()
-    # read and analysed once; every output below renders it. Without --html or --export the
-    # records stream through the analysis: memory stays flat however long the run (issue 16)
-    report = analyse_dir(cfg.out, keep_records=bool(args.html or args.export))
+    # read and analysed once, in one pass over the records that also gathers the HTML
+    # figure's points and writes the export: memory stays flat however long the run (issue 16)
+    report, points = analyse_for_output(cfg.out, policy, html=bool(args.html), export=export)
     analysis = report.analysis
     # -- issue 16: restarts, per-upgrade figures, fault attribution (stress_command.py)
     from lossless.verify.stress_command import report as stress_report
 
-    stress = stress_report(cfg.out, analysis, cfg.faults_count)
+    stress = stress_report(cfg.out, analysis, cfg.faults_count, report.upgrades)
     verdict = judge(report, policy, uncounted=stress.uncounted())
     if args.html:
         from lossless.verify.render.html_page import write_html
 
-        size = write_html(report, args.html, verdict=verdict)
+        size = write_html(report, args.html, verdict=verdict, points=points)
         if not args.json:
             print(f"wrote the HTML report to {args.html} ({size / 1e6:.1f} MB)", file=sys.stderr)
-    if args.export == "vegeta-csv":
-        from lossless.verify.results import export_vegeta_csv
-
-        export_vegeta_csv(report.run, cfg.out / "results.csv")
     if outcome.error is not None:
         code = outcome.error.exit_code
     elif outcome.interrupted:

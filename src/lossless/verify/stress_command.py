@@ -231,9 +231,12 @@ class StressReport:
         return out
 
 
-def report(out: Path, analysis: Any, faults_count: bool) -> StressReport:
-    """Read the run's timeline, stream its records once (for the per-upgrade split), and build
-    the report; each fault's failures are the count of its cause in ``analysis``."""
+def report(
+    out: Path, analysis: Any, faults_count: bool, upgrades: list[Any] | None = None
+) -> StressReport:
+    """Read the run's timeline and build the report; each fault's failures are the count of its
+    cause in ``analysis``. ``upgrades``: the per-upgrade split the analysis made in its one pass
+    over the records (``Report.upgrades``); None: stream the records for it here."""
     from lossless.verify.analysis.core import _settle
     from lossless.verify.analysis.faults import Attribution
     from lossless.verify.analysis.upgrades import iter_records, per_upgrade, restart_counts
@@ -242,11 +245,12 @@ def report(out: Path, analysis: Any, faults_count: bool) -> StressReport:
 
     events = read_jsonl(out / TIMELINE, _parse_event, what="event")
     settle = _settle(_read_settings(out / SETTINGS))
-    upgrades = (
-        per_upgrade(events, iter_records(out), settle=settle)
-        if any(e.kind is EventKind.UPGRADE_START for e in events)
-        else []
-    )
+    if upgrades is None:
+        upgrades = (
+            per_upgrade(events, iter_records(out), settle=settle)
+            if any(e.kind is EventKind.UPGRADE_START for e in events)
+            else []
+        )
     # each fault's failures are its cause's count: the analysis attributed them already
     attribution = Attribution(events, settle=settle)
     counts = {c.kind: c.count for c in analysis.causes}
