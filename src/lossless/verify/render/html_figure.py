@@ -319,8 +319,7 @@ def _request_traces(
         kept, left_out = points.points(outcome)
         if kept:
             by_outcome[outcome] = kept
-        if outcome == "ok":
-            dropped = left_out
+        dropped += left_out
     for r in points.failed:
         by_outcome[_outcome(r)].append(r)
     traces: list[dict[str, Any]] = []
