@@ -20,21 +20,21 @@ from lossless.verify.render.html_figure import figure
 from lossless.verify.render.html_page import render_html
 from lossless.verify.results import RunWriter, export_vegeta_csv, read_run
 
-N = 60_000
+N = 30_000
 
 
 def _record(i: int) -> Record:
     """Request i: sent at i ms; every 97th 3 ms late; 300 refused by v1-0 after its SIGTERM."""
     sent = 1.0 + i * 0.001
     lag = 0.003 if i % 97 == 0 else 0.0002
-    refused = 40_000 <= i < 40_300
+    refused = 20_000 <= i < 20_300
     latency = 0.002 + (i % 13) * 0.0005
     return Record(
         i, sent - lag, sent,
         None if refused else sent + latency / 2, None if refused else sent + latency,
         0 if refused else 200, 0 if refused else 2,
         ErrorClass.REFUSED if refused else ErrorClass.NONE,
-        "v1-0" if i < 40_300 else "v2-0", i % 3, i % 5 != 0, 0,
+        "v1-0" if i < 20_300 else "v2-0", i % 3, i % 5 != 0, 0,
     )  # fmt: skip
 
 
@@ -45,12 +45,12 @@ def _write(directory: Path) -> None:
             Event(0.1, EventKind.STARTED, "v1-0"),
             Event(0.2, EventKind.READY, "v1-0"),
             Event(10.0, EventKind.UPGRADE_START, detail="1 v1→v2"),
-            Event(30.0, EventKind.ROLLOUT_START),
-            Event(30.5, EventKind.STARTED, "v2-0"),
-            Event(31.0, EventKind.READY, "v2-0"),
-            Event(40.0, EventKind.UPGRADE_START, detail="2 v2→v3"),
-            Event(41.0, EventKind.SIGTERM, "v1-0"),
-            Event(45.0, EventKind.ROLLOUT_END),
+            Event(15.0, EventKind.ROLLOUT_START),
+            Event(15.5, EventKind.STARTED, "v2-0"),
+            Event(16.0, EventKind.READY, "v2-0"),
+            Event(20.0, EventKind.UPGRADE_START, detail="2 v2→v3"),
+            Event(20.9, EventKind.SIGTERM, "v1-0"),
+            Event(25.0, EventKind.ROLLOUT_END),
         ):
             writer.event(event)
         for i in range(0, N, 2):  # completion order: each pair the other way round

@@ -65,6 +65,7 @@ import asyncio
 import collections
 import contextlib
 import errno
+import functools
 import gc
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar, cast
@@ -482,12 +483,9 @@ class _Generator:
             clients=self.view.clients,
             stopped=lambda: stop.is_set() or self.callback_error is not None,
             wait_due=self.sleep,
-            wait_room=self._wait_release,
+            wait_room=functools.partial(self.sleep, None),  # at max_conns: until a release
             choose=RequestMix(self.kinds).chooser(self.plan.seed),
         )
-
-    async def _wait_release(self) -> None:
-        await self.sleep(None)  # at max_conns: until a connection is released
 
     async def sweeper(self, done: asyncio.Event) -> None:
         tick = min(0.05, self.timeout / 4)
