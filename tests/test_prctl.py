@@ -10,6 +10,7 @@ import sys
 import time
 
 from lossless._prctl import prctl
+from tests.supervise._proc import alive
 
 PARENT = """
 import subprocess, sys, time
@@ -23,15 +24,6 @@ time.sleep(60)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def test_the_child_gets_sigkill_when_its_parent_is_killed() -> None:
     """1. a parent starts `sleep 60` with preexec_fn=die_with_parent 2. the parent gets SIGKILL
     Result: the kernel kills the sleep (it would otherwise run on, reparented)."""
@@ -43,18 +35,18 @@ def test_the_child_gets_sigkill_when_its_parent_is_killed() -> None:
     try:
         assert parent.stdout is not None
         child = int(parent.stdout.readline())
-        assert _alive(child)
+        assert alive(child)
         parent.kill()
         parent.wait(timeout=10)
         deadline = time.monotonic() + 10
-        while _alive(child) and time.monotonic() < deadline:
+        while alive(child) and time.monotonic() < deadline:
             time.sleep(0.01)  # bounded polling on the observable condition
-        assert not _alive(child)
+        assert not alive(child)
     finally:
         if parent.poll() is None:
             parent.kill()
             parent.wait(timeout=10)
-        if child and _alive(child):
+        if child and alive(child):
             os.killpg(child, signal.SIGKILL)
         if parent.stdout is not None:
             parent.stdout.close()
