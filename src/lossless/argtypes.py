@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 
 from lossless.settings import parse_duration
 
@@ -37,6 +38,52 @@ def positive_duration(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive duration: {text!r}")
     return value
+
+
+def positive_float(unit: str) -> Callable[[str], float]:
+    """A converter for a finite number of ``unit`` > 0 (``--rate``: ``requests/s``)."""
+
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of {unit}: {text!r}") from None
+        if not (value > 0 and value < float("inf")):
+            raise argparse.ArgumentTypeError(f"must be a number of {unit} > 0: {text!r}")
+        return value
+
+    return convert
+
+
+def ratio(text: str) -> float:
+    """A share within 0..1 (``0.1``, or ``10%``)."""
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a ratio: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be within 0..1 (or 0%..100%): {text!r}")
+    return value
+
+
+def add_duration(
+    container: argparse._ActionsContainer,
+    *flags: str,
+    help: str,
+    default: float | None = None,
+    parse: Callable[[str], float] = nonnegative_duration,
+    dest: str | None = None,
+) -> None:
+    """Add the duration flag ``flags`` (metavar ``SECONDS``) to a parser or group, parsed by
+    ``parse`` (:func:`nonnegative_duration` unless told: :func:`duration`,
+    :func:`positive_duration`): every duration flag is declared and refused the same way, one
+    line naming the flag (argparse's ``argument --FLAG: ...``) and exit 2."""
+    if dest is None:
+        container.add_argument(*flags, type=parse, default=default, metavar="SECONDS", help=help)
+    else:
+        container.add_argument(
+            *flags, type=parse, default=default, metavar="SECONDS", help=help, dest=dest
+        )
 
 
 def count(text: str) -> int:

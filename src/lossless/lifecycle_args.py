@@ -13,30 +13,23 @@ from lossless.settings import Settings
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     """The lifecycle flags shared by ``serve`` and ``run``; unset flags fall back to env vars."""
     g = parser.add_argument_group("drain sequence (each also from a LOSSLESS_* variable)")
-    g.add_argument(
-        "--drain-delay",
-        type=argtypes.duration,
-        metavar="SECONDS",
-        help="D: keep serving this long after SIGTERM (default 5 in Kubernetes, else 0)",
-    )
-    g.add_argument(
-        "--shutdown-timeout",
-        type=argtypes.duration,
-        metavar="SECONDS",
-        help="deadline for the whole drain, from SIGTERM (default 25)",
-    )
-    g.add_argument(
-        "--grace-period",
-        type=argtypes.duration,
-        metavar="SECONDS",
-        help="the pod's terminationGracePeriodSeconds, to validate the timeout against",
-    )
-    g.add_argument(
-        "--stream-close-window",
-        type=argtypes.duration,
-        metavar="SECONDS",
-        help="end open streams and WebSockets over this window from t0 + D (default 10%% of D)",
-    )
+    # signed durations: the settings' validation names the setting and its variable
+    for flag, text in (
+        (
+            "--drain-delay",
+            "D: keep serving this long after SIGTERM (default 5 in Kubernetes, else 0)",
+        ),
+        ("--shutdown-timeout", "deadline for the whole drain, from SIGTERM (default 25)"),
+        (
+            "--grace-period",
+            "the pod's terminationGracePeriodSeconds, to validate the timeout against",
+        ),
+        (
+            "--stream-close-window",
+            "end open streams and WebSockets over this window from t0 + D (default 10%% of D)",
+        ),
+    ):
+        argtypes.add_duration(g, flag, help=text, parse=argtypes.duration)
     g.add_argument(
         "--stream-end",
         choices=["all", "sse", "none"],

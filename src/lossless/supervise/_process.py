@@ -13,15 +13,14 @@ Linux semantics, as tini and dumb-init use them:
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import dataclasses
 import errno
 import os
 import shutil
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
+from lossless._prctl import PR_SET_CHILD_SUBREAPER, die_with_parent, prctl
 from lossless.errors import LosslessError
 
 #: Signals the supervisor never blocks, forwards or collects. SIGKILL and SIGSTOP cannot be
@@ -46,15 +45,12 @@ UNFORWARDED = frozenset(
     }
 )
 
-_PR_SET_PDEATHSIG = 1
-_PR_SET_CHILD_SUBREAPER = 36
-
 
 def become_subreaper() -> bool:
     """Make orphaned descendants children of this process (Linux >= 3.4); ``False`` if not
     possible (then only PID 1 gets them, as without tini ``-s``)."""
-    prctl = _prctl()
-    return prctl is not None and int(prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    fn = prctl()
+    return fn is not None and int(fn(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
 
 
 def signal_number(text: str) -> signal.Signals:
@@ -121,7 +117,7 @@ def spawn(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Child:
         raise LosslessError(f"command not found: {program!r}")
     args = list(argv)
     environ = dict(os.environ if env is None else env)
-    prctl = _prctl()
+    prctl()  # looked up here: the child only makes the system call
     defaults = [s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP)]
     parent = os.getpid()
     errors_r, errors_w = os.pipe2(os.O_CLOEXEC)
@@ -131,8 +127,7 @@ def spawn(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Child:
         try:
             os.close(errors_r)
             os.setpgid(0, 0)
-            if prctl is not None:
-                prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            die_with_parent()
             if os.getppid() != parent:
                 code = 137  # the supervisor died before prctl took effect
                 raise SystemExit
@@ -163,15 +158,6 @@ def spawn(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Child:
             raise LosslessError(f"command is not executable: {program!r}")
         raise LosslessError(f"cannot start {program!r}: {os.strerror(err)}")
     return Child(pid, tuple(argv))
-
-
-def _prctl() -> Callable[..., int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn: Callable[..., int] = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    return fn
 
 
 def reap(child: Child) -> list[tuple[int, int]]:

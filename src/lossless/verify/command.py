@@ -73,12 +73,11 @@ def add_parser(subparsers: Any) -> None:
         metavar="PORT",
         help="give replicas ports PORT, PORT+1... (default: free ephemeral ports)",
     )
-    g.add_argument(
+    argtypes.add_duration(
+        g,
         "--ready-timeout",
-        type=argtypes.nonnegative_duration,
-        default=30.0,
-        metavar="SECONDS",
         help="how long the first replicas may take to become available (default 30)",
+        default=30.0,
     )
 
     g = p.add_argument_group("rollout")
@@ -92,18 +91,12 @@ def add_parser(subparsers: Any) -> None:
     g.add_argument(
         "--max-unavailable", metavar="N|P%", help="maxUnavailable (default 25%%, rounds down)"
     )
-    g.add_argument(
-        "--min-ready-seconds",
-        type=argtypes.nonnegative_duration,
-        metavar="SECONDS",
-        help="minReadySeconds (default 0)",
-    )
-    g.add_argument(
+    argtypes.add_duration(g, "--min-ready-seconds", help="minReadySeconds (default 0)")
+    argtypes.add_duration(
+        g,
         "--progress-deadline",
-        type=argtypes.nonnegative_duration,
-        default=120.0,
-        metavar="SECONDS",
         help="fail when the rollout makes no progress this long (default 120)",
+        default=120.0,
     )
 
     g = p.add_argument_group("readiness probe (httpGet, Kubernetes semantics)")
@@ -126,24 +119,13 @@ def add_parser(subparsers: Any) -> None:
         help="probe with grpc.health.v1 Check(SERVICE, default '') on the replica's port "
         "(Kubernetes' grpc probe); SERVING is success",
     )
-    g.add_argument(
-        "--readiness-initial-delay",
-        type=argtypes.nonnegative_duration,
-        metavar="SECONDS",
-        help="initialDelaySeconds (default 0)",
-    )
-    g.add_argument(
+    argtypes.add_duration(g, "--readiness-initial-delay", help="initialDelaySeconds (default 0)")
+    argtypes.add_duration(
+        g,
         "--readiness-period",
-        type=argtypes.nonnegative_duration,
-        metavar="SECONDS",
         help="periodSeconds (default 1 here; Kubernetes and manifests default to 10)",
     )
-    g.add_argument(
-        "--readiness-timeout",
-        type=argtypes.nonnegative_duration,
-        metavar="SECONDS",
-        help="timeoutSeconds (default 1)",
-    )
+    argtypes.add_duration(g, "--readiness-timeout", help="timeoutSeconds (default 1)")
     g.add_argument(
         "--readiness-success-threshold",
         type=argtypes.count,
@@ -159,20 +141,10 @@ def add_parser(subparsers: Any) -> None:
 
     g = p.add_argument_group("termination")
     pre = g.add_mutually_exclusive_group()
-    pre.add_argument(
-        "--prestop-sleep",
-        type=argtypes.nonnegative_duration,
-        metavar="SECONDS",
-        help="preStop sleep action",
-    )
+    argtypes.add_duration(pre, "--prestop-sleep", help="preStop sleep action")
     pre.add_argument("--prestop-exec", metavar="CMD", help="preStop exec command")
     pre.add_argument("--prestop-http", metavar="PATH", help="preStop httpGet PATH")
-    g.add_argument(
-        "--grace-period",
-        type=argtypes.nonnegative_duration,
-        metavar="SECONDS",
-        help="terminationGracePeriodSeconds (default 30)",
-    )
+    argtypes.add_duration(g, "--grace-period", help="terminationGracePeriodSeconds (default 30)")
     g.add_argument(
         "--stop-signal",
         metavar="SIGNAL",
@@ -216,13 +188,12 @@ def add_parser(subparsers: Any) -> None:
         metavar="NAME",
         help="--traffic registry: the service's name in the registry (default verify)",
     )
-    g.add_argument(
+    argtypes.add_duration(
+        g,
         "--registry-cache-ttl",
-        type=argtypes.nonnegative_duration,
-        default=1.0,
-        metavar="SECONDS",
         help="--traffic registry: each client re-reads the registry every SECONDS, at its own "
         "phase (0: on every change; default 1)",
+        default=1.0,
     )
     g.add_argument(
         "--clients",
@@ -253,28 +224,26 @@ def add_parser(subparsers: Any) -> None:
     )
     g.add_argument(
         "--rate",
-        type=positive_rate,
+        type=argtypes.positive_float("requests/s"),
         default=50.0,
         metavar="RPS",
         help="requests per second, open loop (default 50)",
     )
-    g.add_argument(
+    argtypes.add_duration(
+        g,
         "--before",
         "--duration-before",
-        dest="before",
-        type=argtypes.nonnegative_duration,
-        default=3.0,
-        metavar="SECONDS",
         help="load before the rollout (default 3)",
+        default=3.0,
+        dest="before",
     )
-    g.add_argument(
+    argtypes.add_duration(
+        g,
         "--after",
         "--duration-after",
-        dest="after",
-        type=argtypes.nonnegative_duration,
-        default=3.0,
-        metavar="SECONDS",
         help="load after the last old replica exited (default 3)",
+        default=3.0,
+        dest="after",
     )
     g.add_argument("--path", default="/", help="request path (default /)")
     # -- the request mix (issue 13) --
@@ -310,16 +279,12 @@ def add_parser(subparsers: Any) -> None:
         help="the serialized request message: TEXT's UTF-8 bytes, or @FILE's bytes "
         "(default: empty, a message with every field at its default)",
     )
-    g.add_argument(
-        "--timeout",
-        type=argtypes.nonnegative_duration,
-        default=5.0,
-        metavar="SECONDS",
-        help="client timeout per request (default 5)",
+    argtypes.add_duration(
+        g, "--timeout", help="client timeout per request (default 5)", default=5.0
     )
     g.add_argument(
         "--new-conn-ratio",
-        type=ratio,
+        type=argtypes.ratio,
         default=0.1,
         metavar="R",
         help="share of requests on a fresh connection (default 0.1)",
@@ -365,28 +330,6 @@ def add_parser(subparsers: Any) -> None:
 
 
 # -- the verdict (issue 13): flags shared with ``lossless report`` --------------------------------
-def positive_rate(text: str) -> float:
-    """``--rate``: a finite number of requests per second > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of requests/s: {text!r}") from None
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a number of requests/s > 0: {text!r}")
-    return value
-
-
-def ratio(text: str) -> float:
-    """A share within 0..1 (``0.1``, or ``10%``)."""
-    try:
-        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a ratio: {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be within 0..1 (or 0%..100%): {text!r}")
-    return value
-
-
 def add_verdict_flags(p: argparse.ArgumentParser) -> None:
     """The verdict's thresholds (``lossless verify`` and ``lossless report``)."""
     g = p.add_argument_group("verdict")
@@ -403,16 +346,15 @@ def add_verdict_flags(p: argparse.ArgumentParser) -> None:
         help="do not count requests that succeeded only because a proxy retried them (they "
         "are shown all the same)",
     )
-    g.add_argument(
+    argtypes.add_duration(
+        g,
         "--late-threshold",
-        type=argtypes.nonnegative_duration,
-        default=0.010,
-        metavar="SECONDS",
         help="a request sent more than this after its intended time is late (default 10ms)",
+        default=0.010,
     )
     g.add_argument(
         "--max-late-ratio",
-        type=ratio,
+        type=argtypes.ratio,
         default=0.01,
         metavar="R",
         help="inconclusive (exit 3) when more than this share of requests was late (default 0.01)",
@@ -771,8 +713,31 @@ def run(args: argparse.Namespace) -> int:
         raise
 
 
+def analyse_for_output(
+    out: Path, policy: Any, *, html: bool, export: Path | None
+) -> tuple[Any, Any]:
+    """Analyse the run directory ``out`` in one streamed pass (``analysis.report.analyse_dir``)
+    that also gathers the HTML figure's points (``html``: returned second, else None), writes
+    the vegeta export to ``export`` and counts lateness at the verdict's threshold: the
+    report of ``lossless verify`` and ``lossless report``."""
+    from lossless.verify.analysis.report import RecordSink, analyse_dir
+
+    sinks: list[RecordSink] = []
+    points = None
+    if html:
+        from lossless.verify.render.figure_points import RequestPoints
+
+        points = RequestPoints()
+        sinks.append(points)
+    if export is not None:
+        from lossless.verify.results import VegetaExport
+
+        sinks.append(VegetaExport(export))
+    report = analyse_dir(out, keep_records=False, sinks=sinks, late_threshold=policy.late_threshold)
+    return report, points
+
+
 def _run(args: argparse.Namespace) -> int:
-    from lossless.verify.analysis.report import analyse_dir
     from lossless.verify.analysis.verdict import judge
     from lossless.verify.render.text import verdict_line
     from lossless.verify.runner import execute
@@ -781,6 +746,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     if cfg.out is None:
         cfg = dataclasses.replace(cfg, out=Path(tempfile.mkdtemp(prefix="lossless-verify-")))
+    export = cfg.out / "results.csv" if args.export == "vegeta-csv" else None
     show_progress = not args.quiet and not args.json and sys.stderr.isatty()
     display = ProgressDisplay(cfg.replicas) if show_progress else None
     try:
@@ -788,25 +754,21 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if display is not None:
             display.stop()
-    # read and analysed once; every output below renders it. Without --html or --export the
-    # records stream through the analysis: memory stays flat however long the run (issue 16)
-    report = analyse_dir(cfg.out, keep_records=bool(args.html or args.export))
+    # read and analysed once, in one pass over the records that also gathers the HTML
+    # figure's points and writes the export: memory stays flat however long the run (issue 16)
+    report, points = analyse_for_output(cfg.out, policy, html=bool(args.html), export=export)
     analysis = report.analysis
     # -- issue 16: restarts, per-upgrade figures, fault attribution (stress_command.py)
     from lossless.verify.stress_command import report as stress_report
 
-    stress = stress_report(cfg.out, analysis, cfg.faults_count)
+    stress = stress_report(cfg.out, analysis, cfg.faults_count, report.upgrades)
     verdict = judge(report, policy, uncounted=stress.uncounted())
     if args.html:
         from lossless.verify.render.html_page import write_html
 
-        size = write_html(report, args.html, verdict=verdict)
+        size = write_html(report, args.html, verdict=verdict, points=points)
         if not args.json:
             print(f"wrote the HTML report to {args.html} ({size / 1e6:.1f} MB)", file=sys.stderr)
-    if args.export == "vegeta-csv":
-        from lossless.verify.results import export_vegeta_csv
-
-        export_vegeta_csv(report.run, cfg.out / "results.csv")
     if outcome.error is not None:
         code = outcome.error.exit_code
     elif outcome.interrupted:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from lossless.errors import LosslessError
@@ -59,32 +60,35 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from lossless.verify.analysis.report import analyse
     from lossless.verify.analysis.verdict import judge
+    from lossless.verify.command import analyse_for_output
     from lossless.verify.render.text import render_json, render_text
-    from lossless.verify.results import export_vegeta_csv, read_run
 
     if args.export and not args.output:
         raise LosslessError(f"--export {args.export} needs --output FILE")
     if args.output and not args.export:
         raise LosslessError("--output needs --export FORMAT")
     policy = verdict_policy(args)
-    recorded = read_run(args.dir)
-    if args.export == "vegeta-csv":
-        export_vegeta_csv(recorded, args.output)
-        print(f"wrote {len(recorded.records)} results to {args.output}", file=sys.stderr)
-    report = analyse(recorded)
+    export = Path(args.output) if args.export == "vegeta-csv" else None
+    # one pass over the records: analysis, HTML points, export (memory flat, issue 16)
+    report, points = analyse_for_output(Path(args.dir), policy, html=bool(args.html), export=export)
+    recorded = report.run
+    if export is not None:
+        print(f"wrote {report.analysis.requests} results to {args.output}", file=sys.stderr)
     # -- issue 16: restarts, per-upgrade figures, faults (not counted unless the run said so)
     from lossless.verify.stress_command import report as stress_report
 
     stress = stress_report(
-        recorded.dir, report.analysis, bool(recorded.settings.get("faults_count"))
+        recorded.dir,
+        report.analysis,
+        bool(recorded.settings.get("faults_count")),
+        report.upgrades,
     )
     verdict = judge(report, policy, uncounted=stress.uncounted())
     if args.html:
         from lossless.verify.render.html_page import write_html
 
-        size = write_html(report, args.html, verdict=verdict)
+        size = write_html(report, args.html, verdict=verdict, points=points)
         print(f"wrote the HTML report to {args.html} ({size / 1e6:.1f} MB)", file=sys.stderr)
     analysis = report.analysis
     if args.json:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import csv
 import dataclasses
+import heapq
 import io
 import json
 import os
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from lossless.errors import LosslessError
+from lossless.verify.fields import opt_float, time_cell
 from lossless.verify.model import Clock, ErrorClass, Event, EventKind, Record
 
 T = TypeVar("T")
@@ -75,10 +77,6 @@ _COLUMNS_V1 = RECORD_COLUMNS[:-2]
 _COLUMNS_V2 = RECORD_COLUMNS[:-1]
 
 FLUSH_INTERVAL = 0.25  # seconds between flushes of records.csv while records keep coming
-
-
-def _t(value: float | None) -> str:
-    return "" if value is None else f"{value:.6f}"
 
 
 class RunWriter:
@@ -129,10 +127,10 @@ class RunWriter:
         self._csv.writerow(
             (
                 r.seq,
-                _t(r.intended),
-                _t(r.sent),
-                _t(r.first_byte),
-                _t(r.end),
+                time_cell(r.intended),
+                time_cell(r.sent),
+                time_cell(r.first_byte),
+                time_cell(r.end),
                 r.status,
                 r.bytes,
                 r.error.value,
@@ -203,10 +201,6 @@ class Run:
         return float(value) if isinstance(value, int | float) else 0.0
 
 
-def _opt_float(cell: str) -> float | None:
-    return None if cell == "" else float(cell)
-
-
 def _parse_record(row: list[str], columns: int = len(RECORD_COLUMNS)) -> Record:
     if len(row) != columns:
         raise ValueError(f"expected {columns} columns, got {len(row)}")
@@ -221,8 +215,8 @@ def _parse_record(row: list[str], columns: int = len(RECORD_COLUMNS)) -> Record:
         seq=int(seq),
         intended=float(intended),
         sent=float(sent),
-        first_byte=_opt_float(first_byte),
-        end=_opt_float(end),
+        first_byte=opt_float(first_byte),
+        end=opt_float(end),
         status=int(status),
         bytes=int(nbytes),
         error=ErrorClass(error),
@@ -374,38 +368,88 @@ def export_vegeta_csv(
     the MIME header block; holds ``X-Lossless-Replica`` when the replica is known). Quoting follows
     Go's encoding/csv. ``vegeta report`` and ``vegeta plot`` read the file.
     """
-    origin_ns = round(run.wall_origin * 1e9)
-    target = url if url is not None else str(run.settings.get("url", ""))
-    kinds = run.settings.get("requests")
-    methods: list[str] = []
-    sizes: list[int] = []
-    if isinstance(kinds, list):
-        methods = [str(k.get("method", "GET")) for k in kinds if isinstance(k, dict)]
-        sizes = [int(k.get("body_bytes", 0)) for k in kinds if isinstance(k, dict)]
-    rows: list[str] = []
+    export = VegetaExport(path, attack=attack, url=url)
+    export.open(run)
     for r in run.records:
+        export.add(r)
+    export.close()
+
+
+class VegetaExport:
+    """:func:`export_vegeta_csv` as a record sink, for an analysis that streams the records:
+    ``open(run)`` (its settings: the URL, the request kinds, the clock origin) creates the file,
+    ``add(record)`` in any order, ``close()`` writes the rest and closes it; :attr:`written`
+    counts the rows. Rows are written in ``seq`` order through a reorder buffer: a record waits
+    only until every lower seq has come, so the buffer holds the requests in flight at a time
+    (records.csv is in completion order), not the run. LosslessError when the file cannot be
+    written."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, attack: str = "lossless", url: str | None = None
+    ) -> None:
+        self.path = path
+        self.attack = attack
+        self.url = url
+        self.written = 0
+        self._next = 0
+        self._waiting: list[tuple[int, str]] = []  # a heap of (seq, row)
+        self._file: TextIO | None = None
+
+    def open(self, run: Run) -> None:
+        self._origin_ns = round(run.wall_origin * 1e9)
+        self._target = self.url if self.url is not None else str(run.settings.get("url", ""))
+        kinds = run.settings.get("requests")
+        self._methods: list[str] = []
+        self._sizes: list[int] = []
+        if isinstance(kinds, list):
+            self._methods = [str(k.get("method", "GET")) for k in kinds if isinstance(k, dict)]
+            self._sizes = [int(k.get("body_bytes", 0)) for k in kinds if isinstance(k, dict)]
+        try:
+            self._file = open(self.path, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        except OSError as exc:
+            raise LosslessError(f"{self.path}: cannot write: {exc}") from None
+
+    def add(self, r: Record) -> None:
+        heapq.heappush(self._waiting, (r.seq, self._row(r)))
+        while self._waiting and self._waiting[0][0] <= self._next:
+            seq, row = heapq.heappop(self._waiting)
+            self._write(row)
+            self._next = max(self._next, seq + 1)
+
+    def close(self) -> None:
+        while self._waiting:  # seqs after a gap (an interrupted run): in order all the same
+            self._write(heapq.heappop(self._waiting)[1])
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _write(self, row: str) -> None:
+        assert self._file is not None, "VegetaExport.open() first"
+        try:
+            self._file.write(row)
+        except OSError as exc:
+            raise LosslessError(f"{self.path}: cannot write: {exc}") from None
+        self.written += 1
+
+    def _row(self, r: Record) -> str:
         latency = 0 if r.end is None else max(0, round((r.end - r.sent) * 1e9))
         headers = ""
         if r.replica:
             block = f"X-Lossless-Replica: {r.replica}\r\n\r\n".encode()
             headers = base64.b64encode(block).decode("ascii")
+        sizes, methods = self._sizes, self._methods
         fields = (
-            str(origin_ns + round(r.sent * 1e9)),
+            str(self._origin_ns + round(r.sent * 1e9)),
             str(r.status),
             str(latency),
             str(sizes[r.kind] if r.kind < len(sizes) else 0),
             str(r.bytes),
             r.error.value,
             "",
-            attack,
+            self.attack,
             str(r.seq),
             methods[r.kind] if r.kind < len(methods) else "GET",
-            target,
+            self._target,
             headers,
         )
-        rows.append(",".join(_go_csv_field(f) for f in fields) + "\n")
-    try:
-        with open(path, "w", encoding="utf-8", newline="") as f:
-            f.writelines(rows)
-    except OSError as exc:
-        raise LosslessError(f"{path}: cannot write: {exc}") from None
+        return ",".join(_go_csv_field(f) for f in fields) + "\n"

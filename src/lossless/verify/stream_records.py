@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from lossless.errors import LosslessError
+from lossless.verify.fields import opt_float, time_cell
 
 __all__ = [
     "CLEAN_CLOSE_CODES",
@@ -100,10 +101,6 @@ class StreamSession:
 SESSION_COLUMNS = tuple(f.name for f in dataclasses.fields(StreamSession))
 
 
-def _t(value: float | None) -> str:
-    return "" if value is None else f"{value:.6f}"
-
-
 class SessionWriter:
     """Appends sessions to ``streams.csv`` in ``directory`` (refusing an existing one: a run is
     never overwritten); every row is flushed at once. ``close`` is idempotent; writing after it
@@ -130,9 +127,9 @@ class SessionWriter:
                 s.session,
                 s.client,
                 s.replica,
-                _t(s.opened),
-                _t(s.established),
-                _t(s.end),
+                time_cell(s.opened),
+                time_cell(s.established),
+                time_cell(s.end),
                 s.outcome.value,
                 s.status,
                 s.close_code,
@@ -162,7 +159,7 @@ def _parse(row: list[str]) -> StreamSession:
         client=int(client),
         replica=replica,
         opened=float(opened),
-        established=None if established == "" else float(established),
+        established=opt_float(established),
         end=float(end),
         outcome=StreamOutcome(outcome),
         status=int(status),

@@ -48,24 +48,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for kind in ("liveness", "startup"):
         g = p.add_argument_group(f"{kind} probe (httpGet, Kubernetes semantics)")
         g.add_argument(f"--{kind}-path", metavar="PATH", help=f"{kind} probe GET PATH")
-        g.add_argument(
-            f"--{kind}-initial-delay",
-            type=argtypes.nonnegative_duration,
-            metavar="SECONDS",
-            help="initialDelaySeconds (default 0)",
+        argtypes.add_duration(g, f"--{kind}-initial-delay", help="initialDelaySeconds (default 0)")
+        argtypes.add_duration(
+            g, f"--{kind}-period", help="periodSeconds (default 1 here; Kubernetes: 10)"
         )
-        g.add_argument(
-            f"--{kind}-period",
-            type=argtypes.nonnegative_duration,
-            metavar="SECONDS",
-            help="periodSeconds (default 1 here; Kubernetes: 10)",
-        )
-        g.add_argument(
-            f"--{kind}-timeout",
-            type=argtypes.nonnegative_duration,
-            metavar="SECONDS",
-            help="timeoutSeconds (default 1)",
-        )
+        argtypes.add_duration(g, f"--{kind}-timeout", help="timeoutSeconds (default 1)")
         g.add_argument(
             f"--{kind}-failure-threshold",
             type=argtypes.count,
@@ -244,9 +231,12 @@ class StressReport:
         return out
 
 
-def report(out: Path, analysis: Any, faults_count: bool) -> StressReport:
-    """Read the run's timeline, stream its records once (for the per-upgrade split), and build
-    the report; each fault's failures are the count of its cause in ``analysis``."""
+def report(
+    out: Path, analysis: Any, faults_count: bool, upgrades: list[Any] | None = None
+) -> StressReport:
+    """Read the run's timeline and build the report; each fault's failures are the count of its
+    cause in ``analysis``. ``upgrades``: the per-upgrade split the analysis made in its one pass
+    over the records (``Report.upgrades``); None: stream the records for it here."""
     from lossless.verify.analysis.core import _settle
     from lossless.verify.analysis.faults import Attribution
     from lossless.verify.analysis.upgrades import iter_records, per_upgrade, restart_counts
@@ -255,11 +245,12 @@ def report(out: Path, analysis: Any, faults_count: bool) -> StressReport:
 
     events = read_jsonl(out / TIMELINE, _parse_event, what="event")
     settle = _settle(_read_settings(out / SETTINGS))
-    upgrades = (
-        per_upgrade(events, iter_records(out), settle=settle)
-        if any(e.kind is EventKind.UPGRADE_START for e in events)
-        else []
-    )
+    if upgrades is None:
+        upgrades = (
+            per_upgrade(events, iter_records(out), settle=settle)
+            if any(e.kind is EventKind.UPGRADE_START for e in events)
+            else []
+        )
     # each fault's failures are its cause's count: the analysis attributed them already
     attribution = Attribution(events, settle=settle)
     counts = {c.kind: c.count for c in analysis.causes}

@@ -7,8 +7,9 @@ it saw. A nearest-rank percentile is that smallest value of the bucket the rank 
 observed value at most one bucket below the exact one, so within 1 % of it (0.1 % at the top of a
 decade; exact below 1 ms, where a bucket is one microsecond). ``max`` and ``mean`` are exact.
 
-:func:`analyze_dir` analyses a run directory while streaming ``records.csv`` row by row, so
-``lossless verify`` holds one record at a time plus the failed ones.
+:func:`analyze_dir` analyses a run directory while streaming ``records.csv`` row by row (the
+one pass of :func:`lossless.verify.analysis.report.analyse_dir`), so ``lossless verify`` holds
+one record at a time plus the failed ones.
 """
 
 from __future__ import annotations
@@ -85,14 +86,8 @@ class Distribution:
 
 
 def analyze_dir(directory: Path) -> Analysis:
-    """Analyse a run directory, streaming its records (see the module docstring)."""
-    from lossless.verify.analysis.core import Analyzer
-    from lossless.verify.analysis.upgrades import iter_records
-    from lossless.verify.results import SETTINGS, TIMELINE, _parse_event, _read_settings, read_jsonl
+    """Analyse a run directory, streaming its records (see the module docstring): the analysis
+    of :func:`lossless.verify.analysis.report.analyse_dir` with ``keep_records=False``."""
+    from lossless.verify.analysis.report import analyse_dir
 
-    events = read_jsonl(directory / TIMELINE, _parse_event, what="event")
-    analyzer = Analyzer(events, _read_settings(directory / SETTINGS))
-    warnings: list[str] = []
-    for record in iter_records(directory, warnings):
-        analyzer.add(record)
-    return analyzer.close(warnings)
+    return analyse_dir(directory, keep_records=False).analysis

@@ -34,10 +34,11 @@ from __future__ import annotations
 import array
 import bisect
 import dataclasses
+import functools
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 from lossless.verify.analysis.bounded import Distribution
 from lossless.verify.analysis.faults import STRESS_KINDS, Attribution
@@ -307,18 +308,31 @@ class FailureContext:
         return dataclasses.asdict(self)
 
 
+class _Example(Protocol):
+    """What a cause's example is: a failure context that renders itself as JSON."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+_E = TypeVar("_E", bound=_Example)
+
+
 @dataclasses.dataclass(frozen=True)
-class Cause:
+class Cause(Generic[_E]):
     """A group of failures with one explanation: ``kind`` (a stable identifier), ``cause`` and
-    ``fix`` (one sentence each, with the run's numbers), the failed requests' count, replicas, up
-    to five examples and the seqs of all of them."""
+    ``fix`` (one sentence each, with the run's numbers), the failures' count, replicas, up to
+    five examples and the seqs of all of them (requests' seqs; empty where failures have none).
+
+    One type for every kind of failure: ``Cause[FailureContext]`` groups failed requests here,
+    ``Cause[StreamFailure]`` failed sessions (:mod:`lossless.verify.analysis.streams`); both
+    render the same JSON."""
 
     kind: CauseKind | str  # a CauseKind, or "fault:N" for the N-th injected fault
     cause: str
     fix: str
     count: int
     replicas: list[str]
-    examples: list[FailureContext]
+    examples: list[_E]
     seqs: tuple[int, ...] = ()  # every request of the group (not in the JSON: see examples)
 
     def to_json(self) -> dict[str, Any]:
@@ -350,7 +364,7 @@ class Analysis:
     lag_ms: dict[str, float]
     late: int
     lag_budget_s: float
-    causes: list[Cause]
+    causes: list[Cause[FailureContext]]
     replicas: dict[str, dict[str, int]]
     contexts: list[FailureContext]
     settings: dict[str, Any]
@@ -420,7 +434,11 @@ class _Group:
     def __init__(self, items: list[tuple[Record, FailureContext]]) -> None:
         self.records = [r for r, _ in items]
         self.contexts = [c for _, c in items]
-        self.names = sorted({r.replica for r in self.records if r.replica})
+        self.by_replica: dict[str, list[Record]] = defaultdict(list)
+        for r in self.records:
+            if r.replica:
+                self.by_replica[r.replica].append(r)
+        self.names = sorted(self.by_replica)
         self.n = len(self.records)
         self.who = ", ".join(self.names) if self.names else "no replica"
         self.requests = _plural(self.n, "request")  # "1 request", "3 requests"
@@ -439,6 +457,36 @@ class _Group:
             return self.window
         low, high = f"{min(after):.1f}", f"{max(after):.1f}"
         return f"{low} s after SIGTERM" if low == high else f"{low} to {high} s after SIGTERM"
+
+
+# The causes whose sentences need only the group's own figures: templates filled by
+# _sentences() ({g.…}: a _Group attribute; {after_sigterm}: _Group.after_sigterm()).
+_SENTENCES: dict[CauseKind | str, tuple[str, str]] = {
+    CauseKind.NO_ENDPOINT: (
+        "no endpoint in the clients' view for {g.span:.1f} s: {g.requests} had nowhere to go "
+        "{g.window}",
+        "keep a ready replica during the rollout (maxUnavailable: 0, maxSurge ≥ 1) and run at "
+        "least 2 replicas",
+    ),
+    CauseKind.KEEPALIVE_RESET: (
+        "connection reset on a kept-alive connection at shutdown: {g.requests} on reused "
+        "connections to {g.who} {g.were} reset {after_sigterm} (the server closed idle "
+        "keep-alive connections while clients still used them)",
+        "send Connection: close on every response during the drain and close idle connections "
+        "only after the drain delay (lossless serve and its middleware do)",
+    ),
+    CauseKind.CUT_IN_FLIGHT: (
+        "{g.requests} in flight on {g.who} {g.were} cut when it stopped ({after_sigterm})",
+        "wait for in-flight requests before exiting: stop accepting, then finish the requests "
+        "already read, bounded by the shutdown timeout",
+    ),
+}
+
+
+def _sentences(templates: tuple[str, str], g: _Group) -> tuple[str, str]:
+    """The cause and fix sentences of ``templates`` filled with ``g``'s figures."""
+    cause, fix = templates
+    return cause.format(g=g, after_sigterm=g.after_sigterm()), fix
 
 
 class Analyzer:
@@ -697,7 +745,7 @@ class Analyzer:
 
     def _causes(
         self, failed: list[Record], contexts: list[FailureContext], first_ok: dict[str, float]
-    ) -> list[Cause]:
+    ) -> list[Cause[FailureContext]]:
         groups: dict[CauseKind | str, list[tuple[Record, FailureContext]]] = defaultdict(list)
         for r, ctx in zip(failed, contexts, strict=True):
             groups[self._kind(r, ctx, first_ok)].append((r, ctx))
@@ -706,22 +754,23 @@ class Analyzer:
         return causes
 
     # -- sentences ---------------------------------------------------------------------------
-    def _explain(self, kind: CauseKind | str, items: list[tuple[Record, FailureContext]]) -> Cause:
+    def _explain(
+        self, kind: CauseKind | str, items: list[tuple[Record, FailureContext]]
+    ) -> Cause[FailureContext]:
         g = _Group(items)
         explain: dict[CauseKind | str, Callable[[_Group], tuple[str, str]]] = {
             CauseKind.NEVER_LISTENED: self._explain_never_listened,
             CauseKind.NAIVE: self._explain_naive,
-            CauseKind.NO_ENDPOINT: self._explain_no_endpoint,
             CauseKind.KILLED: self._explain_killed,
-            CauseKind.KEEPALIVE_RESET: self._explain_keepalive_reset,
             CauseKind.LISTENER_CLOSED: self._explain_listener_closed,
             CauseKind.NOT_DEREGISTERED: self._explain_not_deregistered,
             CauseKind.DRAINING_5XX: self._explain_draining_5xx,
-            CauseKind.CUT_IN_FLIGHT: self._explain_cut_in_flight,
             CauseKind.NOT_READY: self._explain_not_ready,
             CauseKind.SLOW: self._explain_slow,
         }
         explainer = explain.get(kind, self._explain_unexplained)
+        if kind in _SENTENCES:
+            explainer = functools.partial(_sentences, _SENTENCES[kind])
         if isinstance(kind, CauseKind) and kind.value.startswith("grpc_"):  # issue 13
             from lossless.verify.analysis.grpc_causes import EXPLAIN
 
@@ -735,6 +784,14 @@ class Analyzer:
             cause += " [" + ", ".join(f"{k}: {v}" for k, v in classes.most_common()) + "]"
         seqs = tuple(r.seq for r in g.records)
         return Cause(kind, cause, fix, g.n, g.names, g.contexts[:_MAX_EXAMPLES], seqs)
+
+    def _timelines_of(self, g: _Group) -> Iterator[tuple[_ReplicaTimeline, list[Record]]]:
+        """Each replica of ``g`` (by name) that has a timeline, with its failed records: what
+        every sentence that measures the replicas' own times walks."""
+        for name in g.names:
+            tl = self.timelines.get(name)
+            if tl is not None:
+                yield tl, g.by_replica[name]
 
     def _explain_never_listened(self, g: _Group) -> tuple[str, str]:
         ports = self.settings.get("replica_ports")
@@ -757,7 +814,7 @@ class Analyzer:
         # replicas restart one after the other, so the span over all of them is no gap at all
         gaps: dict[str, float] = {}
         for name in g.names:
-            mine = [r for r in g.records if r.replica == name]
+            mine = g.by_replica[name]
             ends = [r.end if r.end is not None else r.sent for r in mine]
             gaps[name] = max(ends) - min(r.sent for r in mine)
         if gaps:
@@ -772,22 +829,10 @@ class Analyzer:
             "old replica serves until a new one is ready",
         )
 
-    def _explain_no_endpoint(self, g: _Group) -> tuple[str, str]:
-        return (
-            f"no endpoint in the clients' view for {g.span:.1f} s: {g.requests} had nowhere "
-            f"to go {g.window}",
-            "keep a ready replica during the rollout (maxUnavailable: 0, maxSurge ≥ 1) and run "
-            "at least 2 replicas",
-        )
-
     def _explain_listener_closed(self, g: _Group) -> tuple[str, str]:
         gaps: list[float] = []
         needed: list[float] = []
-        for name in g.names:
-            tl = self.timelines.get(name)
-            if tl is None:
-                continue
-            mine = [r for r in g.records if r.replica == name]
+        for tl, mine in self._timelines_of(g):
             # the listener closed at the first refused connect (or the probe's observation)
             closed = tl.at(EventKind.LISTENER_CLOSED)
             refused = [r.sent for r in mine]
@@ -824,10 +869,7 @@ class Analyzer:
 
     def _explain_not_deregistered(self, g: _Group) -> tuple[str, str]:
         late: list[float] = []
-        for name in g.names:
-            tl = self.timelines.get(name)
-            if tl is None:
-                continue
+        for tl, _mine in self._timelines_of(g):
             start, gone = tl.terminated_at(), tl.deregistered()
             if start is not None and gone is not None:
                 late.append(gone - start)
@@ -847,32 +889,22 @@ class Analyzer:
             f"({self.cache_ttl:g} s) expires: drain delay ≥ {drain} s",
         )
 
-    def _explain_keepalive_reset(self, g: _Group) -> tuple[str, str]:
-        return (
-            f"connection reset on a kept-alive connection at shutdown: {g.requests} on reused "
-            f"connections to {g.who} {g.were} reset {g.after_sigterm()} (the server closed idle "
-            f"keep-alive connections while clients still used them)",
-            "send Connection: close on every response during the drain and close idle "
-            "connections only after the drain delay (lossless serve and its middleware do)",
-        )
-
     def _explain_killed(self, g: _Group) -> tuple[str, str]:
         graces: list[float] = []
         ages: list[float] = []
-        for name in g.names:
-            tl = self.timelines.get(name)
-            kill = None if tl is None else tl.at(EventKind.SIGKILL)
-            if tl is None or kill is None:
+        for tl, mine in self._timelines_of(g):
+            kill = tl.at(EventKind.SIGKILL)
+            if kill is None:
                 continue
             start = tl.at(EventKind.DELETING)
             if start is None:
                 start = tl.at(EventKind.SIGTERM)
             if start is not None:
                 graces.append(kill - start)
-            ages.extend(kill - r.sent for r in g.records if r.replica == name)
+            ages.extend(kill - r.sent for r in mine)
         grace = f"{max(graces):.1f} s after deletion" if graces else "at the grace period"
         age = f"; the oldest had been running {max(ages):.1f} s" if ages else ""
-        dropped = [n for n in g.names if (tl := self.timelines.get(n)) and tl.stop_dropped]
+        dropped = [n for n in g.names if (t := self.timelines.get(n)) and t.stop_dropped]
         if dropped:
             # pid_namespaces(7): PID 1 gets only the signals it has a handler for
             return (
@@ -897,13 +929,6 @@ class Analyzer:
             f"{g.who} answered {codes} to {g.requests} while terminating ({g.after_sigterm()})",
             "keep serving normal requests during the drain; only the readiness probe should "
             "answer 503 (a proxy's 502/504 means the backend went away before it was removed)",
-        )
-
-    def _explain_cut_in_flight(self, g: _Group) -> tuple[str, str]:
-        return (
-            f"{g.requests} in flight on {g.who} {g.were} cut when it stopped ({g.after_sigterm()})",
-            "wait for in-flight requests before exiting: stop accepting, then finish the "
-            "requests already read, bounded by the shutdown timeout",
         )
 
     def _explain_not_ready(self, g: _Group) -> tuple[str, str]:

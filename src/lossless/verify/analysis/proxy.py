@@ -253,7 +253,7 @@ class _Explainer:
         lines: dict[int, ProxyLogEntry],
         latency_ms: dict[str, float],
         analyzer: Analyzer,
-    ) -> Cause:
+    ) -> Cause[FailureContext]:
         """The cause of the requests that succeeded only because the proxy retried them."""
         n = len(hidden)
         requests = _plural(n, "request")
@@ -299,7 +299,7 @@ class _Explainer:
 
     def explain(
         self, kind: CauseKind, items: list[tuple[Record, FailureContext, ProxyView | None]]
-    ) -> Cause:
+    ) -> Cause[FailureContext]:
         records = [r for r, _, _ in items]
         contexts = [c for _, c, _ in items]
         names = sorted({r.replica for r in records if r.replica and r.replica != INGRESS})
@@ -606,6 +606,6 @@ def analyze_proxy(run: Run) -> ProxyAnalysis | None:
     )
 
 
-def failure_kinds(causes: Sequence[Cause]) -> dict[int, CauseKind | str]:
+def failure_kinds(causes: Sequence[Cause[FailureContext]]) -> dict[int, CauseKind | str]:
     """The cause kind of every failed request (seq → kind) that ``causes`` group."""
     return {seq: c.kind for c in causes for seq in c.seqs}

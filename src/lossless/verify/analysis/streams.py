@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from lossless.verify.analysis.core import _index, _ReplicaTimeline
+from lossless.verify.analysis.core import Cause, _index, _ReplicaTimeline
 from lossless.verify.analysis.kinds import CauseKind
 from lossless.verify.model import Event, EventKind
 from lossless.verify.stream_records import StreamOutcome, StreamSession
@@ -75,26 +75,9 @@ class StreamFailure:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass(frozen=True)
-class StreamCause:
-    """Failed sessions with one explanation (as :class:`~lossless.verify.analysis.core.Cause`)."""
-
-    kind: CauseKind
-    cause: str
-    fix: str
-    count: int
-    replicas: list[str]
-    examples: list[StreamFailure]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "cause": self.cause,
-            "fix": self.fix,
-            "count": self.count,
-            "replicas": self.replicas,
-            "examples": [e.to_json() for e in self.examples],
-        }
+StreamCause = Cause[StreamFailure]
+"""Failed sessions with one explanation: the HTTP :class:`~lossless.verify.analysis.core.Cause`
+with sessions as examples (no seqs)."""
 
 
 @dataclasses.dataclass(frozen=True)

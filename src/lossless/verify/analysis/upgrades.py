@@ -24,7 +24,7 @@ from lossless.verify.analysis.faults import Attribution
 from lossless.verify.model import Event, EventKind, Record
 from lossless.verify.results import RECORD_COLUMNS, RECORDS, _parse_record
 
-__all__ = ["UpgradeStats", "iter_records", "per_upgrade", "restart_counts"]
+__all__ = ["UpgradeSplit", "UpgradeStats", "iter_records", "per_upgrade", "restart_counts"]
 
 
 def iter_records(directory: Path, warnings: list[str] | None = None) -> Iterator[Record]:
@@ -96,41 +96,54 @@ def restart_counts(events: Iterable[Event]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+class UpgradeSplit:
+    """The per-upgrade breakdown as an accumulator: built from the timeline, fed each record
+    once (``add``, any order), read from :attr:`stats` (empty without ``UPGRADE_START``)."""
+
+    def __init__(self, events: Sequence[Event], *, settle: float = 0.0) -> None:
+        ordered = sorted(events, key=lambda e: e.t)
+        self.stats: list[UpgradeStats] = []
+        for e in ordered:
+            if e.kind is EventKind.UPGRADE_START:
+                versions = e.detail.partition(" ")[2]
+                self.stats.append(UpgradeStats(len(self.stats) + 1, versions, e.t))
+        self._starts = [s.start for s in self.stats]
+        if not self.stats:
+            return
+        rollout_start: float | None = None
+        for e in ordered:
+            if e.kind is EventKind.ROLLOUT_START:
+                rollout_start = e.t
+            elif e.kind is EventKind.ROLLOUT_END and rollout_start is not None:
+                self._owner(rollout_start).rollout_s = e.t - rollout_start
+                rollout_start = None
+            elif e.kind is EventKind.CONTAINER_EXITED:
+                self._owner(e.t).restarts += 1
+        self._attribution = Attribution(ordered, settle=settle)
+
+    def _owner(self, t: float) -> UpgradeStats:
+        return self.stats[max(0, bisect.bisect_right(self._starts, t) - 1)]
+
+    def add(self, r: Record) -> None:
+        if not self.stats:
+            return
+        s = self._owner(r.intended)
+        s.requests += 1
+        if r.ok or r.error.is_artefact:
+            return
+        s.failures += 1
+        w = self._attribution.match(r)
+        if w is not None and w.kind.startswith("fault:"):
+            s.fault_failures += 1
+
+
 def per_upgrade(
     events: Sequence[Event], records: Iterable[Record], *, settle: float = 0.0
 ) -> list[UpgradeStats]:
     """The breakdown (empty when the timeline has no ``UPGRADE_START``: an older run, or one
     interrupted before its first rollout)."""
-    ordered = sorted(events, key=lambda e: e.t)
-    stats: list[UpgradeStats] = []
-    for e in ordered:
-        if e.kind is EventKind.UPGRADE_START:
-            versions = e.detail.partition(" ")[2]
-            stats.append(UpgradeStats(len(stats) + 1, versions, e.t))
-    if not stats:
-        return []
-    starts = [s.start for s in stats]
-
-    def owner(t: float) -> UpgradeStats:
-        return stats[max(0, bisect.bisect_right(starts, t) - 1)]
-
-    rollout_start: float | None = None
-    for e in ordered:
-        if e.kind is EventKind.ROLLOUT_START:
-            rollout_start = e.t
-        elif e.kind is EventKind.ROLLOUT_END and rollout_start is not None:
-            owner(rollout_start).rollout_s = e.t - rollout_start
-            rollout_start = None
-        elif e.kind is EventKind.CONTAINER_EXITED:
-            owner(e.t).restarts += 1
-    attribution = Attribution(ordered, settle=settle)
-    for r in records:
-        s = owner(r.intended)
-        s.requests += 1
-        if r.ok or r.error.is_artefact:
-            continue
-        s.failures += 1
-        w = attribution.match(r)
-        if w is not None and w.kind.startswith("fault:"):
-            s.fault_failures += 1
-    return stats
+    split = UpgradeSplit(events, settle=settle)
+    if split.stats:
+        for r in records:
+            split.add(r)
+    return split.stats

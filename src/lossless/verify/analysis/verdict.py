@@ -100,8 +100,15 @@ def judge(report: Report, policy: VerdictPolicy, *, uncounted: int = 0) -> Verdi
     ``--faults-count`` (lossless.verify.stress_command)."""
     a = report.analysis
     counted_late = a.late_count(policy.late_threshold)
-    if counted_late is None:  # no lag tail kept, or a threshold below 1 ms: count the records
+    if counted_late is None:  # a threshold below the lag tail's 1 ms floor
+        counted_late = report.late_counts.get(policy.late_threshold)
+    if counted_late is None:  # not counted while the records streamed: count them now
         records = report.run.records
+        if len(records) != a.requests:
+            raise ValueError(
+                f"late threshold {policy.late_threshold} s: the records were streamed without "
+                "counting it (analyse_dir(late_threshold=...))"
+            )
         counted_late = sum(1 for r in records if r.sent - r.intended > policy.late_threshold)
     late = counted_late
     ratio = late / a.requests if a.requests else 0.0

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from lossless.verify.fields import absent_int, unsigned_int
+
 __all__ = ["CONN_ERRORS", "LOG_FORMAT", "ProxyLogEntry", "parse_log_line"]
 
 # One access log line per request, space separated, every field non-empty (HAProxy prints "-"
@@ -87,10 +89,6 @@ class ProxyLogEntry:
         return cls(**{n: obj[n] for n in names})
 
 
-def _int(text: str) -> int:
-    return -1 if text in ("-", "") else int(text)
-
-
 def parse_log_line(line: str) -> ProxyLogEntry | None:
     """Parse one line written in :data:`LOG_FORMAT`; None for any other line (HAProxy's own
     messages). Raises ValueError for a line that claims the format but does not fit it."""
@@ -104,24 +102,24 @@ def parse_log_line(line: str) -> ProxyLogEntry | None:
     return ProxyLogEntry(
         accepted=float(accepted),
         seq=int(seq) if seq.isdigit() else None,
-        status=_int(status),
+        status=absent_int(status),
         termination=term,
         retries=int(retries.lstrip("+")),
         redispatched=retries.startswith("+"),
         server="" if server.startswith("<") else server,
-        ti=_int(ti),
-        treq=_int(treq),
-        tw=_int(tw),
-        tc=_int(tc),
-        tr=_int(tr),
-        ta=_int(ta),
-        tt=_int(tt),
-        bytes=_int(nbytes),
-        client_port=_int(cport),
-        backend_port=max(0, _int(bport)),
-        server_port=max(0, _int(sport)),
-        request_counter=_int(counter),
-        server_conns=_int(sconns),
-        bc_err=max(0, _int(bc_err)),
-        fc_err=max(0, _int(fc_err)),
+        ti=absent_int(ti),
+        treq=absent_int(treq),
+        tw=absent_int(tw),
+        tc=absent_int(tc),
+        tr=absent_int(tr),
+        ta=absent_int(ta),
+        tt=absent_int(tt),
+        bytes=absent_int(nbytes),
+        client_port=absent_int(cport),
+        backend_port=unsigned_int(bport),
+        server_port=unsigned_int(sport),
+        request_counter=absent_int(counter),
+        server_conns=absent_int(sconns),
+        bc_err=unsigned_int(bc_err),
+        fc_err=unsigned_int(fc_err),
     )

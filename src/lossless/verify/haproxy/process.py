@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -21,13 +20,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from lossless._prctl import die_with_parent, prctl
 from lossless.errors import LosslessError
 from lossless.verify.haproxy.config import HAProxySettings, render_config
 from lossless.verify.haproxy.log import ProxyLogEntry, parse_log_line
 
 __all__ = ["HAProxy", "find_haproxy", "runtime_command"]
 
-_PR_SET_PDEATHSIG = 1
 _STOP_GRACE = 2.0  # seconds between SIGTERM and SIGKILL of the HAProxy process group
 
 
@@ -47,13 +46,6 @@ def runtime_command(socket_path: Path, command: str, *, timeout: float = 2.0) ->
     except OSError as exc:
         raise LosslessError(f"haproxy runtime API {socket_path}: {command!r}: {exc}") from None
     return b"".join(chunks).decode("utf-8", "replace")
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    # A safety net for a verifier killed with SIGKILL: HAProxy gets SIGKILL too (Linux only).
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def find_haproxy() -> str:
@@ -134,6 +126,7 @@ class HAProxy:
                 self.settings, host=self.host, port=self.port, socket_path=self.socket_path
             )
         )
+        prctl()  # looked up in this process: the child only makes the system call
         with open(self.dir / "stderr.log", "wb") as stderr:
             self._proc = await asyncio.create_subprocess_exec(
                 executable,
@@ -144,7 +137,7 @@ class HAProxy:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,  # SIGKILL should the verifier die
             )
         self._reader = asyncio.ensure_future(self._read_log())
         await self._wait_up()

@@ -23,8 +23,6 @@ plain process semantics (the naive baseline: a process on a VM).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import errno
 import functools
 import os
@@ -38,6 +36,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from lossless._prctl import die_with_parent, prctl
 from lossless.errors import LosslessError
 
 __all__ = [
@@ -59,8 +58,6 @@ PID1_MODES = ("auto", "namespace", "emulated")
 # ``{port:NAME}`` / ``{port:8086}``: another container port of the replica.
 _PORT_KEY = re.compile(r"\{port:([A-Za-z0-9][A-Za-z0-9_.-]*)\}")
 _UNSHARE = ("unshare", "--pid", "--fork", "--kill-child", "--")
-
-_PR_SET_PDEATHSIG = 1
 
 
 def split_command(template: str | Sequence[str]) -> tuple[str, ...]:
@@ -247,13 +244,6 @@ def describe_returncode(code: int | None) -> str:
     return f"exit code {code}"
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    # A safety net for a verifier killed with SIGKILL: the replica gets SIGKILL too (Linux only).
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
 class ReplicaProcess:
     """One replica's process, started in a new session so that it leads its own process group.
 
@@ -309,6 +299,7 @@ class ReplicaProcess:
         if self.pid1 == "namespace":
             self._check_executable()
             argv = [*_UNSHARE, *self.argv]
+        prctl()  # looked up in this process: the child only makes the system call
         with open(self.log_path, "ab") as log:
             try:
                 self._proc = await asyncio.create_subprocess_exec(
@@ -319,7 +310,7 @@ class ReplicaProcess:
                     env=self.env,
                     cwd=self.cwd,
                     start_new_session=True,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent,  # SIGKILL should the verifier die
                 )
             except OSError as exc:
                 reason = exc.strerror or str(exc)

@@ -65,14 +65,15 @@ import asyncio
 import collections
 import contextlib
 import errno
+import functools
 import gc
-import random
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar, cast
 
 import httptools
 
 from lossless.verify.load.mix import RequestKind, RequestMix
+from lossless.verify.load.schedule import OpenLoop
 from lossless.verify.model import Clock, Endpoint, EndpointView, ErrorClass, Record
 
 __all__ = ["run", "run_load"]
@@ -87,10 +88,6 @@ _STATUS_CLASSES = {502: ErrorClass.HTTP_502, 503: ErrorClass.HTTP_503, 504: Erro
 _OK = ErrorClass.NONE
 
 _REPLICA_HEADER = b"x-lossless-replica"
-
-# Issue at most this many due requests before yielding to the event loop, so a backlog (after a
-# pause of the process) cannot starve the I/O callbacks that complete requests.
-_BATCH = 64
 
 
 @contextlib.contextmanager
@@ -265,17 +262,18 @@ class _Generator:
         mix: RequestMix,
         timeout: float,
         connect_timeout: float,
-        lag_budget: float,
+        plan: OpenLoop,
         max_conns: int,
         on_record: Callable[[Record], None] | None,
     ) -> None:
         self.view = view
+        self.plan = plan
         self.clock = clock
         self.now = clock.now
         self.kinds = mix.kinds
         self.timeout = timeout
         self.connect_timeout = connect_timeout
-        self.lag_budget = lag_budget
+        self.late = plan.late
         self.max_conns = max_conns
         self.on_record = on_record
         self.records: list[Record] = []
@@ -388,7 +386,7 @@ class _Generator:
             rec.bytes = conn.body
         if (error is _OK or error is ErrorClass.TRUNCATED) and rec.status >= 500:
             error = _STATUS_CLASSES.get(rec.status, ErrorClass.HTTP_5XX)
-        if error is ErrorClass.NONE and rec.sent - rec.intended > self.lag_budget:
+        if error is ErrorClass.NONE and self.late(rec):
             error = ErrorClass.SCHEDULE_LAG
         rec.error = error
         self.pending -= 1
@@ -476,38 +474,18 @@ class _Generator:
             if handle is not None:
                 handle.cancel()
 
-    async def schedule(
-        self, *, rate: float, count: int, new_conn_ratio: float, seed: int, stop: asyncio.Event
-    ) -> None:
-        rng = random.Random(seed)
-        choose = RequestMix(self.kinds).chooser(seed)
-        clients = max(1, self.view.clients)
-        interval = 1.0 / rate
-        start = self.now()
-        seq = 0
-        fresh = rng.random() < new_conn_ratio
-        kind = choose()
-        while seq < count and not stop.is_set() and self.callback_error is None:
-            now = self.now()
-            intended = start + seq * interval
-            if intended > now:
-                await self.sleep(intended - now)
-                continue
-            issued = 0
-            while intended <= now:
-                if not self.issue(seq, intended, seq % clients, fresh, kind):
-                    await self.sleep(None)  # at max_conns: until a connection is released
-                    break
-                seq += 1
-                issued += 1
-                fresh = rng.random() < new_conn_ratio
-                kind = choose()
-                if seq >= count:
-                    break
-                intended = start + seq * interval
-                if issued >= _BATCH:
-                    await asyncio.sleep(0)  # let responses in while catching up
-                    break
+    async def schedule(self, stop: asyncio.Event) -> None:
+        """Issue the run's requests on ``self.plan`` (:meth:`OpenLoop.run`) until done,
+        ``stop`` or an ``on_record`` error; at ``max_conns`` wait for a connection release."""
+        await self.plan.run(
+            self.now,
+            self.issue,
+            clients=self.view.clients,
+            stopped=lambda: stop.is_set() or self.callback_error is not None,
+            wait_due=self.sleep,
+            wait_room=functools.partial(self.sleep, None),  # at max_conns: until a release
+            choose=RequestMix(self.kinds).chooser(self.plan.seed),
+        )
 
     async def sweeper(self, done: asyncio.Event) -> None:
         tick = min(0.05, self.timeout / 4)
@@ -572,21 +550,16 @@ async def run_load(
     ``keep_records=False`` keeps none in memory (the result is then empty): a caller that
     streams them through ``on_record`` runs in memory that does not grow with the requests.
     """
-    if not rate > 0:
-        raise ValueError(f"rate must be > 0 requests/s, got {rate}")
-    if not duration >= 0:
-        raise ValueError(f"duration must be >= 0 s, got {duration}")
-    if not 0.0 <= new_conn_ratio <= 1.0:
-        raise ValueError(f"new_conn_ratio must be within [0, 1], got {new_conn_ratio}")
-    if not (timeout > 0 and connect_timeout > 0 and lag_budget >= 0 and max_conns >= 1):
-        raise ValueError("timeout and connect_timeout must be > 0, lag_budget >= 0, max_conns >= 1")
+    plan = OpenLoop(rate, duration, new_conn_ratio, lag_budget, seed)
+    if not (timeout > 0 and connect_timeout > 0 and max_conns >= 1):
+        raise ValueError("timeout and connect_timeout must be > 0, max_conns >= 1")
     gen = _Generator(
         view,
         clock,
         mix=mix if mix is not None else RequestMix((RequestKind(path=path),)),
         timeout=timeout,
         connect_timeout=connect_timeout,
-        lag_budget=lag_budget,
+        plan=plan,
         max_conns=max_conns,
         on_record=on_record,
     )
@@ -595,7 +568,7 @@ async def run_load(
     done = asyncio.Event()
     try:
         with young_collections_only():
-            await _drive(gen, stop_event, done, rate, duration, new_conn_ratio, seed)
+            await _drive(gen, stop_event, done)
     finally:
         gen.close_all()
     if gen.callback_error is not None:
@@ -604,15 +577,7 @@ async def run_load(
     return gen.records
 
 
-async def _drive(
-    gen: _Generator,
-    stop_event: asyncio.Event,
-    done: asyncio.Event,
-    rate: float,
-    duration: float,
-    new_conn_ratio: float,
-    seed: int,
-) -> None:
+async def _drive(gen: _Generator, stop_event: asyncio.Event, done: asyncio.Event) -> None:
     """The scheduler, the sweeper and the stop watcher of one :func:`run_load` call."""
 
     async def watch_stop() -> None:
@@ -623,13 +588,7 @@ async def _drive(
         gen._tg = tg
         sweeper = tg.create_task(gen.sweeper(done))
         watcher = tg.create_task(watch_stop())
-        await gen.schedule(
-            rate=rate,
-            count=round(rate * duration),
-            new_conn_ratio=new_conn_ratio,
-            seed=seed,
-            stop=stop_event,
-        )
+        await gen.schedule(stop_event)
         while gen.pending > 0:  # each is bounded by the sweeper's timeout
             await gen.sleep(None)
         done.set()

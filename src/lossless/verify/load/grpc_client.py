@@ -54,12 +54,12 @@ import asyncio
 import dataclasses
 import functools
 import os
-import random
 from collections.abc import Callable
 from typing import Any
 
 from lossless.errors import LosslessError
 from lossless.verify.load.generator import collect_young, young_collections_only
+from lossless.verify.load.schedule import OpenLoop
 from lossless.verify.model import Clock, Endpoint, EndpointView, ErrorClass, Record
 
 # Two grpc settings of this process, read when grpc is imported and removed from the
@@ -86,7 +86,6 @@ finally:
 __all__ = ["GrpcTarget", "classify", "run_grpc_load"]
 
 _OK = ErrorClass.NONE
-_BATCH = 64
 _CLOSE_TIMEOUT = 2.0
 #: Channel options: a channel's own subchannel (connection), never shared with another channel.
 CHANNEL_OPTIONS = (("grpc.use_local_subchannel_pool", 1),)
@@ -204,17 +203,17 @@ class _GrpcGenerator:
         target: GrpcTarget,
         *,
         timeout: float,
-        lag_budget: float,
+        plan: OpenLoop,
         max_inflight: int,
         on_record: Callable[[Record], None] | None,
     ) -> None:
         self.view = view
+        self.plan = plan
         self.max_inflight = max_inflight
         self.room = asyncio.Event()
         self.now = clock.now
         self.target = target
         self.timeout = timeout
-        self.lag_budget = lag_budget
         self.on_record = on_record
         self.records: list[Record] = []
         self.channels: list[_Channel | None] = [None] * max(1, view.clients)
@@ -225,6 +224,7 @@ class _GrpcGenerator:
         self.idle.set()
         self.open: set[_Channel] = set()
         self._tg: asyncio.TaskGroup | None = None
+        self._last_young = 0.0
 
     def _open(self, client: int) -> _Channel | None:
         endpoint = self.view.pick(client)
@@ -363,7 +363,7 @@ class _GrpcGenerator:
         self._finish(rec, error)
 
     def _finish(self, rec: Record, error: ErrorClass) -> None:
-        if error is _OK and rec.sent - rec.intended > self.lag_budget:
+        if error is _OK and self.plan.late(rec):
             error = ErrorClass.SCHEDULE_LAG
         rec.error = error
         self.pending -= 1
@@ -379,38 +379,36 @@ class _GrpcGenerator:
                 if self.callback_error is None:
                     self.callback_error = exc
 
-    async def schedule(
-        self, *, rate: float, count: int, new_conn_ratio: float, seed: int, stop: asyncio.Event
-    ) -> None:
-        rng = random.Random(seed)
-        clients = max(1, self.view.clients)
-        interval = 1.0 / rate
-        start = self.now()
-        seq = 0
-        last_young = start
-        while seq < count and not stop.is_set() and self.callback_error is None:
-            now = self.now()
-            if now - last_young >= 0.01:
-                collect_young()
-                last_young = now
-            intended = start + seq * interval
-            if intended > now:
-                with_stop = min(intended - now, 0.01)
-                await asyncio.sleep(with_stop)
-                continue
-            if self.pending >= self.max_inflight:  # at the bound: wait for a call to end (lag)
-                self.room.clear()
-                await self.room.wait()
-                continue
-            issued = 0
-            while intended <= now and seq < count and self.pending < self.max_inflight:
-                self.issue(seq, intended, seq % clients, rng.random() < new_conn_ratio)
-                seq += 1
-                issued += 1
-                intended = start + seq * interval
-                if issued >= _BATCH:
-                    break
-            await asyncio.sleep(0)  # let the calls start and responses in
+    def _issue(self, seq: int, intended: float, client: int, fresh: bool, kind: int) -> bool:
+        if self.pending >= self.max_inflight:
+            return False  # at the bound: the schedule waits for a call to end (lag)
+        self.issue(seq, intended, client, fresh)
+        return True
+
+    async def _wait_room(self) -> None:
+        self.room.clear()
+        await self.room.wait()
+
+    def _tick(self, now: float) -> None:
+        """Young collections every 10 ms (no sweeper task here: see run_load)."""
+        if now - self._last_young >= 0.01:
+            collect_young()
+            self._last_young = now
+
+    async def schedule(self, stop: asyncio.Event) -> None:
+        """Start the run's calls on ``self.plan`` (:meth:`OpenLoop.run`) until done, ``stop``
+        or an ``on_record`` error; waits of at most 10 ms, so a stop is seen at once."""
+        self._last_young = self.now()
+        await self.plan.run(
+            self.now,
+            self._issue,
+            clients=self.view.clients,
+            stopped=lambda: stop.is_set() or self.callback_error is not None,
+            wait_due=lambda delay: asyncio.sleep(min(delay, 0.01)),
+            wait_room=self._wait_room,
+            tick=self._tick,
+            yield_each_batch=True,  # let the calls start and responses in
+        )
 
     async def close(self) -> None:
         channels = list(self.open)
@@ -455,20 +453,15 @@ async def run_grpc_load(
     ``on_record`` ends the run the same way and is then re-raised. At most ``max_inflight``
     calls run at once: at that bound the schedule waits for one to end, which shows as lag
     (the HTTP generator's ``max_conns``)."""
-    if not rate > 0:
-        raise ValueError(f"rate must be > 0 calls/s, got {rate}")
-    if not duration >= 0:
-        raise ValueError(f"duration must be >= 0 s, got {duration}")
-    if not 0.0 <= new_conn_ratio <= 1.0:
-        raise ValueError(f"new_conn_ratio must be within [0, 1], got {new_conn_ratio}")
-    if not (timeout > 0 and lag_budget >= 0 and max_inflight >= 1):
-        raise ValueError("timeout must be > 0, lag_budget >= 0 and max_inflight >= 1")
+    plan = OpenLoop(rate, duration, new_conn_ratio, lag_budget, seed, unit="calls")
+    if not (timeout > 0 and max_inflight >= 1):
+        raise ValueError("timeout must be > 0 and max_inflight >= 1")
     gen = _GrpcGenerator(
         view,
         clock,
         target,
         timeout=timeout,
-        lag_budget=lag_budget,
+        plan=plan,
         max_inflight=max_inflight,
         on_record=on_record,
     )
@@ -477,13 +470,7 @@ async def run_grpc_load(
         with young_collections_only():
             async with asyncio.TaskGroup() as tg:
                 gen._tg = tg
-                await gen.schedule(
-                    rate=rate,
-                    count=round(rate * duration),
-                    new_conn_ratio=new_conn_ratio,
-                    seed=seed,
-                    stop=stop_event,
-                )
+                await gen.schedule(stop_event)
                 await gen.idle.wait()
     finally:
         await gen.close()

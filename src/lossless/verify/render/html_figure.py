@@ -9,8 +9,10 @@ One figure with four rows on a shared, zoomable time axis (run-relative seconds)
    under the lane of the replica it was sent to;
 2. every request as a point at (sent, latency) coloured by outcome (:data:`OUTCOME_COLOURS`);
    failures are never left out; successes are decimated beyond :data:`MAX_OK_POINTS` (the
-   slowest request of each time bin is always kept, so spikes stay visible);
-3. latency percentiles (p50, p90, p99, max of successful requests) per time bin;
+   slowest request of each time bin is always kept, so spikes stay visible;
+   :mod:`~lossless.verify.render.figure_points` gathers them in one bounded pass);
+3. latency percentiles (p50, p90, p99 within 1 %, exact max of successful requests) per time
+   bin;
 4. requests per bin, ok and failed (stacked).
 
 Figure building only: a plain dict in Plotly's JSON schema, no I/O.
@@ -19,20 +21,18 @@ Figure building only: a plain dict in Plotly's JSON schema, no I/O.
 from __future__ import annotations
 
 import html
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from lossless.verify.analysis.core import Analysis, percentiles
+from lossless.verify.analysis.core import Analysis
 from lossless.verify.model import ErrorClass, Event, EventKind, Record
+from lossless.verify.render.figure_points import MAX_OK_POINTS, RequestPoints, latency_ms
 from lossless.verify.results import Run
 
 __all__ = ["MAX_OK_POINTS", "OUTCOME_COLOURS", "PHASE_STYLES", "figure"]
 
-MAX_OK_POINTS = 8000  # successful requests drawn at most (failures: all of them)
 MAX_LANE_FAILURES = 3000  # failure marks on the lanes before they are grouped per 50 ms
-_BINS = 120  # time bins of the percentile and throughput rows (at most)
 
 # phase -> (label, colour)
 PHASE_STYLES: dict[str, tuple[str, str]] = {
@@ -80,13 +80,6 @@ _NO_REPLICA = "(no replica)"
 
 def _r(value: float, digits: int = 3) -> float:
     return round(value, digits)
-
-
-def _latency_ms(r: Record) -> float:
-    if r.end is None:
-        return 0.01
-    ms = max(0.01, (r.end - r.sent) * 1000)
-    return round(ms, 2) if ms < 10 else round(ms, 1)
 
 
 def _outcome(r: Record) -> str:
@@ -316,47 +309,26 @@ def _timeline_traces(
 
 
 # -- requests ----------------------------------------------------------------------------------
-def _decimate(ok: list[Record], limit: int, span: tuple[float, float]) -> list[Record]:
-    """At most ``limit`` of ``ok``: the slowest of each of ``limit // 4`` time bins, then an
-    even stride over the rest."""
-    if len(ok) <= limit:
-        return ok
-    t0, t1 = span
-    nbins = max(1, limit // 4)
-    width = (t1 - t0) / nbins or 1.0
-    slowest: dict[int, Record] = {}
-    for r in ok:
-        b = int((r.sent - t0) / width)
-        if b not in slowest or _latency_ms(r) > _latency_ms(slowest[b]):
-            slowest[b] = r
-    keep = {r.seq for r in slowest.values()}
-    rest = [r for r in ok if r.seq not in keep]
-    room = limit - len(keep)
-    if room > 0 and rest:
-        step = len(rest) / room
-        keep.update(rest[int(i * step)].seq for i in range(min(room, len(rest))))
-    return [r for r in ok if r.seq in keep]
-
-
 def _request_traces(
-    records: Sequence[Record], replicas: dict[int, str], span: tuple[float, float]
+    points: RequestPoints, replicas: dict[int, str]
 ) -> tuple[list[dict[str, Any]], int]:
     """Scatter traces of row 2 and the number of successes left out."""
     by_outcome: dict[str, list[Record]] = defaultdict(list)
-    for r in records:
+    dropped = 0
+    for outcome in ("ok", "artefact"):
+        kept, left_out = points.points(outcome)
+        if kept:
+            by_outcome[outcome] = kept
+        dropped += left_out
+    for r in points.failed:
         by_outcome[_outcome(r)].append(r)
     traces: list[dict[str, Any]] = []
-    dropped = 0
     order = ["ok", "artefact", *sorted(k for k in by_outcome if k not in ("ok", "artefact"))]
     for outcome in order:
         items = by_outcome.get(outcome)
         if not items:
             continue
         failed = outcome not in ("ok", "artefact")
-        if not failed:
-            kept = _decimate(items, MAX_OK_POINTS, span)
-            dropped += len(items) - len(kept)
-            items = kept
         name = outcome if outcome in ("ok", "artefact") else f"failed: {outcome}"
         traces.append(
             {
@@ -366,7 +338,7 @@ def _request_traces(
                 "legendgroup": f"outcome-{outcome}",
                 "legendgrouptitle": {"text": "requests"} if outcome == order[0] else None,
                 "x": [_r(r.sent) for r in items],
-                "y": [_latency_ms(r) for r in items],
+                "y": [latency_ms(r) for r in items],
                 "customdata": [r.seq for r in items],
                 "text": [replicas.get(r.seq, r.replica) or "-" for r in items],
                 "hovertemplate": (
@@ -389,27 +361,20 @@ def _request_traces(
     return traces, dropped
 
 
-def _bin_traces(records: Sequence[Record], span: tuple[float, float]) -> list[dict[str, Any]]:
-    t0, t1 = span
-    # at most _BINS bins, and about 20 requests a bin or more so that percentiles mean something
-    width = _nice_bin(max((t1 - t0) / _BINS, 20 * (t1 - t0) / max(1, len(records))))
-    first = math.floor(t0 / width)
-    bins: dict[int, list[Record]] = defaultdict(list)
-    for r in records:
-        bins[math.floor(r.sent / width) - first].append(r)
+def _bin_traces(points: RequestPoints) -> list[dict[str, Any]]:
+    # at most BINS bins, and about 20 requests a bin or more so that percentiles mean something
+    width, first, rows = points.rows()
     centres: list[float] = []
     pcts: dict[str, list[float | None]] = {k: [] for k in ("p50", "p90", "p99", "max")}
     ok_counts: list[int] = []
     fail_counts: list[int] = []
-    for b in range(0, max(bins, default=-1) + 1):
-        rs = bins.get(b, [])
+    for b, row in enumerate(rows):
         centres.append(_r((first + b + 0.5) * width))
-        lat = [(r.end - r.sent) * 1000 for r in rs if r.ok and r.end is not None]
-        p = percentiles(lat)
+        p = {} if row is None else row.latencies.percentiles()
         for k in pcts:
             pcts[k].append(_r(p[k], 2) if k in p else None)
-        ok_counts.append(len(rs))
-        fail_counts.append(sum(1 for r in rs if not r.ok and not r.error.is_artefact))
+        ok_counts.append(0 if row is None else row.requests)
+        fail_counts.append(0 if row is None else row.failed)
     colours = {"p50": "#2563eb", "p90": "#7c3aed", "p99": "#db2777", "max": "#9ca3af"}
     traces: list[dict[str, Any]] = [
         {
@@ -451,42 +416,31 @@ def _bin_traces(records: Sequence[Record], span: tuple[float, float]) -> list[di
     return traces
 
 
-def _nice_bin(raw: float) -> float:
-    """The smallest of 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5 ... ≥ ``raw``."""
-    if raw <= 0.01:
-        return 0.01
-    exp = 10.0 ** math.floor(math.log10(raw))
-    for m in (1, 2, 5):
-        if m * exp >= raw:
-            return float(f"{m * exp:.6g}")
-    return float(f"{10 * exp:.6g}")
-
-
 # -- the figure --------------------------------------------------------------------------------
 def figure(
-    run: Run, analysis: Analysis, *, replicas: dict[int, str] | None = None
+    run: Run,
+    analysis: Analysis,
+    *,
+    replicas: dict[int, str] | None = None,
+    points: RequestPoints | None = None,
 ) -> dict[str, Any]:
     """The Plotly figure (``{"data": [...], "layout": {...}}``) of the report. ``replicas`` maps
-    a failed request's seq to the replica it was sent to (default: the failure contexts')."""
+    a failed request's seq to the replica it was sent to (default: the failure contexts').
+    ``points``: the requests as gathered while the records streamed (default: gathered now from
+    ``run.records``; the figure is the same either way)."""
+    if points is None:
+        points = RequestPoints.of(run.events, run.records)
     contexts = {c.seq: c for c in analysis.contexts}
     sent_to = {seq: c.replica for seq, c in contexts.items()}
     if replicas:
         sent_to.update(replicas)
-    failures = [
-        (r, sent_to.get(r.seq) or r.replica or _NO_REPLICA)
-        for r in run.records
-        if not r.ok and not r.error.is_artefact
-    ]
+    failures = [(r, sent_to.get(r.seq) or r.replica or _NO_REPLICA) for r in points.failed]
     lanes = _lanes(run.events, [name for _, name in failures])
-    times = [e.t for e in run.events] + [r.sent for r in run.records]
-    ends = [r.end for r in run.records if r.end is not None]
-    start = min(times, default=0.0)
-    end = max([*times, *ends], default=1.0)
-    span = (start, max(end, start + 0.001))
+    span = points.span
     traces = _timeline_traces(run, lanes, failures, span[1])
-    request_traces, dropped = _request_traces(run.records, sent_to, span)
+    request_traces, dropped = _request_traces(points, sent_to)
     traces.extend(request_traces)
-    traces.extend(_bin_traces(run.records, span))
+    traces.extend(_bin_traces(points))
     lane_height = 34 * max(1, len(lanes)) + 40
     rows = [lane_height, 260, 190, 130]
     gap = 36

@@ -33,6 +33,7 @@ import html
 import importlib
 import json
 import os
+from collections.abc import Sequence
 
 from lossless.errors import LosslessError
 from lossless.verify.analysis.core import Analysis, FailureContext
@@ -41,6 +42,7 @@ from lossless.verify.analysis.proxy import ProxyAnalysis
 from lossless.verify.analysis.report import Report
 from lossless.verify.analysis.verdict import Verdict
 from lossless.verify.model import Record
+from lossless.verify.render.figure_points import MAX_OK_POINTS, RequestPoints
 from lossless.verify.render.html_figure import figure
 from lossless.verify.render.html_stress import stress_section
 from lossless.verify.results import Run
@@ -181,11 +183,17 @@ def _failure_row(c: FailureContext, kind: str, proxy_text: str, records: dict[in
 
 
 def _failures_table(
-    run: Run, a: Analysis, kinds: dict[int, CauseKind | str], proxy: ProxyAnalysis | None
+    run: Run,
+    a: Analysis,
+    kinds: dict[int, CauseKind | str],
+    proxy: ProxyAnalysis | None,
+    failed: Sequence[Record],
 ) -> str:
     if not a.contexts:
         return ""
-    records = {r.seq: r for r in run.records}
+    records = {r.seq: r for r in failed}
+    if run.records and any(c.seq not in records for c in a.contexts):
+        records = {r.seq: r for r in run.records}  # a proxy's contexts name retried requests
     proxy_views = proxy.by_seq() if proxy is not None else {}
     rows: list[str] = []
     for c in a.contexts[:MAX_TABLE_ROWS]:
@@ -263,14 +271,24 @@ def _json_for_script(obj: object) -> str:
     return text.replace("</", "<\\/")
 
 
-def render_html(report: Report, *, verdict: Verdict | None = None, title: str | None = None) -> str:
+def render_html(
+    report: Report,
+    *,
+    verdict: Verdict | None = None,
+    title: str | None = None,
+    points: RequestPoints | None = None,
+) -> str:
     """The report of one analysed run as one self-contained HTML document (see the module
     docstring). Renders only: the run was analysed once (:func:`~lossless.verify.analysis.report.
-    analyse`); ``verdict`` (when given) heads the summary. Raises LosslessError when plotly is not
+    analyse`); ``verdict`` (when given) heads the summary; ``points`` are the requests as the
+    analysis' pass gathered them (a :class:`RequestPoints` sink of ``analyse_dir``), needed when
+    ``report.run.records`` were streamed, not kept. Raises LosslessError when plotly is not
     installed."""
     run, analysis, proxy, kinds = report.run, report.analysis, report.proxy, report.kinds
     replicas = report.replicas
-    fig = figure(run, analysis, replicas=replicas)
+    if points is None:  # the records are in memory: gather the points now (the same figure)
+        points = RequestPoints.of(run.events, run.records)
+    fig = figure(run, analysis, replicas=replicas, points=points)
     dropped = int(fig.pop("dropped_ok"))
     lanes = fig.pop("lanes")
     streams_html = ""
@@ -281,8 +299,10 @@ def render_html(report: Report, *, verdict: Verdict | None = None, title: str | 
         streams_html = stream_failures_html(report.streams)
     heading = title or f"lossless verify: {run.dir.name}"
     note = (
-        f'<p class="note">{dropped} of the successful requests are not drawn (the slowest of '
-        f"each time bin is); every failure is.</p>"
+        f'<p class="note">{dropped} of the {points.n} requests are not drawn: beyond '
+        f"{MAX_OK_POINTS} successful ones the figure keeps the slowest of each time bin and a "
+        "few others (decimation, so the page stays small whatever the run's length); every "
+        "failure is drawn.</p>"
         if dropped
         else ""
     )
@@ -309,9 +329,11 @@ def render_html(report: Report, *, verdict: Verdict | None = None, title: str | 
             '<div id="timeline"></div>',
             "<h2>Causes</h2>",
             _causes_table(analysis),
-            stress_section(run),  # issue 16: restarts, faults, upgrades (render/html_stress.py)
+            stress_section(
+                run, points.failed, report.upgrades
+            ),  # issue 16: restarts, faults, upgrades (render/html_stress.py)
             f"<h2>Failed requests ({len(analysis.contexts)})</h2>" if analysis.contexts else "",
-            _failures_table(run, analysis, kinds, proxy),
+            _failures_table(run, analysis, kinds, proxy, points.failed),
             streams_html,
             '<script type="application/json" id="lossless-figure">',
             _json_for_script(fig),
@@ -323,11 +345,15 @@ def render_html(report: Report, *, verdict: Verdict | None = None, title: str | 
 
 
 def write_html(
-    report: Report, path: str | os.PathLike[str], *, verdict: Verdict | None = None
+    report: Report,
+    path: str | os.PathLike[str],
+    *,
+    verdict: Verdict | None = None,
+    points: RequestPoints | None = None,
 ) -> int:
     """Write :func:`render_html` to ``path``; return its size in bytes. LosslessError when the
     file cannot be written."""
-    data = render_html(report, verdict=verdict).encode("utf-8")
+    data = render_html(report, verdict=verdict, points=points).encode("utf-8")
     try:
         with open(path, "wb") as f:
             f.write(data)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Iterable
 
 from lossless.verify.analysis.core import _settle
 from lossless.verify.analysis.faults import Attribution
-from lossless.verify.analysis.upgrades import per_upgrade, restart_counts
+from lossless.verify.analysis.upgrades import UpgradeStats, per_upgrade, restart_counts
+from lossless.verify.model import Record
 from lossless.verify.results import Run
 
 __all__ = ["stress_section"]
@@ -18,8 +20,12 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def stress_section(run: Run) -> str:
-    """``<h2>`` sections for restarts, faults and upgrades (figures from the analysis modules)."""
+def stress_section(
+    run: Run, failed: Iterable[Record], upgrades: list[UpgradeStats] | None = None
+) -> str:
+    """``<h2>`` sections for restarts, faults and upgrades (figures from the analysis modules):
+    ``failed`` are the run's failed requests (for each fault's count), ``upgrades`` the
+    per-upgrade split the analysis made in its pass (None: made now from ``run.records``)."""
     parts: list[str] = []
     restarts = restart_counts(run.events)
     if restarts:
@@ -30,7 +36,7 @@ def stress_section(run: Run) -> str:
         )
     attribution = Attribution(run.events, settle=_settle(run.settings))
     if attribution.faults:
-        for r in run.records:
+        for r in failed:
             if not r.ok and not r.error.is_artefact:
                 w = attribution.match(r)
                 if w is not None and w.kind.startswith("fault:"):
@@ -46,7 +52,8 @@ def stress_section(run: Run) -> str:
             "<th>spec</th><th>what</th><th>replica</th><th>from (s)</th><th>until (s)</th>"
             f"<th>failures</th></tr></thead><tbody>{rows}</tbody></table>"
         )
-    upgrades = per_upgrade(run.events, run.records, settle=_settle(run.settings))
+    if upgrades is None:
+        upgrades = per_upgrade(run.events, run.records, settle=_settle(run.settings))
     if len(upgrades) > 1:
         rows = "".join(
             f"<tr><td>{u.index}</td><td>{_e(u.versions)}</td><td>{u.start:.2f}</td>"

@@ -43,8 +43,8 @@ from lossless.verify.haproxy.config import BACKEND, HAProxySettings
 from lossless.verify.haproxy.log import ProxyLogEntry
 from lossless.verify.haproxy.process import HAProxy
 from lossless.verify.model import Clock, Endpoint, Event, EventKind
-from lossless.verify.traffic.base import PropagationDelay, TrafficModel
-from lossless.verify.traffic.sync import PROFILES, SyncedViews, TimingProfile
+from lossless.verify.traffic.base import PropagationDelay
+from lossless.verify.traffic.sync import SyncedTraffic, TimingProfile
 
 __all__ = ["INGRESS", "PROXY_LOG", "IngressTraffic"]
 
@@ -55,7 +55,7 @@ PROXY_LOG = "proxy.jsonl"
 _CHECK_MESSAGE = re.compile(rf"^(?:\[\w+\]\s+)?(?:Health check for )?[Ss]erver {BACKEND}/(\S+)")
 
 
-class IngressTraffic(TrafficModel):
+class IngressTraffic(SyncedTraffic):
     """A TrafficModel backed by HAProxy (see the module docstring).
 
     ``clients`` is the number of client pools the load generator keeps to the ingress;
@@ -83,15 +83,8 @@ class IngressTraffic(TrafficModel):
     ) -> None:
         if clients < 1:
             raise LosslessError(f"--clients must be >= 1 (got {clients})")
-        profile = profile or PROFILES["ingress-nginx"]
-        if delay is not None:
-            profile = profile.with_lag(delay)
-        self.clients = clients
-        self.clock = clock
-        self.profile = profile
-        self.delay = profile.lag
-        self.seed = seed
-        self.on_event = on_event or (lambda event: None)
+        # one view: the ingress controller's, that reconfigures HAProxy
+        super().__init__(clock, clients, delay, seed, on_event, profile, "ingress-nginx", views=1)
         self.settings = settings or HAProxySettings()
         self.proxy_log = proxy_log
         self.entries: list[ProxyLogEntry] = []
@@ -101,10 +94,6 @@ class IngressTraffic(TrafficModel):
         self._endpoint: Endpoint | None = None
         self._log: TextIO | None = None
         self._servers: dict[str, Endpoint] = {}  # every server HAProxy knows (in maint or not)
-        # one observer: the ingress controller that reconfigures HAProxy
-        self._changes = SyncedViews(
-            clients=1, profile=profile, seed=seed, clock=clock, on_view=self._apply
-        )
         self._errors: list[LosslessError] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -139,7 +128,7 @@ class IngressTraffic(TrafficModel):
     def close(self) -> None:
         """Cancel the changes still pending and send HAProxy SIGTERM (``aclose()`` waits for it
         and reads the rest of its log). Idempotent; called by the lab's ``close()``."""
-        self._changes.close()
+        self._sync.close()
         self.haproxy.terminate()
 
     def kill(self) -> None:
@@ -157,22 +146,11 @@ class IngressTraffic(TrafficModel):
             raise RuntimeError("IngressTraffic not started")
         return self._endpoint
 
-    def ready_endpoints(self) -> list[Endpoint]:
-        """The control plane's ready set (what HAProxy will eventually route to)."""
-        state = self._changes.current
-        return [state[name] for name in sorted(state) if state[name].ready]
-
     def servers(self) -> list[str]:
         """The servers HAProxy routes new requests to now (applied changes), sorted."""
         return sorted(name for name, ep in self._servers.items() if ep.port > 0)
 
-    # -- control plane --------------------------------------------------------------------------
-    def add(self, endpoint: Endpoint, *, immediate: bool = False) -> None:
-        self._changes.upsert(endpoint, immediate=immediate)
-
-    def remove(self, endpoint: Endpoint, *, immediate: bool = False) -> None:
-        self._changes.delete(endpoint.name, immediate=immediate)
-
+    # -- control plane (add / remove / ready_endpoints: SyncedTraffic) --------------------------
     def _apply(self, _client: int, old: dict[str, Endpoint], new: dict[str, Endpoint]) -> None:
         # one sync applies the whole ready set: removals first, then additions
         for name in sorted(set(old) - set(new)):
@@ -227,7 +205,7 @@ class IngressTraffic(TrafficModel):
     async def settled(self) -> None:
         """Return once every scheduled change has reached HAProxy; raise the first runtime API
         failure (LosslessError) if one happened."""
-        await self._changes.settled()
+        await self._sync.settled()
         if self._errors:
             raise self._errors[0]
 

@@ -6,8 +6,8 @@ import random
 from collections.abc import Callable
 
 from lossless.verify.model import Clock, Endpoint, Event, EventKind
-from lossless.verify.traffic.base import PropagationDelay, TrafficModel
-from lossless.verify.traffic.sync import PROFILES, SyncedViews, TimingProfile
+from lossless.verify.traffic.base import PropagationDelay
+from lossless.verify.traffic.sync import SyncedTraffic, TimingProfile
 
 __all__ = ["ServiceTraffic", "view_events"]
 
@@ -37,7 +37,7 @@ def view_events(
     return events
 
 
-class ServiceTraffic(TrafficModel):
+class ServiceTraffic(SyncedTraffic):
     """The ``service`` model: ``clients`` kube-proxy nodes, each with its own lagged copy of the
     Service's endpoints.
 
@@ -62,19 +62,8 @@ class ServiceTraffic(TrafficModel):
         on_event: Callable[[Event], None] | None = None,
         profile: TimingProfile | None = None,
     ) -> None:
-        profile = profile or PROFILES["kube-proxy"]
-        if delay is not None:
-            profile = profile.with_lag(delay)
-        self.clients = clients
-        self.clock = clock
-        self.profile = profile
-        self.delay = profile.lag
-        self.seed = seed
-        self.on_event = on_event or (lambda event: None)
+        super().__init__(clock, clients, delay, seed, on_event, profile, "kube-proxy")
         self._rngs = [random.Random(f"{seed}/pick/{c}") for c in range(clients)]
-        self._sync = SyncedViews(
-            clients=clients, profile=profile, seed=seed, clock=clock, on_view=self._apply
-        )
 
     # -- EndpointView -------------------------------------------------------------------------
 
@@ -90,24 +79,7 @@ class ServiceTraffic(TrafficModel):
         view = self._sync.views[client]
         return [view[name] for name in sorted(view)]
 
-    def ready_endpoints(self) -> list[Endpoint]:
-        """The control plane's ready endpoints (what every client will eventually route to)."""
-        state = self._sync.current
-        return [state[name] for name in sorted(state) if state[name].ready]
-
-    @property
-    def source(self) -> SyncedViews:
-        """The source state's history and each client's view of it."""
-        return self._sync
-
-    # -- control plane ------------------------------------------------------------------------
-
-    def add(self, endpoint: Endpoint, *, immediate: bool = False) -> None:
-        self._sync.upsert(endpoint, immediate=immediate)
-
-    def remove(self, endpoint: Endpoint, *, immediate: bool = False) -> None:
-        self._sync.delete(endpoint.name, immediate=immediate)
-
+    # -- control plane (add / remove / ready_endpoints: SyncedTraffic) ------------------------
     def _apply(self, client: int, old: dict[str, Endpoint], new: dict[str, Endpoint]) -> None:
         for event in view_events(self.clock, client, old, new):
             self.on_event(event)

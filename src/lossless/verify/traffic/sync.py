@@ -29,6 +29,7 @@ reproducible from its seed.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import dataclasses
 import math
@@ -37,10 +38,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from lossless.errors import LosslessError
-from lossless.verify.model import Clock, Endpoint
-from lossless.verify.traffic.base import PropagationDelay
+from lossless.verify.model import Clock, Endpoint, Event
+from lossless.verify.traffic.base import PropagationDelay, TrafficModel
 
-__all__ = ["PROFILES", "SyncedViews", "TimingProfile", "profile_named", "routable"]
+__all__ = ["PROFILES", "SyncedTraffic", "SyncedViews", "TimingProfile", "profile_named", "routable"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -319,3 +320,66 @@ class SyncedViews:
         self._sync_timer = [None] * self.clients
         self._poll_timer = [None] * self.clients
         self._progress.set()
+
+
+class SyncedTraffic(TrafficModel):
+    """The base of the traffic models whose clients learn the control plane's changes through
+    :class:`SyncedViews` (``service``: one view per kube-proxy node; ``ingress``: one view, the
+    ingress controller's).
+
+    ``__init__`` builds them the one way: ``profile`` (default: the built-in ``default``
+    profile) with its watch lag replaced by ``delay`` when given, ``views`` synced views (the
+    model's ``clients`` when None) calling :meth:`_apply` each time one changes; it sets
+    ``clients``, ``clock``, ``profile``, ``delay`` (the profile's lag), ``seed`` and
+    ``on_event`` (a no-op when None). ``add``/``remove`` change the source (every view follows
+    with the profile's timing, or at once with ``immediate``); ``ready_endpoints`` is the
+    source's ready set."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        clients: int,
+        delay: PropagationDelay | None,
+        seed: int,
+        on_event: Callable[[Event], None] | None,
+        profile: TimingProfile | None,
+        default: str,
+        *,
+        views: int | None = None,
+    ) -> None:
+        profile = profile or PROFILES[default]
+        if delay is not None:
+            profile = profile.with_lag(delay)
+        self.clients = clients
+        self.clock = clock
+        self.profile = profile
+        self.delay = profile.lag
+        self.seed = seed
+        self.on_event = on_event or (lambda event: None)
+        self._sync = SyncedViews(
+            clients=clients if views is None else views,
+            profile=profile,
+            seed=seed,
+            clock=clock,
+            on_view=self._apply,
+        )
+
+    @abc.abstractmethod
+    def _apply(self, client: int, old: dict[str, Endpoint], new: dict[str, Endpoint]) -> None:
+        """View ``client``'s routable set went from ``old`` to ``new`` (see SyncedViews)."""
+
+    @property
+    def source(self) -> SyncedViews:
+        """The source state's history and each view of it."""
+        return self._sync
+
+    def ready_endpoints(self) -> list[Endpoint]:
+        """The control plane's ready endpoints (what every view will eventually route to)."""
+        state = self._sync.current
+        return [state[name] for name in sorted(state) if state[name].ready]
+
+    def add(self, endpoint: Endpoint, *, immediate: bool = False) -> None:
+        self._sync.upsert(endpoint, immediate=immediate)
+
+    def remove(self, endpoint: Endpoint, *, immediate: bool = False) -> None:
+        self._sync.delete(endpoint.name, immediate=immediate)
