@@ -70,6 +70,7 @@ def test_manifest_that_is_not_a_deployment(tmp_path: Path) -> None:
         (("--replicas", "0"), "--replicas must be >= 1"),
         (("--readiness-period", "1"), "need --readiness-path"),
         (("--env", "NOEQUALS"), "KEY=VALUE"),
+        (("--timeout", "0"), "--timeout: must be a positive duration"),  # was 5 s, silently
     ],
 )
 def test_bad_flags(args: tuple[str, ...], needle: str) -> None:

@@ -280,7 +280,11 @@ def add_parser(subparsers: Any) -> None:
         "(default: empty, a message with every field at its default)",
     )
     argtypes.add_duration(
-        g, "--timeout", help="client timeout per request (default 5)", default=5.0
+        g,
+        "--timeout",
+        help="client timeout per request (default 5)",
+        default=5.0,
+        parse=argtypes.positive_duration,
     )
     g.add_argument(
         "--new-conn-ratio",
@@ -538,7 +542,7 @@ def build_config(args: argparse.Namespace) -> Any:
         new_conn_ratio=args.new_conn_ratio,
         seed=args.seed,
         path=args.path,
-        timeout=args.timeout if args.timeout > 0 else 5.0,
+        timeout=args.timeout,
         traffic=args.traffic or ("registry" if args.registry else "service"),
         registry=args.registry,
         service_name=args.service_name,
