@@ -5,6 +5,7 @@ used it up), process groups, and teardown."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -238,3 +239,50 @@ def test_close_reaps_everything(tmp_path: Path, server_script: Path) -> None:
     for pid, port in started:
         assert not pid_alive(pid) and not group_alive(pid) and port_free(port)
     assert os.getpid()  # the test process itself is fine
+
+
+def test_a_start_cancelled_while_it_finds_pid1_leaves_nothing(tmp_path: Path) -> None:
+    """A closing lab cancels a container that is still starting (a restart under way): the
+    namespace's process group it already spawned is killed, not left behind."""
+    from lossless.verify.lab.process import ReplicaProcess
+
+    async def attempt(i: int) -> tuple[bool, int | None]:
+        proc = ReplicaProcess(
+            [PYTHON, "-c", "import time; time.sleep(30)"],
+            env=dict(os.environ),
+            cwd=None,
+            log_path=tmp_path / f"p{i}.log",
+            pid1="namespace",
+        )
+        task = asyncio.ensure_future(proc.start())
+        async with asyncio.timeout(5):
+            while proc.pgid is None and not task.done():
+                await asyncio.sleep(0)
+        cancelled_mid_start = not task.done()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        pgid = proc.pgid
+        assert pgid is not None
+        if not cancelled_mid_start:
+            proc.kill()  # started fully before we could cancel: not this test's case
+        # the group dies at once (SIGKILL) and is reaped by the loop's child watcher; without
+        # the kill it would sleep on for 30 s
+        for _ in range(100):
+            if not group_alive(pgid):
+                break
+            await asyncio.sleep(0.02)
+        left = group_alive(pgid)
+        proc.kill()
+        if left:
+            await proc.wait()
+        return cancelled_mid_start, pgid if left else None
+
+    hits = 0
+    for i in range(20):
+        mid, left = asyncio.run(attempt(i))
+        assert left is None, f"attempt {i}: process group {left} left behind"
+        hits += mid
+        if hits >= 3:
+            break
+    assert hits >= 1, "no start was ever cancelled while finding PID 1"

@@ -262,6 +262,9 @@ class Lab:
         self._changed = asyncio.Condition()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        # every process the lab ever made, registered before it is spawned: close() reaches a
+        # container being restarted (its pod still points at the exited one) or started late
+        self._processes: list[ReplicaProcess] = []
         # -- issue 16: restartPolicy Always (None: a replica exiting by itself fails the run),
         # the exit code of a crash loop (2 while the first replicas start, 1 in a rollout),
         # and the fault injector's hook that delays a pod's start (lab/faults.py)
@@ -363,6 +366,7 @@ class Lab:
         process = ReplicaProcess(
             argv, env=env, cwd=self.cwd, log_path=self.log_dir / f"{pod.name}.log", pid1=mode
         )
+        self._processes.append(process)
         await process.start()
         pod.process = process
         pod.returncode = None
@@ -658,6 +662,7 @@ class Lab:
         process = ReplicaProcess(
             argv, env=env, cwd=self.cwd, log_path=self.log_dir / f"{pod.name}.sidecar.log"
         )
+        self._processes.append(process)
         await process.start()
         pod.sidecar_process = process
         self.emit(
@@ -958,9 +963,7 @@ class Lab:
             self.traffic.close()
 
     def kill_all(self) -> None:
-        """Synchronous last resort: SIGKILL every process group the lab ever started."""
-        for pod in self.pods:
-            if pod.process is not None:
-                pod.process.kill()
-            if pod.sidecar_process is not None:
-                pod.sidecar_process.kill()
+        """Synchronous last resort: SIGKILL every process group the lab ever started (also
+        one whose pod no longer points at it, or does not yet)."""
+        for process in self._processes:
+            process.kill()

@@ -318,7 +318,11 @@ class ReplicaProcess:
                     f"cannot start replica command {shlex.join(self.argv)!r}: {reason}"
                 ) from None
         if self.pid1 == "namespace":
-            await self._find_pid1()
+            try:
+                await self._find_pid1()
+            except BaseException:  # cancelled by a closing lab: never leave the group behind
+                self.kill()
+                raise
 
     def _check_executable(self) -> None:
         # unshare would report a missing command only in the replica's log, after the fact
