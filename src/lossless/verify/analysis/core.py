@@ -473,7 +473,10 @@ _SENTENCES: dict[CauseKind | str, tuple[str, str]] = {
         "connections to {g.who} {g.were} reset {after_sigterm} (the server closed idle "
         "keep-alive connections while clients still used them)",
         "send Connection: close on every response during the drain and close idle connections "
-        "only after the drain delay (lossless serve and its middleware do)",
+        "only after the drain delay (lossless serve and its middleware do); a connection idle "
+        "since before the drain can still be closed just as its client reuses it, which no "
+        "server can prevent: the client must retry an idempotent request that fails on a "
+        "reused connection (Go's net/http does)",
     ),
     CauseKind.CUT_IN_FLIGHT: (
         "{g.requests} in flight on {g.who} {g.were} cut when it stopped ({after_sigterm})",
