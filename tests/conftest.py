@@ -66,15 +66,6 @@ def default_sigint() -> None:  # pragma: no cover - runs in the child between fo
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """``preexec_fn`` for servers a fixture starts: the kernel SIGKILLs the child when the test
-    runner dies (killed, or an xdist worker torn down), so no session-scoped server (etcd,
-    ZooKeeper) outlives a run whose teardown never ran."""
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-
-
 def parse_events(lines: list[str]) -> list[dict[str, object]]:
     """The structured lifecycle events (JSON objects with an ``event`` key) among log lines."""
     import json

@@ -19,14 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import die_with_parent, free_port
+from tests.conftest import free_port
 from tests.runtime.conftest import Server
 
+from lossless._prctl import die_with_parent, prctl
 from lossless.discovery.registrar import RegistryError
 from lossless.etcdv3 import EtcdClient
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
+
+prctl()  # looked up here, in the parent: the forked child only makes the system call
 APPS = ROOT / "tests" / "runtime"
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 ZOOKEEPER_JAR = Path("/usr/share/java/zookeeper.jar")
