@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import collections
 import dataclasses
 import math
 import random
@@ -175,6 +176,13 @@ class SyncedViews:
         self._changes: dict[str, int] = {}  # endpoint name -> changes made to it
         self._informer = [0] * clients  # version each client's watch has delivered
         self._due = [now] * clients  # when the last scheduled delivery is due (in order)
+        # deliveries not yet made, in order: (due, version); one timer per client for the head,
+        # so a client's deliveries fire in version order whatever the loop's wake-up times, and
+        # changes due at the same instant are delivered together (reproducible from the seed)
+        self._pending: list[collections.deque[tuple[float, int]]] = [
+            collections.deque() for _ in range(clients)
+        ]
+        self._deliver_timer: list[asyncio.TimerHandle | None] = [None] * clients
         self._applied = [0] * clients  # version the client's runner last synced
         self.versions = [0] * clients  # version in effect in each view
         self.views: list[dict[str, Endpoint]] = [{} for _ in range(clients)]
@@ -225,11 +233,23 @@ class SyncedViews:
             lag = self.profile.lag.draw(self.seed, client, name, f"change{n}")
             due = max(now + lag, self._due[client])
             self._due[client] = due
-            self._later(due - now, self._deliver, client, version)
+            pending = self._pending[client]
+            if pending and pending[-1][0] == due:
+                pending[-1] = (due, version)  # due with the one before it: delivered together
+            else:
+                pending.append((due, version))
+            if self._deliver_timer[client] is None:
+                self._deliver_timer[client] = self._later(due - now, self._deliver, client)
 
     def _catch_up_all(self) -> None:
         latest = len(self.states) - 1
         for client in range(self.clients):
+            self._pending[client].clear()
+            timer = self._deliver_timer[client]
+            if timer is not None:
+                timer.cancel()
+                self._timers.discard(timer)
+                self._deliver_timer[client] = None
             self._informer[client] = self._applied[client] = latest
             self._effect(client)
 
@@ -246,34 +266,50 @@ class SyncedViews:
         self._timers.add(handle)
         return handle
 
-    def _deliver(self, client: int, version: int) -> None:
+    # The runner's decisions (a token or not, when the next sync and poll are due) are taken at
+    # the model time ``at`` an event was due, never at the moment a late loop woke up for it.
+    def _deliver(self, client: int) -> None:
+        self._deliver_timer[client] = None
+        pending = self._pending[client]
+        if not pending:
+            return
+        due, version = pending.popleft()
         self._informer[client] = max(self._informer[client], version)
-        self._request_sync(client)
+        if pending:
+            delay = pending[0][0] - self.clock.now()
+            self._deliver_timer[client] = self._later(delay, self._deliver, client)
+        self._request_sync(client, due)
 
-    def _request_sync(self, client: int) -> None:
+    def _request_sync(self, client: int, at: float) -> None:
         if self._sync_timer[client] is not None:
             return  # coalesced into the sync already waiting for a token
         period = self.profile.min_sync_period
         if period <= 0:
-            self._sync(client)
+            self._sync(client, at)
             return
-        now = self.clock.now()
+        at = max(at, self._token_t[client])
         tokens = min(
             float(self.profile.burst),
-            self._tokens[client] + (now - self._token_t[client]) / period,
+            self._tokens[client] + (at - self._token_t[client]) / period,
         )
-        self._tokens[client], self._token_t[client] = tokens, now
+        self._tokens[client], self._token_t[client] = tokens, at
         if tokens >= 1.0:
             self._tokens[client] = tokens - 1.0
-            self._sync(client)
+            self._sync(client, at)
             return
-        self._sync_timer[client] = self._later((1.0 - tokens) * period, self._sync_due, client)
+        next_token = at + (1.0 - tokens) * period
+        self._sync_timer[client] = self._later(
+            next_token - self.clock.now(), self._sync_due, client, next_token
+        )
 
-    def _sync_due(self, client: int) -> None:
+    def _sync_due(self, client: int, at: float) -> None:
         self._sync_timer[client] = None
-        self._request_sync(client)
+        # the token this timer waited for, exactly (recomputing it from the refill rate can
+        # round to just below 1 and wait again for a delay too small to move the clock)
+        self._tokens[client], self._token_t[client] = 1.0, at
+        self._request_sync(client, at)
 
-    def _sync(self, client: int) -> None:
+    def _sync(self, client: int, at: float) -> None:
         self._applied[client] = self._informer[client]
         poll = self.profile.poll_period
         if poll <= 0:
@@ -281,10 +317,9 @@ class SyncedViews:
             return
         if self._poll_timer[client] is not None:
             return  # the next poll reads the newest applied state anyway
-        now = self.clock.now()
         phase = self._phase[client]
-        tick = phase + math.floor((now - phase) / poll + 1) * poll
-        self._poll_timer[client] = self._later(tick - now, self._poll, client)
+        tick = phase + math.floor((at - phase) / poll + 1) * poll
+        self._poll_timer[client] = self._later(tick - self.clock.now(), self._poll, client)
 
     def _poll(self, client: int) -> None:
         self._poll_timer[client] = None
@@ -318,6 +353,9 @@ class SyncedViews:
             handle.cancel()
         self._timers.clear()
         self._sync_timer = [None] * self.clients
+        self._deliver_timer = [None] * self.clients
+        for pending in self._pending:
+            pending.clear()
         self._poll_timer = [None] * self.clients
         self._progress.set()
 
