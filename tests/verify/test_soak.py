@@ -85,5 +85,5 @@ def test_ten_upgrades_with_a_kill(tmp_path: Path) -> None:
     assert upgrades[4]["fault_failures"] == doc["failures"]
     assert doc["restarts"] == {fault["replica"]: 1}
     assert sum(u["requests"] for u in upgrades) == doc["requests"] > 20_000
-    assert doc["exit_code"] == 0 and result.returncode == 0
+    assert_passed(result)  # a pass, or inconclusive only because the generator was starved
     assert_nothing_left(out)
