@@ -958,6 +958,16 @@ class Lab:
             for future in waits:
                 future.cancel()
             self.kill_all()
+            # reap every process the lab made, also those close() did not wait for above (a
+            # container started while closing): none may outlive the loop unreaped
+            left = [p for p in self._processes if p.pid is not None and p.returncode is None]
+            if left:
+                reaps = [asyncio.ensure_future(p.wait()) for p in left]
+                try:
+                    await asyncio.wait(reaps, timeout=2.0)
+                finally:
+                    for future in reaps:
+                        future.cancel()
             for task in list(self._tasks):
                 task.cancel()
             self.traffic.close()
