@@ -44,6 +44,7 @@ from gunicorn.workers.gthread import ThreadWorker
 from lossless import drain, events
 from lossless.errors import LosslessError
 from lossless.lifecycle import Lifecycle, get_lifecycle
+from lossless.serve._backlog import accept_backlog
 from lossless.wsgi import LosslessWSGIMiddleware
 
 _POLL = 0.005
@@ -119,29 +120,6 @@ class LosslessWorker(ThreadWorker):  # type: ignore[misc]
         self.nr_conns += 1
         client.setblocking(True)
         self.enqueue_req(TConn(self.cfg, client, addr, listener.getsockname()))
-
-
-def accept_backlog(listeners: Any, serve: Callable[[socket.socket, Any, Any], None]) -> int:
-    """Accept (non-blocking) every connection waiting in the accept queue of each listener and
-    hand it to ``serve(client, address, listener)``; return how many were taken."""
-    taken = 0
-    for listener in listeners:
-        try:
-            listener.setblocking(False)
-        except OSError:
-            continue
-        while True:
-            try:
-                client, addr = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                break
-            except ConnectionAbortedError:
-                continue
-            except OSError:
-                break
-            serve(client, addr, listener)
-            taken += 1
-    return taken
 
 
 def _pre_request(worker: Any, req: Any) -> None:

@@ -40,6 +40,7 @@ import uvicorn
 
 from lossless import drain, events
 from lossless.lifecycle import Lifecycle
+from lossless.serve._backlog import accept_backlog
 
 #: How long a connection that has not sent its first request when the listeners close may take
 #: to send it (it was accepted, its client is sending): then it is closed like an idle one.
@@ -292,37 +293,33 @@ class LosslessServer(uvicorn.Server):
         connected (gunicorn#3397). Left: the microseconds between the last accept and close."""
         loop = asyncio.get_running_loop()
         config = self.config
-        taken = 0
+
+        def serve(conn: socket.socket, _addr: Any, _listener: Any) -> None:
+            conn.setblocking(False)
+            protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config,
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+            )
+            self._backlog_tasks.add(
+                loop.create_task(
+                    loop.connect_accepted_socket(_given(protocol), conn, ssl=config.ssl)
+                )
+            )
+
+        # a duplicate of each listening socket: asyncio's own stays as it is until it closes
+        listeners: list[socket.socket] = []
         for server in self.servers:
             for listener in server.sockets or ():
                 try:
-                    sock = socket.socket(fileno=os.dup(listener.fileno()))
+                    listeners.append(socket.socket(fileno=os.dup(listener.fileno())))
                 except OSError:
                     continue
-                with sock:
-                    sock.setblocking(False)
-                    while True:
-                        try:
-                            conn, _addr = sock.accept()
-                        except (BlockingIOError, InterruptedError):
-                            break
-                        except ConnectionAbortedError:
-                            continue
-                        except OSError:
-                            break
-                        conn.setblocking(False)
-                        protocol = config.http_protocol_class(  # type: ignore[call-arg]
-                            config=config,
-                            server_state=self.server_state,
-                            app_state=self.lifespan.state,
-                        )
-                        self._backlog_tasks.add(
-                            loop.create_task(
-                                loop.connect_accepted_socket(_given(protocol), conn, ssl=config.ssl)
-                            )
-                        )
-                        taken += 1
-        return taken
+        try:
+            return accept_backlog(listeners, serve)
+        finally:
+            for sock in listeners:
+                sock.close()
 
     def _cut(self) -> None:
         lc = self.lifecycle
