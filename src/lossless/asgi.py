@@ -141,7 +141,8 @@ class LosslessMiddleware:
         # response, the connection is idle afterwards and is closed at t0 + D like every idle
         # keep-alive connection). The response wrapper ends streams at t0 + D (lossless.streams).
         streams = self._streams
-        if streams is None or streams.mode == "none":  # streams are never ended: no wrapper
+        if streams is None or not streams.armed or streams.mode == "none":
+            # Nothing ends streams here (a foreign server, or --stream-end none): no wrapper.
             try:
                 await self.app(scope, receive, _closing(send) if flag[0] else send)
             finally:

@@ -16,6 +16,8 @@ not reconnect in the same millisecond. At its end time:
   is cancelled, its ``finally`` runs, and the response still ends cleanly. The server
   integration starts the ends at t0 + D by calling
   :meth:`StreamRegistry.end_all` (``lossless serve`` does; under other servers streams run on).
+  It says so beforehand by setting :attr:`StreamRegistry.armed`: until then the middleware does
+  not wrap responses at all, so a server that never ends streams pays nothing for them.
 * WSGI (:func:`wsgi_chunks`, used by :class:`lossless.wsgi.LosslessWSGIMiddleware`): the
   iteration over the app's body stops at the first chunk boundary after the end time; the server
   then closes the iterable (a generator's ``finally`` runs) and writes the terminating chunk. A
@@ -62,6 +64,10 @@ class StreamRegistry:
     def __init__(self, mode: str = "all") -> None:
         #: ``all``, ``sse`` or ``none``: which streams are ended (``Settings.stream_end``).
         self.mode = mode
+        #: Set (before serving) by a server integration that calls :meth:`end_all` at t0 + D
+        #: (``lossless serve``'s uvicorn server). While False the middleware does not track
+        #: responses: nothing would ever end them, and tracking costs every request.
+        self.armed = False
         self._open: set[AsgiResponse] = set()
         self._lock = threading.Lock()
         #: Set by :meth:`end_all`: streams opened later end within what is left of the window.

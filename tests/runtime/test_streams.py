@@ -169,10 +169,13 @@ def test_registry_forgets_streams_that_end_without_their_last_part() -> None:
     from lossless.settings import Settings
 
     lc = Lifecycle(Settings(drain_delay=0))
+    lc.streams.armed = True  # as lossless serve's server does
+    seen = []
 
     async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"x", "more_body": True})
+        seen.append(len(lc.streams))  # registered while open
 
     middleware = LosslessMiddleware(app, lifecycle=lc, loop_check=False)
     scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
@@ -188,5 +191,45 @@ def test_registry_forgets_streams_that_end_without_their_last_part() -> None:
             await middleware(scope, receive, send)
 
     asyncio.run(main())
+    assert seen == [1, 1, 1]
+    assert len(lc.streams) == 0
+    lc.health.stop()
+
+
+@pytest.mark.parametrize("armed", [False, True])
+def test_responses_are_wrapped_only_where_a_server_ends_streams(armed: bool) -> None:
+    """Under a server that never ends streams (any server but ``lossless serve``'s) the app gets
+    the server's own ``receive`` and ``send``: tracking streams nobody ends would cost every
+    request (bench/bench_overhead.py). Armed, streams are tracked."""
+    import asyncio
+
+    from lossless.asgi import LosslessMiddleware
+    from lossless.lifecycle import Lifecycle
+    from lossless.settings import Settings
+
+    lc = Lifecycle(Settings(drain_delay=0))
+    lc.streams.armed = armed
+    got = []
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        got.append((receive, send))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x", "more_body": True})
+        got.append(len(lc.streams))
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = LosslessMiddleware(app, lifecycle=lc, loop_check=False)
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
+
+    async def receive():  # type: ignore[no-untyped-def]
+        return {"type": "http.request"}
+
+    async def send(message):  # type: ignore[no-untyped-def]
+        return None
+
+    asyncio.run(middleware(scope, receive, send))
+    (app_receive, app_send), open_streams = got
+    assert (app_receive is receive and app_send is send) is not armed
+    assert open_streams == (1 if armed else 0)
     assert len(lc.streams) == 0
     lc.health.stop()

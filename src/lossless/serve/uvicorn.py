@@ -111,6 +111,7 @@ class LosslessServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle) -> None:
         super().__init__(config)
         self.lifecycle = lifecycle
+        lifecycle.streams.armed = True  # shutdown() ends the open streams at t0 + D
         self._signals = drain.SignalCounter(lifecycle)
         self._early_signals = 0
         self._loop: asyncio.AbstractEventLoop | None = None
