@@ -173,3 +173,31 @@ def test_initial_delay_and_period_on_a_real_server() -> None:
 def test_probe_spec_validation(kwargs: dict[str, float]) -> None:
     with pytest.raises(LosslessError):
         ProbeSpec(HTTPGetAction("/"), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+def test_an_exec_handler_cut_short_is_reaped_before_it_returns(how: str) -> None:
+    """An exec handler that times out, or is cancelled (a lab closing mid-probe), has killed and
+    reaped its process when it returns: a loop closed right after leaves no subprocess
+    transport "still running" (an unraisable ResourceWarning once collected)."""
+    import gc
+    import warnings
+
+    async def main() -> None:
+        action = ExecAction(("sleep", "5"))
+        if how == "timeout":
+            ok, detail = await run_handler(action, 1, 0.1)
+            assert not ok and "timeout" in detail
+            return
+        task = asyncio.ensure_future(run_handler(action, 1, 5.0))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        for _ in range(5):
+            asyncio.run(main())
+            gc.collect()
+    assert not [w for w in caught if "still running" in str(w.message)], caught

@@ -216,9 +216,12 @@ async def _exec(action: ExecAction, port: int, timeout: float) -> tuple[bool, st
     except TimeoutError:
         return False, f"exec {action.command[0]}: timeout after {timeout:g}s"
     finally:
-        if proc.returncode is None:  # timed out or cancelled: the asyncio child watcher reaps it
-            with contextlib.suppress(ProcessLookupError):
+        if proc.returncode is None:  # timed out or cancelled: kill the group and reap it now,
+            with contextlib.suppress(ProcessLookupError):  # not after the loop closed
                 os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):  # a cancel under way goes on once reaped
+                async with asyncio.timeout(1.0):
+                    await proc.wait()
     return code == 0, f"exec {action.command[0]}: exit code {code}"
 
 
