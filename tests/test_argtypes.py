@@ -49,3 +49,55 @@ def test_a_bad_value_is_one_line_naming_the_flag(
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"lossless x: error: {message}"
     assert "Traceback" not in "\n".join(err)
+
+
+def _every_action() -> list[tuple[str, argparse.Action]]:
+    from lossless.cli import build_parser
+
+    found = []
+    root = build_parser()
+    for group in root._subparsers._group_actions:  # type: ignore[union-attr]
+        for name, sub in group.choices.items():  # type: ignore[union-attr]
+            found += [(name, a) for a in sub._actions]
+    return found
+
+
+def test_no_flag_of_any_subcommand_takes_a_bare_float() -> None:
+    """``type=float`` takes ``nan``, ``inf`` and negatives without a word (and ``nan`` later
+    became a traceback in ``check --max-file-size`` and ``serve --keep-alive``): every number
+    flag goes through a converter of this module."""
+    bare = [
+        f"{name} {'/'.join(a.option_strings)}" for name, a in _every_action() if a.type is float
+    ]
+    assert not bare
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["check", "--max-file-size", "nan", "x"], "--max-file-size: must be a number of MiB > 0"),
+        (["check", "--max-file-size", "0", "x"], "--max-file-size: must be a number of MiB > 0"),
+        (["serve", "m:app", "--keep-alive", "nan"], "--keep-alive: must be a finite duration"),
+        (["serve", "m:app", "--keep-alive", "-3"], "--keep-alive: must be a finite duration >= 0"),
+    ],
+)
+def test_number_flags_refuse_nan_and_negatives_in_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lossless.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_demo_refuses_a_bad_rate_before_any_run(capsys: pytest.CaptureFixture[str]) -> None:
+    from lossless.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--rate", "nan"])
+    assert exc.value.code == 2
+    out = capsys.readouterr()
+    assert "run 1/3" not in out.out and "--rate: must be a number of requests/s > 0" in out.err

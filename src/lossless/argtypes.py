@@ -1,7 +1,7 @@
 """argparse ``type=`` converters shared by every subcommand, so a flag means the same everywhere.
 
 Durations accept plain seconds or a unit suffix (``500ms``, ``5s``, ``1m``; see
-:func:`lossless.settings.parse_duration`). Each converter raises ``ArgumentTypeError``, which the
+:func:`lossless._duration.parse_duration`). Each converter raises ``ArgumentTypeError``, which the
 CLI turns into one line and exit 2.
 """
 
@@ -11,7 +11,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-from lossless.settings import parse_duration
+from lossless._duration import parse_duration
 
 
 def duration(text: str) -> float:

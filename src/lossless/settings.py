@@ -17,6 +17,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from lossless._duration import parse_duration
 from lossless.errors import SettingsError
 
 #: Drain delay used when running inside Kubernetes and nothing else was set.
@@ -209,23 +210,9 @@ def _parse(name: str, var: str, raw: str, annotation: Any) -> Any:
                 return False
             raise ValueError(raw)
         if "float" in text:
-            return _parse_duration(raw)
+            return parse_duration(raw)
         if "int" in text:
             return int(raw)
         return raw
     except ValueError:
         raise SettingsError(f"{var}={raw!r} is not a valid value for {name}") from None
-
-
-def _parse_duration(raw: str) -> float:
-    """Seconds as a number, or with a unit suffix: ``500ms``, ``5s``, ``1m``."""
-    text = raw.strip().lower()
-    for suffix, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
-        if text.endswith(suffix):
-            return float(text[: -len(suffix)]) * scale
-    return float(text)
-
-
-def parse_duration(raw: str) -> float:
-    """Public form of the duration parser, for CLI flags (raises ``ValueError``)."""
-    return _parse_duration(raw)

@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lossless import argtypes
 from lossless.check.config import Config, find_config, load_config, parse_kube_version
 from lossless.check.model import Severity
 from lossless.errors import LosslessError
@@ -72,7 +73,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument(
         "--max-file-size",
-        type=float,
+        type=argtypes.positive_float("MiB"),
         default=16,
         metavar="MIB",
         help="refuse inputs larger than this (default: 16 MiB)",
@@ -170,8 +171,6 @@ def run(args: argparse.Namespace) -> int:
             f"lossless check needs {exc.name}: pip install 'lossless[check]'"
         ) from None
     config = build_config(args)
-    if args.max_file_size <= 0:
-        raise LosslessError("--max-file-size must be positive")
     if args.paths.count("-") > 1:
         raise LosslessError("stdin (-) can be given only once")
     if args.jobs is not None and args.jobs < 1:

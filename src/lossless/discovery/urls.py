@@ -22,12 +22,12 @@ import os
 import re
 import urllib.parse
 
+from lossless._duration import parse_duration
 from lossless.discovery.etcd import EtcdRegistrar
 from lossless.discovery.instance import Instance
 from lossless.discovery.registrar import Registrar
 from lossless.errors import LosslessError
 from lossless.etcdv3 import EtcdClient
-from lossless.settings import parse_duration
 
 DEFAULT_PORTS = {"etcd": 2379, "zookeeper": 2181, "consul": 8500}
 SCHEMES = {"etcd": "etcd", "zookeeper": "zookeeper", "zk": "zookeeper", "consul": "consul"}

@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any, NoReturn
 
-from lossless import events
+from lossless import argtypes, events
 from lossless.discovery import cli as discovery_cli
 from lossless.errors import LosslessError
 from lossless.lifecycle import Lifecycle, set_lifecycle
@@ -56,11 +56,11 @@ def add_parser(subparsers: Any) -> None:
         help="worker processes under one master: uvicorn workers (ASGI) or gunicorn's (--wsgi)",
     )
     parser.add_argument("--threads", type=int, help="threads per worker (--wsgi, default 8)")
-    parser.add_argument(
+    argtypes.add_duration(
+        parser,
         "--keep-alive",
-        type=float,
-        metavar="SECONDS",
-        help="idle keep-alive timeout (default 5; uvicorn's --timeout-keep-alive too)",
+        help="idle keep-alive timeout, whole seconds rounded up (default 5; uvicorn's "
+        "--timeout-keep-alive too)",
     )
     parser.add_argument(
         "--log-level",
@@ -246,7 +246,7 @@ def _run_uvicorn(
         "root_path": args.root_path,
         "proxy_headers": args.proxy_headers,
         "limit_concurrency": args.limit_concurrency,
-        "timeout_keep_alive": int(_given(args, "keep_alive")),
+        "timeout_keep_alive": math.ceil(_given(args, "keep_alive")),
     }
     kwargs.update(uv)
     kwargs.update(app=app, timeout_graceful_shutdown=None)
@@ -322,7 +322,7 @@ def _run_gunicorn(
             access_log=args.access_log,
         )
         if args.keep_alive is not None:
-            worker_options["timeout_keep_alive"] = int(args.keep_alive)
+            worker_options["timeout_keep_alive"] = math.ceil(args.keep_alive)
 
     def load() -> Any:
         return app if app is not None else load_app(args.app, args.app_dir, args.factory)

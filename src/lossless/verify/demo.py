@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lossless import argtypes
 from lossless.errors import LosslessError
 
 __all__ = ["SCENARIOS", "Scenario", "add_parser", "find_examples", "run"]
@@ -53,7 +54,12 @@ def add_parser(subparsers: Any) -> None:
         description="Compare a naive upgrade, a rolling update of a naive app and a rolling "
         "update of the same app under `lossless serve`, under the same load.",
     )
-    p.add_argument("--rate", type=float, default=150.0, help="requests per second (default 150)")
+    p.add_argument(
+        "--rate",
+        type=argtypes.positive_float("requests/s"),
+        default=150.0,
+        help="requests per second (default 150)",
+    )
     p.add_argument("--replicas", type=int, default=3, help="replicas (default 3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="DIR", help="keep the three runs here (default: temp dir)")
