@@ -233,24 +233,24 @@ def test_workers_run_their_own_drain_hooks(spawn: Spawn, tmp_path: Path) -> None
 
 
 def test_a_drain_started_by_the_app_drains_the_server_and_the_supervisor(spawn: Spawn) -> None:
-    """1. granian with 2 workers under ``lossless run --drain-delay 1`` 2. the app calls
-    ``drain()`` in one worker (``GET /drain``). Result: every worker turns ``/readyz`` 503,
-    ``lossless run`` notices (``draining``, reason "drain started by another process"), sends the
-    stop signal at t0 + D and exits 0."""
+    """1. granian with 2 workers under ``lossless run --drain-delay 4`` 2. the app calls
+    ``drain()`` in one worker (``GET /drain``). Result: every worker answers with
+    ``Connection: close``, ``lossless run`` notices (``draining``, reason "drain started by
+    another process"), sends the stop signal at t0 + D and exits 0.
+
+    Which worker accepts a connection is the kernel's and granian's choice: on a loaded machine
+    one worker took 400 connections in a row, so both are asked for during 3 s of D (serving
+    through D is the contract), not for a fixed number of requests."""
     command, workers = SERVERS["granian"]
     port = free_port()
-    run = spawn(lossless("run", "--drain-delay", "1", "--", *command(port)), env=_env())
+    run = spawn(lossless("run", "--drain-delay", "4", "--", *command(port)), env=_env())
     _wait_status(run, port, "/readyz", 200)
     assert _get(port, "/drain")[0] == 200
-    seen: set[str] = set()
-    for _ in range(400):
-        status, headers, _b = _get(port, "/")
-        assert status == 200
-        assert headers.get("connection") == "close"
-        seen.add(headers["x-pid"])
-        if len(seen) == workers:
-            break
-    assert len(seen) == workers
+
+    def closing(status: int, headers: dict[str, str]) -> None:
+        assert status == 200 and headers.get("connection") == "close"
+
+    assert len(_pids_until(port, workers, closing, timeout=3.0)) == workers
     end = time.monotonic() + 10
     mine: list[dict[str, object]] = []
     while not mine and time.monotonic() < end:  # the supervisor's event (workers log theirs)
@@ -258,7 +258,7 @@ def test_a_drain_started_by_the_app_drains_the_server_and_the_supervisor(spawn: 
         time.sleep(0.02)
     assert mine and mine[0]["reason"] == "drain started by another process", run.stderr()
     sent = run.wait_event("stop_signal_sent")
-    assert float(str(sent["t_plus"])) >= 1.0
+    assert float(str(sent["t_plus"])) >= 4.0
     assert run.wait_exit(20) == 0, run.stderr()
 
 
