@@ -4,6 +4,7 @@ duration flag is declared one way and a bad value is one line naming the flag, e
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +102,56 @@ def test_demo_refuses_a_bad_rate_before_any_run(capsys: pytest.CaptureFixture[st
     assert exc.value.code == 2
     out = capsys.readouterr()
     assert "run 1/3" not in out.out and "--rate: must be a number of requests/s > 0" in out.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--port", "-1"], "argument --port: must be a TCP port 0..65535, got -1"),
+        (["--port", "70000"], "argument --port: must be a TCP port 0..65535, got 70000"),
+        (["--backlog", "-5"], "argument --backlog: must be >= 1, got -5"),
+        (["--workers", "0"], "argument --workers: must be >= 1, got 0"),
+        (["--limit-concurrency", "0"], "argument --limit-concurrency: must be >= 1, got 0"),
+        (["--timeout", "-3"], "argument --timeout: must be >= 0, got -3"),
+        (["--timeout", "3"], "--timeout is a master's option"),
+        (["--preload"], "--preload is a master's option"),
+        (["--threads", "3"], "--threads is for WSGI apps (--wsgi)"),
+    ],
+)
+def test_serve_refuses_bad_numbers_and_options_it_would_ignore(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """One uvicorn process has no master (no worker timeout, nothing to preload into) and
+    uvicorn no threads: such options were silently ignored; a port out of range was a
+    traceback. Each is one line naming the option, exit 2, before anything is imported."""
+    from lossless.cli import main
+
+    (tmp_path / "quiet_app.py").write_text("async def app(scope, receive, send):\n    pass\n")
+    code: object
+    try:
+        code = main(["serve", "quiet_app:app", "--app-dir", str(tmp_path), *argv])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["demo", "--replicas", "0"], "argument --replicas: must be >= 1, got 0"),
+        (["verify", "--cmd", "true", "--base-port", "-1"], "argument --base-port: must be a TCP"),
+    ],
+)
+def test_lab_commands_refuse_bad_numbers_before_any_run(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused while parsing: no run starts and no results directory is made."""
+    from lossless.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    out = capsys.readouterr()
+    assert not out.out and message in out.err and "results so far" not in out.err

@@ -47,15 +47,17 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("app", metavar="MODULE:APP", help="the application, e.g. main:app")
     parser.add_argument("--wsgi", action="store_true", help="a WSGI app, served by gunicorn")
     parser.add_argument("--host", help="default 127.0.0.1")
-    parser.add_argument("--port", type=int, help="default 8000")
+    parser.add_argument("--port", type=argtypes.port_number, help="default 8000")
     parser.add_argument("--factory", action="store_true", help="APP is a factory to call")
     parser.add_argument("--app-dir", default=".", help="prepended to sys.path (default: .)")
     parser.add_argument(
         "--workers",
-        type=int,
+        type=argtypes.positive_count,
         help="worker processes under one master: uvicorn workers (ASGI) or gunicorn's (--wsgi)",
     )
-    parser.add_argument("--threads", type=int, help="threads per worker (--wsgi, default 8)")
+    parser.add_argument(
+        "--threads", type=argtypes.positive_count, help="threads per worker (--wsgi, default 8)"
+    )
     argtypes.add_duration(
         parser,
         "--keep-alive",
@@ -68,13 +70,22 @@ def add_parser(subparsers: Any) -> None:
         help="the server's own log level (default warning; lossless events are always logged)",
     )
     parser.add_argument("--access-log", action="store_true", help="enable the server access log")
-    parser.add_argument("--backlog", type=int, help="listen backlog (default 2048)")
+    parser.add_argument(
+        "--backlog", type=argtypes.positive_count, help="listen backlog (default 2048)"
+    )
     parser.add_argument("--root-path", default="", help="ASGI root_path (uvicorn)")
     parser.add_argument(
         "--proxy-headers", action="store_true", help="trust X-Forwarded-* (uvicorn)"
     )
-    parser.add_argument("--limit-concurrency", type=int, default=None, help="(uvicorn)")
-    parser.add_argument("--timeout", type=int, help="worker timeout (gunicorn master, default 30)")
+    parser.add_argument(
+        "--limit-concurrency", type=argtypes.positive_count, default=None, help="(uvicorn)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=argtypes.count,
+        help="worker timeout in seconds, 0 for none (a master's: --wsgi or --workers N; "
+        "default 30)",
+    )
     parser.add_argument(
         "--preload",
         action="store_true",
@@ -164,15 +175,27 @@ def _port_free(host: str, port: int) -> None:
             raise LosslessError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
+def _refuse_ignored(args: argparse.Namespace, master: bool) -> None:
+    """Options that only a shape we do not run would use are refused, never ignored."""
+    if args.threads is not None and not args.wsgi:
+        raise LosslessError("--threads is for WSGI apps (--wsgi): uvicorn workers have no threads")
+    if not master:
+        for flag, given in (("--timeout", args.timeout is not None), ("--preload", args.preload)):
+            if given:
+                raise LosslessError(
+                    f"{flag} is a master's option (--wsgi, or --workers 2 or more); one uvicorn "
+                    "process has no master"
+                )
+
+
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     uv = options.parse_uvicorn_options(args.app, getattr(args, "extra", []))
     if "timeout_keep_alive" in uv and args.keep_alive is not None:
         raise LosslessError("--keep-alive and --timeout-keep-alive are the same option: give one")
     workers = _given(args, "workers")
-    if workers < 1 or (args.threads is not None and args.threads < 1):
-        raise LosslessError("--workers and --threads must be at least 1")
     master = args.wsgi or workers > 1 or args.config is not None
+    _refuse_ignored(args, master)
     if args.config is not None and not os.path.isfile(args.config):
         raise LosslessError(f"--config {args.config}: no such file")
     gunicorn_settings = options.gunicorn_options(uv) if args.wsgi else {}

@@ -69,7 +69,7 @@ def add_parser(subparsers: Any) -> None:
     g.add_argument("--cwd", metavar="DIR", help="working directory of the replicas (default: .)")
     g.add_argument(
         "--base-port",
-        type=int,
+        type=argtypes.port_number,
         metavar="PORT",
         help="give replicas ports PORT, PORT+1... (default: free ephemeral ports)",
     )

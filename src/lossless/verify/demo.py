@@ -60,7 +60,9 @@ def add_parser(subparsers: Any) -> None:
         default=150.0,
         help="requests per second (default 150)",
     )
-    p.add_argument("--replicas", type=int, default=3, help="replicas (default 3)")
+    p.add_argument(
+        "--replicas", type=argtypes.positive_count, default=3, help="replicas (default 3)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="DIR", help="keep the three runs here (default: temp dir)")
     p.set_defaults(func=run)
