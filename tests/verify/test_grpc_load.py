@@ -250,7 +250,10 @@ def test_the_grpc_integration_rolls_out_with_no_failed_call(tmp_path: Path) -> N
             assert r.error is ErrorClass.CANCELLED and r.reused, (r, out)
             assert 2.5 - 0.05 <= since <= 2.5 + 0.1, (since, r, out)
         assert {c["kind"] for c in doc["causes"]} == {"grpc_stopped"}, doc["causes"]
-        assert result.returncode == 1 and doc["verdict"] == "fail"  # the verdict says so
+        if all(r.sent - r.intended <= 0.010 for r in failed):
+            assert result.returncode == 1 and doc["verdict"] == "fail"  # the verdict says so
+        else:  # sent late: the verdict cannot tell (analysis/verdict.py)
+            assert result.returncode == 3 and doc["verdict"] == "inconclusive", doc["reasons"]
     else:
         assert_passed(result)
     assert doc["failures"] == len(failed)

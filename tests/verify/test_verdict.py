@@ -85,6 +85,33 @@ def test_a_failure_beats_lateness_and_too_few_rollout_requests_is_inconclusive()
     assert few.reasons == ["only 6 requests due during the rollout (at least 10): raise --rate"]
 
 
+def test_failures_only_from_requests_sent_late_are_inconclusive_not_fail() -> None:
+    """A request sent late may have used a view the lab had changed meanwhile: failures past
+    --max-failures that exist only among late requests cannot fail a run; one sent on time can."""
+    records = [_rec(i, i * 0.01) for i in range(1000)]
+    records.append(_rec(1000, 5.0, lag=0.3, error=ErrorClass.REFUSED, status=0))
+    report = analyse(_run(records, _rollout(2.0, 6.0)))
+    verdict = judge(report, VerdictPolicy())
+    assert verdict.outcome is Outcome.INCONCLUSIVE and verdict.exit_code == 3, verdict
+    assert verdict.counted == 1
+    assert verdict.reasons[0].startswith("the load generator fell behind when it mattered: 1 of")
+    assert "300 ms" not in verdict.reasons[0] and "more than 10 ms late" in verdict.reasons[0]
+    assert verdict.reasons[1] == "1 failed request > --max-failures 0"
+    # a late threshold above its lag: the request counts as on time, the run fails
+    assert judge(report, VerdictPolicy(late_threshold=0.5)).outcome is Outcome.FAIL
+    # one failure on time besides the late one: fail
+    on_time = [*records, _rec(1001, 5.5, error=ErrorClass.RESET, status=0)]
+    assert judge(analyse(_run(on_time, _rollout(2.0, 6.0))), VerdictPolicy()).outcome is (
+        Outcome.FAIL
+    )
+    # tolerated: --max-failures 1 takes the on-time one, the late one makes it inconclusive
+    assert judge(
+        analyse(_run([*on_time, _rec(1002, 5.6, lag=0.2, error=ErrorClass.RESET, status=0)],
+                     _rollout(2.0, 6.0))),
+        VerdictPolicy(max_failures=1),
+    ).outcome is Outcome.INCONCLUSIVE  # fmt: skip
+
+
 def test_a_replica_that_never_listened_is_inconclusive_with_its_own_cause() -> None:
     records = [_rec(i, i * 0.01) for i in range(50)]
     records += [

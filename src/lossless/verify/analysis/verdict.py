@@ -13,9 +13,15 @@ A user gates a release on it, so it never says ``pass`` when the run cannot know
   ``min_window_requests`` requests were due while the rollout went on;
 - **pass** (exit 0) otherwise.
 
-A failed request is a fact even when the generator was late, so ``fail`` takes precedence over
-lateness and a short rollout window; a replica that never answered on its port makes the run
-inconclusive even with failures (the lab was misconfigured, the upgrade was not tested).
+A failed request sent on time is a fact even when the generator was late elsewhere, so ``fail``
+takes precedence over lateness and a short rollout window. A failed request sent more than
+``late_threshold`` after its intended time is not: the lab's clients apply their view changes
+on the same event loop that was held, so a request sent late may have used a view the model had
+already changed (a replica removed, a connection closed) and failed where a real client would
+not have. When the requests sent on time stay within ``max_failures`` and only late ones go past
+it, the run is **inconclusive**, with both reasons. A replica that never answered on its port
+makes the run inconclusive even with failures (the lab was misconfigured, the upgrade was not
+tested).
 """
 
 from __future__ import annotations
@@ -132,6 +138,17 @@ def judge(report: Report, policy: VerdictPolicy, *, uncounted: int = 0) -> Verdi
         if stream_failures:
             parts.append(f"{_n(stream_failures, 'failed stream session')}")
         reason = f"{' + '.join(parts)} > --max-failures {policy.max_failures}"
+        late_failed = min(failed, sum(1 for c in a.contexts if c.lag > policy.late_threshold))
+        if not silent and late_failed and counted - late_failed <= policy.max_failures:
+            stalled = (
+                f"the load generator fell behind when it mattered: {late_failed} of the "
+                f"{_n(failed, 'failed request')} {'was' if late_failed == 1 else 'were'} sent "
+                f"more than {policy.late_threshold * 1000:g} ms late, and without "
+                f"{'it' if late_failed == 1 else 'them'} the run is within --max-failures; "
+                "a request sent late may have used a view the lab had already changed: lower "
+                "--rate or give the generator a core, and run again"
+            )
+            return Verdict(Outcome.INCONCLUSIVE, counted, [stalled, reason], late, ratio, policy)
         if not silent:
             return Verdict(Outcome.FAIL, counted, [reason], late, ratio, policy)
         # a replica that never listened failed requests the upgrade did not: the lab was
