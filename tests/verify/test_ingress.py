@@ -93,6 +93,14 @@ def test_log_lines_parse() -> None:
 
 
 # -- 1. the model on its own -------------------------------------------------------------------
+async def _logged(path: Path, seqs: set[int], timeout: float = 10.0) -> None:
+    """Wait (bounded) until HAProxy's access log lines for ``seqs`` are in ``path``: HAProxy
+    writes a line as each request ends, on its own schedule."""
+    async with asyncio.timeout(timeout):
+        while not seqs <= {e.seq for e in read_proxy_log(path)[0]}:
+            await asyncio.sleep(0.05)
+
+
 def _get(port: int, seq: int) -> tuple[int, str]:
     import http.client
 
@@ -149,7 +157,7 @@ def test_ingress_routes_through_runtime_api_changes(tmp_path: Path) -> None:
             only_b = [await loop.run_in_executor(None, _get, endpoint.port, i) for i in (4, 5)]
             pid = traffic.haproxy.pid
             assert pid is not None
-            await asyncio.sleep(0.2)  # log lines
+            await _logged(tmp_path / PROXY_LOG, set(range(6)))
         return pid, endpoint.port, both, only_b
 
     try:
@@ -408,7 +416,7 @@ def test_run_load_through_ingress_without_servers_gets_503(tmp_path: Path) -> No
         clock = Clock()
         async with IngressTraffic(clock=clock, clients=1, proxy_log=tmp_path / PROXY_LOG) as t:
             records = await run_load(t, clock, rate=50, duration=0.2)
-            await asyncio.sleep(0.2)
+            await _logged(tmp_path / PROXY_LOG, {r.seq for r in records})
             return records
 
     records = asyncio.run(main())
