@@ -182,6 +182,38 @@ def test_ingress_routes_through_runtime_api_changes(tmp_path: Path) -> None:
     assert port_free(port)
 
 
+def test_a_stop_cancelled_half_way_has_reaped_haproxy() -> None:
+    """stop() cancelled while it waits for HAProxy to exit (a run interrupted as it tears down):
+    the group is killed and reaped before the cancel goes on, so a loop closed right after
+    leaves no subprocess "still running" (an unraisable ResourceWarning once collected)."""
+    import contextlib
+    import gc
+    import warnings
+
+    from lossless.verify.haproxy.process import HAProxy
+
+    async def main() -> tuple[int | None, int]:
+        haproxy = HAProxy()
+        await haproxy.start()
+        pid = haproxy.pid
+        assert pid is not None
+        stopping = asyncio.ensure_future(haproxy.stop())
+        await asyncio.sleep(0)  # stop() sent SIGTERM and waits for the exit
+        stopping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stopping
+        assert haproxy._proc is not None
+        return haproxy._proc.returncode, pid
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        code, pid = asyncio.run(main())
+        gc.collect()
+    assert code is not None  # reaped
+    assert not pid_alive(pid) and not group_alive(pid)
+    assert not [w for w in caught if "still running" in str(w.message)], caught
+
+
 _SIGINT_CHILD = textwrap.dedent(
     """
     import asyncio, sys
