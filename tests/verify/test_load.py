@@ -18,7 +18,7 @@ import pytest
 from lossless.verify.load.generator import run, run_load
 from lossless.verify.model import Clock, Endpoint, ErrorClass, Record
 
-from .misbehaving import StaticView, free_port, full_backlog, serve
+from .misbehaving import StaticView, full_backlog, refusing_port, serve
 
 T = TypeVar("T")
 
@@ -80,7 +80,8 @@ def test_each_response_behaviour_is_classified(
 
 
 def test_refused_when_nothing_listens() -> None:
-    records = load(StaticView([Endpoint("gone", "127.0.0.1", free_port())]))
+    with refusing_port() as port:
+        records = load(StaticView([Endpoint("gone", "127.0.0.1", port)]))
     assert {r.error for r in records} == {ErrorClass.REFUSED}
     assert all(r.replica == "gone" and r.first_byte is None for r in records)
 
@@ -191,7 +192,20 @@ def test_connections_stay_pinned_and_clients_have_their_own_pools(port: int) -> 
         assert r.client == r.seq % 3
     assert all(len(s) == 1 for s in by_conn.values())  # one replica and one client each
     assert v.picks == len(by_conn)  # the view is consulted only to open a connection
-    assert sum(r.reused for r in records) >= len(records) - 10
+    # pooled: a request opens a connection only while every connection its client has is busy
+    # (how many that takes depends on how fast a loaded machine answers: ">= all but 10
+    # requests reused" failed so), and every client reuses its pool
+    assert sum(not r.reused for r in records) == len(by_conn)
+    assert {r.client for r in records if r.reused} == {0, 1, 2}
+    for r in records:
+        if r.reused:
+            continue
+        earlier = {o.conn_id for o in records if o.client == r.client and o.sent < r.sent}
+        for conn in earlier:
+            on_conn = [o for o in records if o.conn_id == conn]
+            assert any(o.sent < r.sent and (o.end or 0.0) >= r.sent for o in on_conn), (
+                f"request {r.seq} opened connection {r.conn_id} while {conn} was idle"
+            )
 
 
 def test_fresh_share_uses_one_shot_connections(port: int) -> None:
