@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import random
 import resource
 import time
 from collections.abc import Coroutine, Iterator
@@ -216,8 +217,14 @@ def test_fresh_share_uses_one_shot_connections(port: int) -> None:
     assert len({r.conn_id for r in records}) == len(records)
     mixed = load(view(port), path="/ok", rate=200, duration=0.5, new_conn_ratio=0.3, seed=7,
                  lag_budget=ANY_LAG)  # fmt: skip
-    fresh = sum(not r.reused for r in mixed)
-    assert 15 <= fresh <= 50
+    # the share is drawn per request from the seed (schedule.OpenLoop); each drawn request is
+    # alone on its connection. Counting the requests not reused instead (15 to 50) also counted
+    # the pooled connections opened while the others were busy: more on a loaded machine.
+    rng = random.Random(7)
+    drawn = [r for r in mixed if rng.random() < 0.3]
+    assert 15 <= len(drawn) <= 50
+    per_conn = collections.Counter(r.conn_id for r in mixed)
+    assert all(not r.reused and per_conn[r.conn_id] == 1 for r in drawn)
 
 
 def test_server_closing_idle_connections_fails_no_request(port: int) -> None:
