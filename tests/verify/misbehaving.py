@@ -174,11 +174,22 @@ def serve() -> Iterator[int]:
 
 
 def free_port() -> int:
-    """A port nothing listens on (bound then released): connecting to it is refused."""
+    """A port nothing listens on (bound then released): connecting to it is refused, unless
+    another process binds it meanwhile; :func:`refusing_port` holds it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A port that refuses every connection while the block runs: bound by this process and
+    not listening (a SYN to it gets a RST), so no other process can take it meanwhile (a port
+    bound then released, as :func:`free_port`, may be re-bound by another test's server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ and SIGCONT, slow starts), and a kill -9 under load whose failures carry the fau
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,16 @@ def _state(pid: int) -> str:
         return f.read().rsplit(")", 1)[1].split()[0]
 
 
+async def _stopped(pid: int, timeout: float = 5.0) -> bool:
+    """Wait (bounded) until ``pid`` is stopped: SIGSTOP takes effect when the kernel next runs
+    the process, which a loaded machine may delay after the signal was sent."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while _state(pid) != "T":
+                await asyncio.sleep(0.01)
+    return _state(pid) == "T"
+
+
 def test_stop_freezes_then_resumes(tmp_path: Path) -> None:
     async def main() -> None:
         async with lab_session(tmp_path) as run:
@@ -104,14 +115,16 @@ def test_stop_freezes_then_resumes(tmp_path: Path) -> None:
             assert pod.process is not None and pod.process.pid is not None
             pid = pod.process.pid  # the main process (PID 1 of its namespace when there is one)
             pgid = pod.process.pgid  # the fault stops the whole group, named as ``started`` does
-            injector = FaultInjector((parse_fault("stop@0,for=0.5"),), run.lab, run.traffic)
+            # stopped for 2 s: time to see it stopped on a loaded machine (see _stopped)
+            injector = FaultInjector((parse_fault("stop@0,for=2"),), run.lab, run.traffic)
             try:
                 injector.load_started()
                 fault = await wait_event(run.events, EventKind.FAULT, "v1-0")
-                assert fault.detail == f"fault 1 (stop@0,for=0.5): SIGSTOP pid {pgid} for 0.5s"
-                assert _state(pid) == "T"
+                assert fault.detail == f"fault 1 (stop@0,for=2): SIGSTOP pid {pgid} for 2s"
+                assert await _stopped(pid)
+                assert not run.times(EventKind.FAULT_END, "v1-0")  # seen within the 2 s
                 end = await wait_event(run.events, EventKind.FAULT_END, "v1-0")
-                assert end.t - fault.t >= 0.5
+                assert end.t - fault.t >= 2.0
                 assert _state(pid) != "T"
             finally:
                 injector.close()

@@ -180,7 +180,8 @@ def test_availability_waits_for_the_replicaset_recheck(tmp_path: Path, server_sc
                 await deployment.run()
             ready = run.first(EventKind.READY, "v2-0")
             available = run.first(EventKind.AVAILABLE, "v2-0")
-            assert available - ready == pytest.approx(2.0, abs=0.2)
+            # on time or late (a loaded machine holds the loop), never early
+            assert 2.0 - 0.02 <= available - ready <= 2.0 + 0.6
             assert run.first(EventKind.DELETING, "v1-0") - available >= 0.14
 
     asyncio.run(main())
@@ -221,7 +222,10 @@ def test_per_endpoint_pools_drop_a_removed_endpoint() -> None:
                 return clock.now()
 
             remover = asyncio.create_task(remove_later())
-            records = await run_load(view, clock, rate=200, duration=1.2, new_conn_ratio=0.0)
+            records = await run_load(
+                view, clock, rate=200, duration=1.2, new_conn_ratio=0.0,
+                lag_budget=30.0,  # a loaded machine's lag is not this test's subject
+            )  # fmt: skip
             removed_at = await remover
         assert all(r.ok for r in records)
         before = [r for r in records if r.sent < removed_at]

@@ -41,6 +41,7 @@ from tests.verify.conftest import (
     load_json,
     run_cli,
 )
+from tests.verify.misbehaving import refusing_port
 
 Spawn = Callable[..., Proc]
 APP = str(REPO / "tests" / "grpc" / "grpc_app.py")
@@ -114,8 +115,9 @@ def test_every_call_is_recorded_with_its_status_code(spawn: Spawn) -> None:
         (ErrorClass.GRPC_ERROR, grpc.StatusCode.UNIMPLEMENTED.value[0], 200)
     }
 
-    closed = Endpoint("closed", "127.0.0.1", free_port())
-    refused = load(View(closed), SLOW, rate=50, duration=0.2)
+    with refusing_port() as closed_port:  # bound, not listening: refused
+        closed = Endpoint("closed", "127.0.0.1", closed_port)
+        refused = load(View(closed), SLOW, rate=50, duration=0.2)
     assert {(r.error, r.grpc, r.status) for r in refused} == {(ErrorClass.REFUSED, UNAVAILABLE, 0)}
     assert {r.replica for r in refused} == {"closed"}
 
@@ -318,7 +320,8 @@ def test_the_grpc_readiness_probe_follows_kubelets_semantics(spawn: Spawn) -> No
     assert run(probe(GRPCAction(service="t.Test"), ep.port))[0]
     ok, detail = run(probe(GRPCAction(service="nope"), ep.port))
     assert not ok and "NOT_FOUND" in detail
-    ok, detail = run(probe(GRPCAction(), free_port()))
+    with refusing_port() as closed_port:
+        ok, detail = run(probe(GRPCAction(), closed_port))
     assert not ok and detail.startswith("timeout: failed to connect service")
     proc.signal(signal.SIGTERM)  # draining: lossless.grpc answers NOT_SERVING at once
     proc.wait_event("draining")

@@ -93,6 +93,14 @@ def test_log_lines_parse() -> None:
 
 
 # -- 1. the model on its own -------------------------------------------------------------------
+async def _logged(path: Path, seqs: set[int], timeout: float = 10.0) -> None:
+    """Wait (bounded) until HAProxy's access log lines for ``seqs`` are in ``path``: HAProxy
+    writes a line as each request ends, on its own schedule."""
+    async with asyncio.timeout(timeout):
+        while not seqs <= {e.seq for e in read_proxy_log(path)[0]}:
+            await asyncio.sleep(0.05)
+
+
 def _get(port: int, seq: int) -> tuple[int, str]:
     import http.client
 
@@ -149,7 +157,7 @@ def test_ingress_routes_through_runtime_api_changes(tmp_path: Path) -> None:
             only_b = [await loop.run_in_executor(None, _get, endpoint.port, i) for i in (4, 5)]
             pid = traffic.haproxy.pid
             assert pid is not None
-            await asyncio.sleep(0.2)  # log lines
+            await _logged(tmp_path / PROXY_LOG, set(range(6)))
         return pid, endpoint.port, both, only_b
 
     try:
@@ -172,6 +180,38 @@ def test_ingress_routes_through_runtime_api_changes(tmp_path: Path) -> None:
     assert any("is going DOWN for maintenance" in m for m in messages)
     assert not pid_alive(pid) and not group_alive(pid)
     assert port_free(port)
+
+
+def test_a_stop_cancelled_half_way_has_reaped_haproxy() -> None:
+    """stop() cancelled while it waits for HAProxy to exit (a run interrupted as it tears down):
+    the group is killed and reaped before the cancel goes on, so a loop closed right after
+    leaves no subprocess "still running" (an unraisable ResourceWarning once collected)."""
+    import contextlib
+    import gc
+    import warnings
+
+    from lossless.verify.haproxy.process import HAProxy
+
+    async def main() -> tuple[int | None, int]:
+        haproxy = HAProxy()
+        await haproxy.start()
+        pid = haproxy.pid
+        assert pid is not None
+        stopping = asyncio.ensure_future(haproxy.stop())
+        await asyncio.sleep(0)  # stop() sent SIGTERM and waits for the exit
+        stopping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stopping
+        assert haproxy._proc is not None
+        return haproxy._proc.returncode, pid
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        code, pid = asyncio.run(main())
+        gc.collect()
+    assert code is not None  # reaped
+    assert not pid_alive(pid) and not group_alive(pid)
+    assert not [w for w in caught if "still running" in str(w.message)], caught
 
 
 _SIGINT_CHILD = textwrap.dedent(
@@ -408,7 +448,7 @@ def test_run_load_through_ingress_without_servers_gets_503(tmp_path: Path) -> No
         clock = Clock()
         async with IngressTraffic(clock=clock, clients=1, proxy_log=tmp_path / PROXY_LOG) as t:
             records = await run_load(t, clock, rate=50, duration=0.2)
-            await asyncio.sleep(0.2)
+            await _logged(tmp_path / PROXY_LOG, {r.seq for r in records})
             return records
 
     records = asyncio.run(main())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import random
 import resource
 import time
 from collections.abc import Coroutine, Iterator
@@ -18,7 +19,7 @@ import pytest
 from lossless.verify.load.generator import run, run_load
 from lossless.verify.model import Clock, Endpoint, ErrorClass, Record
 
-from .misbehaving import StaticView, free_port, full_backlog, serve
+from .misbehaving import StaticView, full_backlog, refusing_port, serve
 
 T = TypeVar("T")
 
@@ -35,6 +36,12 @@ def view(port: int, *names: str, clients: int = 1) -> StaticView:
 
 def go(main: Coroutine[Any, Any, T]) -> T:
     return run(main)
+
+
+# A budget no scheduling delay reaches: for the tests about responses and connections, not the
+# schedule. With the default 0.1 s a loaded machine that delays the generator turns a success
+# into ``schedule_lag`` (test_lag_is_recorded_and_counted_apart covers the budget).
+ANY_LAG = 30.0
 
 
 def load(v: StaticView, **kw: Any) -> list[Record]:
@@ -64,7 +71,7 @@ def load(v: StaticView, **kw: Any) -> list[Record]:
 def test_each_response_behaviour_is_classified(
     port: int, path: str, error: ErrorClass, status: int
 ) -> None:
-    records = load(view(port), path=path, timeout=0.4)
+    records = load(view(port), path=path, timeout=0.4, lag_budget=ANY_LAG)
     assert [r.seq for r in records] == list(range(5))
     assert {(r.error, r.status) for r in records} == {(error, status)}
     for r in records:
@@ -74,7 +81,8 @@ def test_each_response_behaviour_is_classified(
 
 
 def test_refused_when_nothing_listens() -> None:
-    records = load(StaticView([Endpoint("gone", "127.0.0.1", free_port())]))
+    with refusing_port() as port:
+        records = load(StaticView([Endpoint("gone", "127.0.0.1", port)]))
     assert {r.error for r in records} == {ErrorClass.REFUSED}
     assert all(r.replica == "gone" and r.first_byte is None for r in records)
 
@@ -114,21 +122,24 @@ def test_fd_exhaustion_is_a_generator_artefact(port: int) -> None:
 
 
 def test_every_request_carries_its_seq_and_proxy_replica_header(port: int) -> None:
-    records = load(view(port), path="/echo-seq", rate=200, duration=0.2)
+    records = load(view(port), path="/echo-seq", rate=200, duration=0.2, lag_budget=ANY_LAG)
     assert len(records) == 40
     assert all(r.ok and r.replica == f"seq-{r.seq}" for r in records)
 
 
 def test_a_stalled_server_does_not_slow_the_load(port: int) -> None:
     """1. every response takes 1 s  2. 100 requests/s for 2 s
-    Result: ~100 requests are sent in each second, each on time, on ~100 parallel connections."""
-    records = load(view(port), path="/delay/1", rate=100, duration=2.0, timeout=3.0)
+    Result: every request is sent on its schedule, none waits for a response (a request that
+    waited for one would be late by about 1 s: the lag bound is half that, so a machine that
+    delays the generator a few hundred milliseconds cannot fail the test, and a generator that
+    waits for responses cannot pass it), on ~100 parallel connections."""
+    budget = 0.5  # half a response time
+    records = load(
+        view(port), path="/delay/1", rate=100, duration=2.0, timeout=3.0, lag_budget=budget
+    )
     assert len(records) == 200
     assert all(r.ok for r in records), collections.Counter(r.error for r in records)
-    start = records[0].intended
-    in_second = [sum(1 for r in records if s <= r.sent - start < s + 1) for s in (0, 1)]
-    assert all(95 <= n <= 105 for n in in_second), in_second
-    assert max(r.lag for r in records) < 0.05
+    assert max(r.lag for r in records) < budget
     assert len({r.conn_id for r in records}) >= 90
     assert all(0.95 < r.end - r.sent < 2.0 for r in records if r.end is not None)
 
@@ -145,10 +156,17 @@ def test_lag_is_recorded_and_counted_apart(port: int) -> None:
     records = go(main())
     assert len(records) == 200
     late = [r for r in records if r.error is ErrorClass.SCHEDULE_LAG]
-    assert 20 <= len(late) <= 80
+    # whenever the 0.3 s block comes, the requests due in its first 0.2 s (40 at 200/s) are sent
+    # more than the 0.1 s budget late; a loaded machine may delay more of them, so the count has
+    # no upper bound, but the classification is exact: late means more than the budget late
+    assert len(late) >= 30
     assert all(r.lag > 0.1 and r.status == 200 and not r.ok for r in late)
+    assert all(r.lag <= 0.1 for r in records if r.error is not ErrorClass.SCHEDULE_LAG)
     assert max(r.lag for r in records) > 0.25
     assert all(r.ok for r in records if r.error is not ErrorClass.SCHEDULE_LAG)
+    # sent as soon as possible, then back on schedule
+    start = records[0].intended
+    assert any(r.lag <= 0.1 for r in records if r.intended - start > 0.6)
 
 
 def test_max_conns_bounds_connections_and_shows_as_lag(port: int) -> None:
@@ -167,7 +185,7 @@ def test_max_conns_bounds_connections_and_shows_as_lag(port: int) -> None:
 
 def test_connections_stay_pinned_and_clients_have_their_own_pools(port: int) -> None:
     v = view(port, "a", "b", "c", clients=3)
-    records = load(v, path="/ok", rate=300, duration=0.5, new_conn_ratio=0.0)
+    records = load(v, path="/ok", rate=300, duration=0.5, new_conn_ratio=0.0, lag_budget=ANY_LAG)
     assert all(r.ok for r in records)
     by_conn: dict[int, set[tuple[str, int]]] = collections.defaultdict(set)
     for r in records:
@@ -175,38 +193,75 @@ def test_connections_stay_pinned_and_clients_have_their_own_pools(port: int) -> 
         assert r.client == r.seq % 3
     assert all(len(s) == 1 for s in by_conn.values())  # one replica and one client each
     assert v.picks == len(by_conn)  # the view is consulted only to open a connection
-    assert sum(r.reused for r in records) >= len(records) - 10
+    # pooled: a request opens a connection only while every connection its client has is busy
+    # (how many that takes depends on how fast a loaded machine answers: ">= all but 10
+    # requests reused" failed so), and every client reuses its pool
+    assert sum(not r.reused for r in records) == len(by_conn)
+    assert {r.client for r in records if r.reused} == {0, 1, 2}
+    for r in records:
+        if r.reused:
+            continue
+        earlier = {o.conn_id for o in records if o.client == r.client and o.sent < r.sent}
+        for conn in earlier:
+            on_conn = [o for o in records if o.conn_id == conn]
+            assert any(o.sent < r.sent and (o.end or 0.0) >= r.sent for o in on_conn), (
+                f"request {r.seq} opened connection {r.conn_id} while {conn} was idle"
+            )
 
 
 def test_fresh_share_uses_one_shot_connections(port: int) -> None:
-    records = load(view(port), path="/ok", rate=200, duration=0.5, new_conn_ratio=1.0)
+    records = load(
+        view(port), path="/ok", rate=200, duration=0.5, new_conn_ratio=1.0, lag_budget=ANY_LAG
+    )
     assert all(r.ok and not r.reused for r in records)
     assert len({r.conn_id for r in records}) == len(records)
-    mixed = load(view(port), path="/ok", rate=200, duration=0.5, new_conn_ratio=0.3, seed=7)
-    fresh = sum(not r.reused for r in mixed)
-    assert 15 <= fresh <= 50
+    mixed = load(view(port), path="/ok", rate=200, duration=0.5, new_conn_ratio=0.3, seed=7,
+                 lag_budget=ANY_LAG)  # fmt: skip
+    # the share is drawn per request from the seed (schedule.OpenLoop); each drawn request is
+    # alone on its connection. Counting the requests not reused instead (15 to 50) also counted
+    # the pooled connections opened while the others were busy: more on a loaded machine.
+    rng = random.Random(7)
+    drawn = [r for r in mixed if rng.random() < 0.3]
+    assert 15 <= len(drawn) <= 50
+    per_conn = collections.Counter(r.conn_id for r in mixed)
+    assert all(not r.reused and per_conn[r.conn_id] == 1 for r in drawn)
 
 
 def test_server_closing_idle_connections_fails_no_request(port: int) -> None:
     """The server closes each keep-alive connection after 50 ms idle; requests come every 200 ms:
     the generator notices the close and opens a new connection (the request is not retried:
     nothing failed)."""
-    records = load(view(port), path="/idle-close", rate=5, duration=1.0, new_conn_ratio=0.0)
+    records = load(
+        view(port), path="/idle-close", rate=5, duration=1.0, new_conn_ratio=0.0,
+        lag_budget=ANY_LAG,
+    )  # fmt: skip
     assert len(records) == 5
     assert all(r.ok and not r.reused for r in records)
 
 
 def test_stop_ends_the_run_early_and_keeps_every_record(port: int) -> None:
-    async def main() -> tuple[list[Record], float]:
-        stop = asyncio.Event()
-        asyncio.get_running_loop().call_later(0.2, stop.set)
-        t0 = time.monotonic()
-        records = await run_load(view(port), Clock(), rate=100, duration=10, stop=stop)
-        return records, time.monotonic() - t0
+    """``stop`` set 0.2 s into a 10 s run: no request starts after it, the run ends (its
+    requests in flight complete) long before the 10 s, and every record is kept. How many were
+    sent by then depends on how punctual a loaded machine was, so the bound is on when each
+    one started, not on the count."""
 
-    records, took = go(main())
-    assert took < 1.0
-    assert 10 <= len(records) <= 30
+    async def main() -> tuple[list[Record], float, float]:
+        stop = asyncio.Event()
+        clock = Clock()
+        stopped_at: list[float] = []
+
+        def set_stop() -> None:
+            stopped_at.append(clock.now())
+            stop.set()
+
+        asyncio.get_running_loop().call_later(0.2, set_stop)
+        records = await run_load(view(port), clock, rate=100, duration=10, stop=stop)
+        return records, stopped_at[0], clock.now()
+
+    records, stopped_at, ended = go(main())
+    assert ended < 5.0  # not the 10 s of the schedule: 0.2 s, plus the requests in flight
+    assert len(records) >= 5  # due every 10 ms, the first at once
+    assert all(r.sent <= stopped_at for r in records), (stopped_at, records[-1])
     assert [r.seq for r in records] == list(range(len(records)))
     assert all(r.end is not None for r in records)
 
@@ -221,7 +276,9 @@ def test_on_record_errors_surface(port: int) -> None:
 
     with pytest.raises(KeyError, match="disk full"):
         load(view(port), path="/ok", rate=100, duration=5.0, on_record=on_record)
-    assert 3 <= len(seen) < 50
+    # the run ends at the error (the requests in flight complete), not after its 500 requests;
+    # how many were in flight depends on how punctual a loaded machine was
+    assert 3 <= len(seen) < 250
 
 
 def test_runs_on_the_default_asyncio_loop_too(port: int) -> None:

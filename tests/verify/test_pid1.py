@@ -67,6 +67,12 @@ def server(tmp_path: Path) -> Path:
     return path
 
 
+def _at_grace(after_sigterm: float, grace: float) -> None:
+    """SIGKILL came ``grace`` seconds after SIGTERM: never earlier, and at most 0.6 s later (a
+    timer fires late when a loaded machine holds the loop; ±0.4 s failed that way)."""
+    assert grace - 0.02 <= after_sigterm <= grace + 0.6, after_sigterm
+
+
 async def _connects(port: int) -> bool:
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -120,10 +126,9 @@ def test_sigterm_without_a_handler_is_dropped_until_sigkill(
             assert not pod.exited.is_set()
             assert await _connects(pod.port)  # still serving after SIGTERM
             await pod.exited.wait()
-            t0 = run.first(EventKind.DELETING, "v1-0")
             sigterm = next(e for e in run.events if e.kind is EventKind.SIGTERM)
             assert "not delivered" in sigterm.detail and "PID 1" in sigterm.detail
-            assert run.first(EventKind.SIGKILL, "v1-0") - t0 == pytest.approx(3.0, abs=0.4)
+            _at_grace(run.first(EventKind.SIGKILL, "v1-0") - sigterm.t, 3.0)
             assert not run.times(EventKind.LISTENER_CLOSED, "v1-0") or (
                 run.first(EventKind.LISTENER_CLOSED, "v1-0") >= run.first(EventKind.SIGKILL, "v1-0")
             )
@@ -150,8 +155,8 @@ def test_a_shell_that_does_not_exec_keeps_its_child_serving(
             await asyncio.sleep(1.5)
             assert await _connects(pod.port)
             await pod.exited.wait()
-            t0 = run.first(EventKind.DELETING, "v1-0")
-            assert run.first(EventKind.SIGKILL, "v1-0") - t0 == pytest.approx(3.0, abs=0.4)
+            sigterm = run.first(EventKind.SIGTERM, "v1-0")
+            _at_grace(run.first(EventKind.SIGKILL, "v1-0") - sigterm, 3.0)
         log = (tmp_path / "logs" / "v1-0.log").read_text()
         assert "stopped" not in log
 

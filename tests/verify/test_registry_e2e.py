@@ -82,7 +82,10 @@ def test_a_service_that_never_deregisters_drops_requests(etcd: Etcd, tmp_path: P
 def test_lossless_serve_with_the_registry_drops_nothing(etcd: Etcd, tmp_path: Path) -> None:
     """The same rolling update of ``lossless serve`` (registers when ready, deregisters at t0,
     drain delay 1.5 s ≥ cache TTL 0.5 s + 1 s). Result: zero failures, exit 0; each old
-    replica's registry DELETE comes within 0.2 s of its SIGTERM."""
+    replica's registry DELETE comes at its SIGTERM: within 0.75 s, half the drain delay (not
+    when it exits after the drain, nor when its 2 s lease expires). The chain behind it (the
+    replica's SIGTERM handler, its request to etcd, the watch back to the lab) runs in three
+    processes: a loaded machine can stretch it past the 0.2 s the bound used to be."""
     out = tmp_path / "lossless"
     result = run_cli(
         "verify", "--cmd", LOSSLESS_APP, "--registry", f"{etcd.url}?ttl=2",
@@ -96,7 +99,7 @@ def test_lossless_serve_with_the_registry_drops_nothing(etcd: Etcd, tmp_path: Pa
     for name in ("v1-0", "v1-1", "v1-2"):
         sigterm = next(e["t"] for e in events if e["kind"] == "sigterm" and e["replica"] == name)
         deleted = next(e["t"] for e in events if e["detail"] == f"registry DELETE {name}")
-        assert 0 <= deleted - sigterm < 0.2, (name, sigterm, deleted)
+        assert 0 <= deleted - sigterm < 0.75, (name, sigterm, deleted)
     assert sum(1 for e in events if e["kind"] == "exited") >= 3
     assert_nothing_left(out)
 

@@ -96,8 +96,13 @@ def test_replica_that_exits_by_itself_is_restarted(tmp_path: Path) -> None:
     async def main() -> None:
         async with lab_session(tmp_path) as run:
             run.lab.backoff = BackOffPolicy(scale=0.1)
-            pod = await run.lab.create(_template(tmp_path, EXIT_AFTER="0.3"), "v1-0")
+            # ready (probed every 0.1 s) well before its crash: 0.3 s of life left a loaded
+            # machine too little to start it and probe it, and it crashed never having been in
+            # the endpoints (no removal, one addition)
+            pod = await run.lab.create(_template(tmp_path, EXIT_AFTER="1.5"), "v1-0")
+            first_ready = await wait_event(run.events, EventKind.READY, "v1-0")
             crash = await wait_event(run.events, EventKind.CONTAINER_EXITED, "v1-0")
+            assert first_ready.t < crash.t
             assert crash.detail.startswith("exit code 1 after ")
             assert "restart 1 in 0.00s" in crash.detail  # the first restart is immediate
             assert "crashing on purpose" in crash.detail

@@ -71,8 +71,10 @@ class HAProxy:
 
     ``stop()`` sends SIGTERM to the process group, SIGKILL after :data:`_STOP_GRACE` seconds,
     reads the log to its end and removes the temporary directory; it is idempotent and safe at
-    any time (also when ``start()`` failed half way). ``kill()`` is the synchronous last resort
-    (SIGKILL to the group) for a caller that cannot await. Not reusable after ``stop()``.
+    any time (also when ``start()`` failed half way), and a ``stop()`` cancelled half way has
+    still killed and reaped the group when it returns. ``kill()`` is the synchronous last
+    resort (SIGKILL to the group) for a caller that cannot await. Not reusable after
+    ``stop()``.
     """
 
     def __init__(
@@ -247,8 +249,13 @@ class HAProxy:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._reader
         finally:
-            if proc is not None and proc.returncode is None:  # cancelled while stopping
+            if proc is not None and proc.returncode is None:
+                # cancelled while stopping: kill the group and reap it now, not after the loop
+                # closed (a subprocess left "still running": an unraisable ResourceWarning)
                 self.kill()
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    async with asyncio.timeout(1.0):
+                        await proc.wait()
             if self.dir is not None:
                 shutil.rmtree(self.dir, ignore_errors=True)
 

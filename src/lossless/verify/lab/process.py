@@ -23,6 +23,7 @@ plain process semantics (the naive baseline: a process on a VM).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import os
@@ -320,9 +321,18 @@ class ReplicaProcess:
         if self.pid1 == "namespace":
             try:
                 await self._find_pid1()
-            except BaseException:  # cancelled by a closing lab: never leave the group behind
-                self.kill()
+            except BaseException:  # cancelled by a closing lab: never leave the group behind,
+                self.kill()  # and reap it now: a loop closed before the SIGKILLed process
+                await self._reap_killed()  # was reaped leaves a subprocess "still running"
                 raise
+
+    async def _reap_killed(self) -> None:
+        """Wait (bounded, 1 s) until the SIGKILLed main process has been reaped; a cancel that
+        arrives meanwhile (a loop shutting down) ends the wait, the caller's error goes on."""
+        assert self._proc is not None
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            async with asyncio.timeout(1.0):
+                await self._proc.wait()
 
     def _check_executable(self) -> None:
         # unshare would report a missing command only in the replica's log, after the fact
