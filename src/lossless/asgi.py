@@ -72,6 +72,7 @@ class LosslessMiddleware:
         self.loop_check = loop_check
         self.loop_block_threshold = loop_block_threshold
         self._heartbeat: asyncio.Task[None] | None = None
+        self._stream_ender: asyncio.Task[None] | None = None
         self._last_beat = time.monotonic()
         self._starting: asyncio.Task[None] | None = None
         self._lifecycle: Lifecycle | None = None
@@ -97,12 +98,13 @@ class LosslessMiddleware:
         self._fast = lifecycle.fast_path()
         self._streams = lifecycle.streams
         self._starting = None
-        task, self._heartbeat = self._heartbeat, None
-        if task is not None and not task.done():
-            try:  # the heartbeat's loop may run in another thread, or be closed already
-                task.get_loop().call_soon_threadsafe(task.cancel)
-            except RuntimeError:
-                pass
+        for task in (self._heartbeat, self._stream_ender):
+            if task is not None and not task.done():
+                try:  # the task's loop may run in another thread, or be closed already
+                    task.get_loop().call_soon_threadsafe(task.cancel)
+                except RuntimeError:
+                    pass
+        self._heartbeat = self._stream_ender = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -196,12 +198,34 @@ class LosslessMiddleware:
     def _ensure_started(self) -> None:
         """Start lifecycle startup in the background when no lifespan did (first request)."""
         lc = self.lifecycle
+        self._end_streams_for_supervisor(lc)
         if lc.started or self._starting is not None:
             return
         self._starting = asyncio.get_running_loop().create_task(self._startup())
 
+    def _end_streams_for_supervisor(self, lc: Lifecycle) -> None:
+        """Under ``lossless run`` (a supervisor's drain state) no server of ours ends the open
+        streams: the middleware does, in this process, at t0 + D (when the supervisor signals
+        the server, which then waits for them), over the stream close window. Arms the stream
+        registry at once (before this request) and starts the task that waits for t0 + D; a
+        server that ends streams itself (``lossless serve``) armed it already. Idempotent."""
+        streams = lc.streams
+        if not lc.supervised or streams.armed or streams.mode == "none":
+            return
+        streams.armed = True
+        self._stream_ender = asyncio.get_running_loop().create_task(self._end_streams_at(lc))
+
+    @staticmethod
+    async def _end_streams_at(lc: Lifecycle) -> None:
+        await lc.wait_draining()
+        end = lc.delay_end
+        if end is not None:
+            await asyncio.sleep(max(0.0, end - time.monotonic()))
+        lc.streams.end_all(lc.settings.stream_window)
+
     async def _startup(self) -> None:
         lc = self.lifecycle
+        self._end_streams_for_supervisor(lc)
         events.ensure_visible()
         if self._starting is None:
             self._starting = asyncio.current_task()
@@ -244,8 +268,9 @@ class LosslessMiddleware:
                 events.emit("lifespan_startup", app=_name(self.app))
             elif message["type"] == "lifespan.shutdown":
                 await lc.shutdown()
-                if self._heartbeat is not None:
-                    self._heartbeat.cancel()
+                for task in (self._heartbeat, self._stream_ender):
+                    if task is not None:
+                        task.cancel()
             return message
 
         async def send_wrapper(message: Message) -> None:

@@ -205,6 +205,9 @@ class Lifecycle:
         self.health.on_evaluated(self._maybe_ready)
         self.health.on_evaluated(self._join_drain_started_elsewhere)
         self._shared = _SharedCell.from_env()
+        #: True when this process maps a supervisor's drain state (``LOSSLESS_DRAIN_STATE``:
+        #: ``lossless run``), which signals this process's server at t0 + D.
+        self.supervised = self._shared.path is not None
         self._shared_fd: int | None = None
         self._owned_path: str | None = None
         self._lock = threading.RLock()

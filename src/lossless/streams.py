@@ -15,9 +15,10 @@ not reconnect in the same millisecond. At its end time:
   logged as an error. An app that does neither within ``APP_GRACE`` (1 s: blocked on a queue)
   is cancelled, its ``finally`` runs, and the response still ends cleanly. The server
   integration starts the ends at t0 + D by calling
-  :meth:`StreamRegistry.end_all` (``lossless serve`` does; under other servers streams run on).
-  It says so beforehand by setting :attr:`StreamRegistry.armed`: until then the middleware does
-  not wrap responses at all, so a server that never ends streams pays nothing for them.
+  :meth:`StreamRegistry.end_all` (``lossless serve`` does; under ``lossless run`` the middleware
+  itself does, at the supervisor's t0 + D; under other servers streams run on). It says so
+  beforehand by setting :attr:`StreamRegistry.armed`: until then the middleware does not wrap
+  responses at all, so a server that never ends streams pays nothing for them.
 * WSGI (:func:`wsgi_chunks`, used by :class:`lossless.wsgi.LosslessWSGIMiddleware`): the
   iteration over the app's body stops at the first chunk boundary after the end time; the server
   then closes the iterable (a generator's ``finally`` runs) and writes the terminating chunk. A
@@ -37,6 +38,7 @@ import asyncio
 import random
 import threading
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
@@ -46,6 +48,9 @@ from lossless._asgi_types import Message, Receive, Send
 __all__ = ["AsgiResponse", "StreamEnded", "StreamRegistry", "endable", "wsgi_chunks"]
 
 _DISCONNECT: Message = {"type": "http.disconnect"}
+
+#: Event-loop iterations given to the finaliser of an ended app's body iterator (see finish).
+_FINALISE_TURNS = 3
 
 #: Seconds an app gets after its stream's end time to return (after ``receive`` answered
 #: ``http.disconnect``, or ``send`` raised) before it is cancelled.
@@ -254,11 +259,34 @@ class AsgiResponse:
                 await self._send({"type": "http.response.body", "body": b"", "more_body": False})
             except OSError:
                 pass  # the client left meanwhile
-        # Let the loop finalise the app's body iterator (its ``finally``) now, not at exit.
-        await asyncio.sleep(0)
+        # Let the loop finalise the app's body iterator (its ``finally``) now, not at exit (a
+        # server that stops right after, such as uvicorn raising its stop signal again, would
+        # never run it). The error's frames hold the app's response and so the suspended
+        # iterator: clear them (the error is swallowed here); the loop's finaliser hook then
+        # schedules the iterator's aclose(), whose first step runs two iterations later.
+        if error is not None:
+            _clear_frames(error)
+        for _ in range(_FINALISE_TURNS):
+            await asyncio.sleep(0)
         self._registry.ended += 1
         events.emit("stream_ended", error=None if error is None else type(error).__name__)
         return True
+
+
+def _clear_frames(error: BaseException) -> None:
+    """Clear the locals of every finished frame in ``error``'s tracebacks, its causes and
+    contexts (and an exception group's members): they hold the app's response objects."""
+    seen: set[int] = set()
+    todo = [error]
+    while todo:
+        exc = todo.pop()
+        if id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        todo += [e for e in (exc.__cause__, exc.__context__) if e is not None]
+        if isinstance(exc, BaseExceptionGroup):
+            todo += list(exc.exceptions)
 
 
 def wsgi_chunks(body: Iterable[bytes], end_at: Callable[[], float | None]) -> Iterator[bytes]:

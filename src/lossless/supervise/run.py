@@ -389,7 +389,16 @@ def _run(args: argparse.Namespace) -> int:
         probe_server = ProbeServer(args.probe_host, args.probe_port, lifecycle)
     # Every descendant's lifecycle (each worker of any server, with the middleware) maps this
     # file and sees t0 the instant we write it (docs/run.md, "Servers under lossless run").
-    env = {**os.environ, DRAIN_STATE_ENV: lifecycle.share_drain_state()}
+    # Our D, timeout and stream close window too: the middleware in each worker ends its open streams at
+    # t0 + D (lossless.streams), when we signal the server, and lossless serve closes its
+    # listeners then. The child's own flags still win over these variables.
+    env = {
+        **os.environ,
+        DRAIN_STATE_ENV: lifecycle.share_drain_state(),
+        settings.ENV["drain_delay"]: repr(settings.delay),
+        settings.ENV["shutdown_timeout"]: repr(settings.shutdown_timeout),  # D must fit in it
+        settings.ENV["stream_close_window"]: repr(settings.stream_window),
+    }
     supervisor = Supervisor(command, lifecycle, stop_signal=stop_signal, env=env)
     try:
         child = supervisor.start()  # forks: before any thread of ours starts
