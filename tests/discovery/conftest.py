@@ -256,11 +256,7 @@ class RegistryServer(Server):
             text=True,
             cwd=str(ROOT),
         )
-        self.lines: list[str] = []
-        self.exited_at: float | None = None
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        threading.Thread(target=self._wait, daemon=True).start()
+        self._watch()
 
     def wait_event(self, name: str, timeout: float = 10.0) -> dict[str, Any]:
         found: dict[str, Any] = {}
