@@ -44,6 +44,12 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     raise AssertionError(f"{what} within {timeout} s")
 
 
+def t0_of(draining: dict[str, Any]) -> float:
+    """t0 as wall-clock time from a ``draining`` event: its ``ts`` less its ``t_plus`` (the
+    line may be logged a moment after t0 when the server waits for the CPU)."""
+    return float(draining["ts"]) - float(draining.get("t_plus") or 0.0)
+
+
 def _stop(proc: subprocess.Popen[bytes] | None) -> None:
     if proc is None or proc.poll() is not None:
         return
