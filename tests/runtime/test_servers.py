@@ -245,16 +245,16 @@ def test_a_drain_started_by_the_app_drains_the_server_and_the_supervisor(spawn: 
     # D = 5 s: the requests below, until both workers answered, must land inside it
     run = spawn(lossless("run", "--drain-delay", "5", "--", *command(port)), env=_env())
     _wait_status(run, port, "/readyz", 200)
+    # every worker booted: the first one answers /readyz while the others may still import
+    assert len(_pids_until(port, workers, lambda status, headers: None, timeout=30)) == workers
     assert _get(port, "/drain")[0] == 200
-    seen: set[str] = set()
-    for _ in range(400):
-        status, headers, _b = _get(port, "/")
-        assert status == 200
-        assert headers.get("connection") == "close"
-        seen.add(headers["x-pid"])
-        if len(seen) == workers:
-            break
-    assert len(seen) == workers
+
+    def closing(status: int, headers: dict[str, str]) -> None:
+        assert status == 200 and headers.get("connection") == "close", headers
+
+    seen = _pids_until(port, workers, closing, timeout=3)  # inside D = 5 s
+    assert len(seen) == workers, f"only {seen} answered during D"
+    assert run.event("stop_signal_sent") is None, "the checks above ran past t0 + D"
     end = time.monotonic() + 10
     mine: list[dict[str, object]] = []
     while not mine and time.monotonic() < end:  # the supervisor's event (workers log theirs)
