@@ -172,6 +172,20 @@ class ZooKeeper:
             preexec_fn=die_with_parent,
         )
         _wait(self._ok, 30, "ZooKeeper did not start")
+        self._open_a_session(60)
+
+    def _open_a_session(self, timeout: float) -> None:
+        """Return once a client session can be opened: ``imok`` comes before the server is
+        quick to serve sessions (a fresh JVM on a loaded machine took more than the tests'
+        10 s to open their first one)."""
+        from kazoo.client import KazooClient  # type: ignore[import-untyped]
+
+        client = KazooClient(hosts=self.hosts, timeout=10)
+        try:
+            client.start(timeout)
+        finally:
+            client.stop()
+            client.close()
 
     def _ok(self) -> bool:
         assert self.proc is not None

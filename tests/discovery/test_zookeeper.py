@@ -21,7 +21,7 @@ class NodeWatcher:
 
     def __init__(self, hosts: str, path: str) -> None:
         self.client = KazooClient(hosts=hosts, timeout=10)
-        self.client.start(10)
+        self.client.start(30)  # generous: ZooKeeper and this process may wait for the CPU
         self.events: list[tuple[float, bool, int]] = []
         self._changed = threading.Condition()
         self.client.DataWatch(path, self._on_change)
