@@ -44,6 +44,12 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     raise AssertionError(f"{what} within {timeout} s")
 
 
+def t0_of(draining: dict[str, Any]) -> float:
+    """t0 as wall-clock time from a ``draining`` event: its ``ts`` less its ``t_plus`` (the
+    line may be logged a moment after t0 when the server waits for the CPU)."""
+    return float(draining["ts"]) - float(draining.get("t_plus") or 0.0)
+
+
 def _stop(proc: subprocess.Popen[bytes] | None) -> None:
     if proc is None or proc.poll() is not None:
         return
@@ -166,6 +172,20 @@ class ZooKeeper:
             preexec_fn=die_with_parent,
         )
         _wait(self._ok, 30, "ZooKeeper did not start")
+        self._open_a_session(60)
+
+    def _open_a_session(self, timeout: float) -> None:
+        """Return once a client session can be opened: ``imok`` comes before the server is
+        quick to serve sessions (a fresh JVM on a loaded machine took more than the tests'
+        10 s to open their first one)."""
+        from kazoo.client import KazooClient  # type: ignore[import-untyped]
+
+        client = KazooClient(hosts=self.hosts, timeout=10)
+        try:
+            client.start(timeout)
+        finally:
+            client.stop()
+            client.close()
 
     def _ok(self) -> bool:
         assert self.proc is not None
@@ -256,11 +276,7 @@ class RegistryServer(Server):
             text=True,
             cwd=str(ROOT),
         )
-        self.lines: list[str] = []
-        self.exited_at: float | None = None
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        threading.Thread(target=self._wait, daemon=True).start()
+        self._watch()
 
     def wait_event(self, name: str, timeout: float = 10.0) -> dict[str, Any]:
         found: dict[str, Any] = {}

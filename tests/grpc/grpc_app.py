@@ -2,6 +2,8 @@
 
 ``python grpc_app.py sync|aio PORT``; drain settings from ``LOSSLESS_*`` variables;
 ``APP_DRAIN_HOOK_FILE``: an ``on_drain`` hook that takes 0.5 s, then writes that file.
+``APP_STARTED_FILE``: each ``Slow`` call appends a line to it when it starts (a test waits for
+that instead of sleeping).
 ``plain`` (``sync|aio|plain``) is a bare ``grpc.server`` with the standard health service (always SERVING) that
 stops at once at SIGTERM (``server.stop(0)``), as most services do: the naive baseline of
 tests/verify/test_grpc_load.py.
@@ -28,7 +30,15 @@ from lossless import events
 from lossless.lifecycle import Lifecycle
 
 
+def _started() -> None:
+    marker = os.environ.get("APP_STARTED_FILE")
+    if marker:
+        with open(marker, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+
 def slow(request: bytes, context: Any) -> bytes:
+    _started()
     time.sleep(float(request or b"0"))
     return b"done"
 
@@ -41,6 +51,7 @@ def stream(request: bytes, context: Any) -> Iterator[bytes]:
 
 
 async def aslow(request: bytes, context: Any) -> bytes:
+    _started()
     await asyncio.sleep(float(request or b"0"))
     return b"done"
 

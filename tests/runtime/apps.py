@@ -8,7 +8,8 @@
 Behaviour switches come from environment variables so one module serves every scenario:
 ``APP_STARTUP_SLEEP`` (a startup hook that sleeps), ``APP_READY_FILE`` (a critical check that
 passes while the file exists), ``APP_OPTIONAL_FAIL`` (an optional check that always fails),
-``APP_HANG_CHECK`` (a critical check that hangs, timeout 0.2 s; with ``=optional`` optional).
+``APP_HANG_CHECK`` (a critical check that hangs, timeout ``APP_HANG_TIMEOUT`` or 0.2 s; with
+``=optional`` optional).
 """
 
 from __future__ import annotations
@@ -58,7 +59,11 @@ if os.environ.get("APP_OPTIONAL_FAIL"):
 if os.environ.get("APP_HANG_CHECK"):
     _hang = threading.Event()
 
-    @lc.check("hangs", critical=os.environ["APP_HANG_CHECK"] != "optional", timeout=0.2)
+    @lc.check(
+        "hangs",
+        critical=os.environ["APP_HANG_CHECK"] != "optional",
+        timeout=float(os.environ.get("APP_HANG_TIMEOUT", "0.2")),
+    )
     def _hangs() -> None:
         _hang.wait(3600)
 

@@ -52,11 +52,16 @@ class Server:
             start_new_session=True,
             text=True,
         )
+        self._watch()
+
+    def _watch(self) -> None:
+        """Start the threads that collect stderr lines and record when the process exited."""
         self.lines: list[str] = []
         self.exited_at: float | None = None
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        threading.Thread(target=self._wait, daemon=True).start()
+        self._waiter = threading.Thread(target=self._wait, daemon=True)
+        self._waiter.start()
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
@@ -127,7 +132,15 @@ class Server:
         return time.monotonic()
 
     def wait_exit(self, timeout: float = 30.0) -> int:
-        return self.proc.wait(timeout)
+        """Wait for the process to exit; return its code. On return :attr:`exited_at` is set
+        and :attr:`lines` holds everything it wrote to stderr (the reader saw end-of-file):
+        the threads that record both may otherwise still be on their way when ``wait`` returns,
+        and an event logged just before exit (``stopped``, ``forced``) would be missed."""
+        code = self.proc.wait(timeout)
+        self._waiter.join(timeout)
+        self._reader.join(timeout)  # EOF once every process holding the pipe has exited
+        assert not self._reader.is_alive(), "stderr still open after the server exited"
+        return code
 
     def stderr(self) -> str:
         return "\n".join(self.lines[-40:])

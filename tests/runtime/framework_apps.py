@@ -1,6 +1,7 @@
 """Real framework apps wrapped in the lossless middleware: Starlette, FastAPI, Flask, Django.
 
-Each has ``/`` (hello), ``/slow`` (sleeps 1 s) and ``/drain`` (calls ``drain()`` from code).
+Each has ``/`` (hello), ``/slow`` (sleeps ``APP_SLOW_SECONDS``, default 1 s) and ``/drain``
+(calls ``drain()`` from code).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from lossless.asgi import LosslessMiddleware
 from lossless.lifecycle import get_lifecycle
 from lossless.wsgi import LosslessWSGIMiddleware
 
+SLOW = float(os.environ.get("APP_SLOW_SECONDS", "1"))
+
 
 def starlette_app():  # type: ignore[no-untyped-def]
     from starlette.applications import Starlette
@@ -24,7 +27,7 @@ def starlette_app():  # type: ignore[no-untyped-def]
         return PlainTextResponse("hello")
 
     async def slow(request):  # type: ignore[no-untyped-def]
-        await asyncio.sleep(1)
+        await asyncio.sleep(SLOW)
         return PlainTextResponse("hello")
 
     async def drain(request):  # type: ignore[no-untyped-def]
@@ -50,7 +53,7 @@ def fastapi_app():  # type: ignore[no-untyped-def]
 
     @app.get("/slow", response_class=PlainTextResponse)
     async def slow() -> str:
-        await asyncio.sleep(1)
+        await asyncio.sleep(SLOW)
         return "hello"
 
     @app.get("/drain", response_class=PlainTextResponse)
@@ -72,7 +75,7 @@ def flask_app():  # type: ignore[no-untyped-def]
 
     @app.get("/slow")
     def slow() -> str:
-        time.sleep(1)
+        time.sleep(SLOW)
         return "hello"
 
     app.wsgi_app = LosslessWSGIMiddleware(app.wsgi_app)  # type: ignore[method-assign]
@@ -89,7 +92,7 @@ def django_app():  # type: ignore[no-untyped-def]
         return HttpResponse("hello", content_type="text/plain")
 
     def slow(request):  # type: ignore[no-untyped-def]
-        time.sleep(1)
+        time.sleep(SLOW)
         return HttpResponse("hello", content_type="text/plain")
 
     settings.configure(
@@ -161,7 +164,7 @@ def quart_app():  # type: ignore[no-untyped-def]
 
     @app.get("/slow")
     async def slow() -> str:
-        await asyncio.sleep(1)
+        await asyncio.sleep(SLOW)
         return "hello"
 
     app.asgi_app = LosslessMiddleware(app.asgi_app)  # type: ignore[method-assign]
@@ -178,7 +181,7 @@ def litestar_app():  # type: ignore[no-untyped-def]
 
     @get("/slow", media_type="text/plain")
     async def slow() -> str:
-        await asyncio.sleep(1)
+        await asyncio.sleep(SLOW)
         return "hello"
 
     return Litestar([hello, slow], middleware=[DefineMiddleware(LosslessMiddleware)])
@@ -194,7 +197,7 @@ def falcon_asgi_app():  # type: ignore[no-untyped-def]
 
     class Slow:
         async def on_get(self, req, resp):  # type: ignore[no-untyped-def]
-            await asyncio.sleep(1)
+            await asyncio.sleep(SLOW)
             resp.content_type = "text/plain"
             resp.text = "hello"
 
@@ -216,7 +219,7 @@ def sanic_app():  # type: ignore[no-untyped-def]
 
     @app.get("/slow")
     async def slow(request):  # type: ignore[no-untyped-def]
-        await asyncio.sleep(1)
+        await asyncio.sleep(SLOW)
         return text("hello")
 
     return LosslessMiddleware(app)
@@ -232,7 +235,7 @@ def _django_settings() -> None:
         return HttpResponse("hello", content_type="text/plain")
 
     async def slow(request):  # type: ignore[no-untyped-def]
-        await asyncio.sleep(1)
+        await asyncio.sleep(SLOW)
         return HttpResponse("hello", content_type="text/plain")
 
     settings.configure(
@@ -259,7 +262,7 @@ def falcon_wsgi_app():  # type: ignore[no-untyped-def]
 
     class Slow:
         def on_get(self, req, resp):  # type: ignore[no-untyped-def]
-            time.sleep(1)
+            time.sleep(SLOW)
             resp.content_type = "text/plain"
             resp.text = "hello"
 
@@ -277,7 +280,7 @@ def pyramid_app():  # type: ignore[no-untyped-def]
         return Response("hello", content_type="text/plain")
 
     def slow(request):  # type: ignore[no-untyped-def]
-        time.sleep(1)
+        time.sleep(SLOW)
         return Response("hello", content_type="text/plain")
 
     with Configurator() as config:

@@ -9,7 +9,8 @@ by ``lossless serve`` as ``prod_apps:asgi`` / ``prod_apps:wsgi``; other paths go
 - ``/pid``: the serving process id.
 - WebSocket ``/ws``: echoes text messages.
 - ``/block?s=SECONDS`` (ASGI): blocks the event loop (``time.sleep``), so nothing is accepted
-  meanwhile and new connections wait in the kernel's accept queue.
+  meanwhile and new connections wait in the kernel's accept queue; ``/block?until=PATH``: the
+  same until the test creates PATH (it first appends ``block`` to ``APP_STARTED_FILE``).
 
 ``APP_STARTED_FILE``: every ``/slow`` request appends a line when it reaches the app
 (:func:`wait_started`). Each stream's ``finally`` appends its name to ``APP_FINALLY_FILE``. ``APP_DRAIN_HOOK_FILE``:
@@ -39,6 +40,23 @@ def _started(path: str) -> None:
     if marker and path == "/slow":
         with open(marker, "a") as f:
             f.write(f"{os.getpid()}\n")
+
+
+def _block(query: str) -> None:
+    """Block the event loop (``time.sleep``): ``s=SECONDS``, or ``until=PATH``: until that file
+    exists (at most 60 s), after appending ``block`` to ``APP_STARTED_FILE``."""
+    params = dict(part.partition("=")[::2] for part in query.split("&") if part)
+    until = params.get("until")
+    if until is None:
+        time.sleep(float(params.get("s") or "0.5"))
+        return
+    marker = os.environ.get("APP_STARTED_FILE")
+    if marker:
+        with open(marker, "a") as f:
+            f.write("block\n")
+    end = time.monotonic() + 60
+    while not os.path.exists(until) and time.monotonic() < end:
+        time.sleep(0.005)
 
 
 def wait_started(marker: str, count: int, timeout: float = 10.0) -> None:
@@ -127,7 +145,7 @@ async def asgi(scope, receive, send):  # type: ignore[no-untyped-def]
         finally:
             _finally("stuck")
     if scope["type"] == "http" and path == "/block":
-        time.sleep(float(scope["query_string"].decode().partition("=")[2] or "0.5"))
+        _block(scope["query_string"].decode())
     if scope["type"] == "http" and path in ("/pid", "/block"):
         body = str(os.getpid()).encode()
         await send(

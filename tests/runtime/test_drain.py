@@ -24,10 +24,20 @@ def _request(server: Server, path: str, out: dict[str, object]) -> None:
 
 
 def _wait_draining(server: Server, sent: float) -> None:
-    """t0 is when the server handles the signal: on a loaded machine a moment after kill().
-    Wait for readiness to flip (bounded)."""
+    """t0 is when the server handles the signal: on a loaded machine a moment after kill()
+    (a process may wait its turn for the CPU for half a second). Wait for readiness to flip
+    (bounded); a test that must act during D gives D room for this wait."""
     while server.get("/readyz")[0] != 503:
-        assert time.monotonic() - sent < 1.0, "readiness did not flip within 1 s of SIGTERM"
+        assert time.monotonic() - sent < 5.0, "readiness did not flip within 5 s of SIGTERM"
+        time.sleep(0.01)
+
+
+def _wait_refused(server: Server, timeout: float = 10.0) -> None:
+    """Block until new connections are refused (bounded): the listeners are closed. A connection
+    that is still accepted before that is served, or closed, by the server."""
+    end = time.monotonic() + timeout
+    while not refused(server.port):
+        assert time.monotonic() < end, f"still accepting connections: {server.stderr()}"
         time.sleep(0.01)
 
 
@@ -53,8 +63,11 @@ def _start_slow(server: Server, seconds: float) -> tuple[threading.Thread, dict[
 @pytest.mark.parametrize("kind", SERVERS)
 def test_1_in_flight_request_is_answered_and_exit_follows_promptly(serve, kind: str) -> None:
     """1. slow request sent 2. SIGTERM (D = 0.5 s) while it runs 3. it ends at ~t0 + 1.3 s.
-    Result: the request is answered 200, the process exits 0 within 100 ms of its end."""
-    server = serve(kind, "--drain-delay", "0.5", "--shutdown-timeout", "5")
+    Result: the request is answered 200, the process exits 0 right after its end, not at the
+    deadline (30 s): within 1 s here, a bound a loaded machine cannot break (this process and
+    the server may each wait for the CPU for half a second). How soon (a few ms) is measured by
+    bench/bench_shutdown.py; that the wait does not poll, by test_workers.py."""
+    server = serve(kind, "--drain-delay", "0.5", "--shutdown-timeout", "30")
     server.wait_ready()
     thread, out = _start_slow(server, 1.5)
     t0 = server.signal()
@@ -64,7 +77,7 @@ def test_1_in_flight_request_is_answered_and_exit_follows_promptly(serve, kind: 
     reference = max(t0 + 0.5, float(out["end"]))  # type: ignore[arg-type]
     assert server.exited_at is not None
     late = server.exited_at - reference
-    assert late <= 0.1, f"exit came {late * 1000:.0f} ms after the last request"
+    assert late <= 1.0, f"exit came {late * 1000:.0f} ms after the last request"
     stopped = server.event("stopped")
     assert stopped is not None and stopped["exit_code"] == 0
 
@@ -73,9 +86,11 @@ def test_1_in_flight_request_is_answered_and_exit_follows_promptly(serve, kind: 
 def test_2_during_the_delay_new_connections_are_served_with_connection_close(
     serve, kind: str
 ) -> None:
-    """1. SIGTERM (D = 1.5 s) 2. new connections during D. Result: served, each response carries
-    Connection: close; /readyz answers 503 and /livez 200 from t0 on."""
-    server = serve(kind, "--drain-delay", "1.5", "--shutdown-timeout", "5")
+    """1. SIGTERM (D = 30 s) 2. new connections during D 3. a second SIGTERM ends D. Result:
+    served, each response carries Connection: close; /readyz answers 503 and /livez 200 from t0
+    on. (D is long so that the requests land inside it however late this process gets the CPU;
+    the second signal saves the wait.)"""
+    server = serve(kind, "--drain-delay", "30", "--shutdown-timeout", "60")
     server.wait_ready()
     _wait_draining(server, server.signal())
     for _ in range(3):
@@ -84,19 +99,25 @@ def test_2_during_the_delay_new_connections_are_served_with_connection_close(
         assert headers.get("connection", "").lower() == "close"
     assert server.get("/readyz")[0] == 503
     assert server.get("/livez")[0] == 200
+    assert server.event("listeners_closed") is None  # still within D
+    server.signal()
     assert server.wait_exit(10) == 0, server.stderr()
 
 
 @pytest.mark.parametrize("kind", SERVERS)
 def test_3_after_the_delay_new_connections_are_refused(serve, kind: str) -> None:
     """1. a slow request keeps the process alive 2. SIGTERM (D = 0.5 s) 3. connect after D.
-    Result: refused (not queued into a backlog nobody reads), and the slow request still ends 200."""
-    server = serve(kind, "--drain-delay", "0.5", "--shutdown-timeout", "5")
+    Result: refused (not queued into a backlog nobody reads) while the process still serves the
+    slow request, which still ends 200."""
+    server = serve(kind, "--drain-delay", "0.5", "--shutdown-timeout", "10")
     server.wait_ready()
-    thread, out = _start_slow(server, 2.0)
+    thread, out = _start_slow(server, 5.0)
+    sent_before = time.monotonic()  # t0 is later
     server.signal()
-    time.sleep(0.9)
-    assert refused(server.port)
+    _wait_refused(server)
+    assert time.monotonic() - sent_before >= 0.5, "refused before the drain delay ended"
+    # refused by the closed listeners, not by an exit: the slow request is still in flight
+    assert server.proc.poll() is None and out == {}, out
     thread.join(10)
     assert out.get("status") == 200
     assert server.wait_exit(10) == 0, server.stderr()
@@ -104,10 +125,10 @@ def test_3_after_the_delay_new_connections_are_refused(serve, kind: str) -> None
 
 @pytest.mark.parametrize("kind", SERVERS)
 def test_4_keep_alive_connections(serve, kind: str) -> None:
-    """1. two keep-alive connections, one request each 2. SIGTERM (D = 1 s) 3. connection A sends
+    """1. two keep-alive connections, one request each 2. SIGTERM (D = 3 s) 3. connection A sends
     a request during D; connection B stays idle. Result: A's answer carries Connection: close;
     B is closed cleanly (FIN, no reset) after D."""
-    server = serve(kind, "--drain-delay", "1", "--shutdown-timeout", "5", "--keep-alive", "30")
+    server = serve(kind, "--drain-delay", "3", "--shutdown-timeout", "10", "--keep-alive", "30")
     server.wait_ready()
     a, b = server.connection(), server.connection()
     for conn in (a, b):
@@ -118,7 +139,8 @@ def test_4_keep_alive_connections(serve, kind: str) -> None:
     a_sock = a.sock
     b_sock = b.sock
     assert a_sock is not None and b_sock is not None
-    thread, out = _start_slow(server, 2.0)  # keeps the process alive past D
+    thread, out = _start_slow(server, 5.0)  # keeps the process alive past D
+    sent_before = time.monotonic()  # t0 is later: the bound below holds however late we run
     t0 = server.signal()
     _wait_draining(server, t0)
     time.sleep(0.1)
@@ -126,14 +148,15 @@ def test_4_keep_alive_connections(serve, kind: str) -> None:
     resp = a.getresponse()
     assert resp.status == 200 and resp.read() == b"hello"
     assert (resp.getheader("connection") or "").lower() == "close"
-    b_sock.settimeout(5)
+    b_sock.settimeout(10)
     try:
         data = b_sock.recv(1)
     except ConnectionResetError:
         pytest.fail("idle keep-alive connection was reset, not closed")
     closed_at = time.monotonic()
     assert data == b"", data
-    assert closed_at - t0 >= 0.95, "idle connection closed before the drain delay ended"
+    assert closed_at - sent_before >= 2.95, "idle connection closed before the drain delay ended"
+    assert out == {}, out  # closed by the drain while the process still served, not by its exit
     thread.join(10)
     assert out.get("status") == 200
     a.close()
@@ -144,14 +167,15 @@ def test_4_keep_alive_connections(serve, kind: str) -> None:
 @pytest.mark.parametrize("kind", SERVERS)
 def test_5_request_longer_than_the_deadline_is_cut(serve, kind: str) -> None:
     """1. a 10 s request 2. SIGTERM with a 1.5 s shutdown timeout. Result: the process exits
-    non-zero at about the deadline and the log names the request it cut."""
+    non-zero at about the deadline (within 3 s of it: a loaded machine; the request would have
+    run 8 s longer) and the log names the request it cut."""
     server = serve(kind, "--drain-delay", "0.2", "--shutdown-timeout", "1.5")
     server.wait_ready()
     thread, out = _start_slow(server, 10)
     t0 = server.signal()
     code = server.wait_exit(10)
     assert code != 0
-    assert server.exited_at is not None and server.exited_at - t0 < 1.5 + 1.0
+    assert server.exited_at is not None and server.exited_at - t0 < 1.5 + 3.0
     forced = [e for e in server.events() if e["event"] == "forced"]
     assert any("GET /slow" in str(e["what"]) for e in forced), server.stderr()
     thread.join(10)
@@ -160,31 +184,32 @@ def test_5_request_longer_than_the_deadline_is_cut(serve, kind: str) -> None:
 
 @pytest.mark.parametrize("kind", SERVERS)
 def test_7_second_signal_skips_the_delay(serve, kind: str) -> None:
-    """1. SIGTERM with D = 10 s 2. a second SIGTERM 0.3 s later. Result: the process exits
-    right away, well before t0 + D."""
-    server = serve(kind, "--drain-delay", "10", "--shutdown-timeout", "20")
+    """1. SIGTERM with D = 30 s 2. a second SIGTERM once the first was handled. Result: the
+    process exits right away, well before t0 + D (within 5 s: a loaded machine)."""
+    server = serve(kind, "--drain-delay", "30", "--shutdown-timeout", "60")
     server.wait_ready()
     t0 = server.signal()
     _wait_signals(server, 1)
     server.signal()
     assert server.wait_exit(10) == 0, server.stderr()
-    assert server.exited_at is not None and server.exited_at - t0 < 2.0
+    assert server.exited_at is not None and server.exited_at - t0 < 5.0
     assert server.event("drain_delay_skipped") is not None
 
 
 @pytest.mark.parametrize("kind", SERVERS)
 def test_third_signal_exits_at_once(serve, kind: str) -> None:
-    """1. a 10 s request 2. three SIGTERMs. Result: exit at once, non-zero."""
-    server = serve(kind, "--drain-delay", "5", "--shutdown-timeout", "20")
+    """1. a 30 s request 2. three SIGTERMs. Result: exit at once (within 5 s: a loaded
+    machine; the request would run 25 s more), non-zero."""
+    server = serve(kind, "--drain-delay", "5", "--shutdown-timeout", "60")
     server.wait_ready()
-    thread, _out = _start_slow(server, 10)
+    thread, _out = _start_slow(server, 30)
     t0 = server.signal()
     _wait_signals(server, 1)
     server.signal()
     _wait_signals(server, 2)
     server.signal()
     assert server.wait_exit(10) != 0
-    assert server.exited_at is not None and server.exited_at - t0 < 3.0
+    assert server.exited_at is not None and server.exited_at - t0 < 5.0
     thread.join(15)
 
 
@@ -198,13 +223,15 @@ def test_streaming_response_is_tracked_to_its_last_byte(serve, kind: str, stream
         kind, "--drain-delay", "0.2", "--shutdown-timeout", "5", "--stream-end", stream_end
     )
     server.wait_ready()
-    out: dict[str, object] = {}
-    thread = threading.Thread(target=_request, args=(server, "/stream?n=5&s=0.3", out))
-    thread.start()
-    time.sleep(0.2)
+    conn = server.connection()
+    conn.request("GET", "/stream?n=5&s=0.3")
+    resp = conn.getresponse()
+    first = resp.readline()  # the stream is under way when the signal comes
+    assert first == b"chunk0\n", first
     server.signal()
-    thread.join(10)
-    assert out.get("body") == b"".join(f"chunk{i}\n".encode() for i in range(5))
+    body = first + resp.read()
+    conn.close()
+    assert body == b"".join(f"chunk{i}\n".encode() for i in range(5))
     assert server.wait_exit(10) == 0
 
 
@@ -223,8 +250,7 @@ def test_port_taken_is_a_one_line_error(serve) -> None:
     port = holder.getsockname()[1]
     try:
         server = serve("uvicorn", "--port", str(port))
-        assert server.wait_exit(10) == 2
-        time.sleep(0.1)
+        assert server.wait_exit(10) == 2  # and its stderr was read to the end
         err = server.stderr()
         assert "Traceback" not in err
         assert f"cannot listen on 127.0.0.1:{port}" in err

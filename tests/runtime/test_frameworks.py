@@ -92,12 +92,20 @@ def test_asgi_frameworks_under_plain_uvicorn(factory: str) -> None:
 
 @pytest.mark.parametrize("factory", ["flask_app", "django_app"])
 def test_wsgi_frameworks_under_lossless_serve(serve, factory: str) -> None:
+    """1. a slow request in flight 2. SIGTERM, D = 30 s 3. a second SIGTERM once the checks
+    are done. Result: readiness 503, a new request answered with Connection: close, the slow one
+    answered 200, exit 0. (One worker, whose metrics show the request in flight; waits instead
+    of 0.2 s sleeps, and a D long enough for the checks however late they run.)"""
     server: Server = serve(
         "gunicorn",
-        "--drain-delay",
+        "--workers",
         "1",
+        "--drain-delay",
+        "30",
         "--shutdown-timeout",
-        "5",
+        "60",
+        "--metrics-path",
+        "/metrics",
         "--factory",
         target=f"framework_apps:{factory}",
     )
@@ -110,13 +118,14 @@ def test_wsgi_frameworks_under_lossless_serve(serve, factory: str) -> None:
 
     thread = threading.Thread(target=slow)
     thread.start()
-    time.sleep(0.2)
+    _wait_in_flight(server)
     server.signal()
-    time.sleep(0.2)
-    assert server.get("/readyz")[0] == 503
+    _wait_code(server, "/readyz", 503)
     status, headers, body = server.get("/")
     assert (status, body) == (200, b"hello") and headers.get("connection") == "close"
-    thread.join(5)
+    assert server.event("listeners_closed") is None  # still within D
+    server.signal()
+    thread.join(10)
     assert out["resp"][0] == 200  # type: ignore[index]
     assert server.wait_exit(10) == 0
 
@@ -175,9 +184,9 @@ def test_asgi_frameworks_under_lossless_serve_with_a_root_path(serve, factory: s
         *root,
         "--proxy-headers",
         "--drain-delay",
-        "1",
+        "30",  # ended by a second SIGTERM: long, so the checks land inside it however late
         "--shutdown-timeout",
-        "5",
+        "60",
         "--metrics-path",
         "/metrics",
         "--factory",
@@ -197,6 +206,8 @@ def test_asgi_frameworks_under_lossless_serve_with_a_root_path(serve, factory: s
     _wait_code(server, "/readyz", 503)
     status, headers, body = server.get("/")
     assert (status, body) == (200, b"hello") and headers.get("connection") == "close"
+    assert server.event("listeners_closed") is None  # still within D
+    server.signal()
     thread.join(10)
     assert out["resp"][0] == 200  # type: ignore[index]
     assert server.wait_exit(10) == 0
@@ -206,7 +217,8 @@ def test_asgi_frameworks_under_lossless_serve_with_a_root_path(serve, factory: s
 @pytest.mark.parametrize("factory", ["flask_app", "django_app", "falcon_wsgi_app", "pyramid_app"])
 def test_wsgi_frameworks_wrapped_twice(serve, factory: str) -> None:
     """The app wraps itself in the WSGI middleware and ``lossless serve --wsgi`` wraps it again:
-    one in-flight entry per request, probes answered once, a clean drain."""
+    one in-flight entry per request, probes answered once, a clean drain. (The slow request
+    takes 4 s, so that it is still in flight at t0 however late the signal is handled.)"""
     server: Server = serve(
         "gunicorn",
         "--workers",
@@ -217,6 +229,7 @@ def test_wsgi_frameworks_wrapped_twice(serve, factory: str) -> None:
         "/metrics",
         "--factory",
         target=f"framework_apps:{factory}",
+        env={"APP_SLOW_SECONDS": "4"},
     )
     server.wait_ready()
     assert server.get("/")[2] == b"hello"

@@ -81,6 +81,11 @@ def test_failing_optional_check_leaves_readiness_ok(serve, kind: str) -> None:
     extra = ["--workers", "1"] if kind == "gunicorn" else []
     server = serve(kind, *extra, env={"APP_OPTIONAL_FAIL": "1"})
     server.wait_ready()
+    # ready does not wait for an optional check: its first result may still be on its way
+    end = time.monotonic() + 10
+    while b"(optional): pending" in (body := server.get("/readyz?verbose")[2]):
+        assert time.monotonic() < end, body
+        time.sleep(0.02)
     status, _h, body = server.get("/readyz?verbose")
     assert status == 200
     assert b"[-]cache failed (optional): ConnectionError: cache unreachable" in body
@@ -93,10 +98,21 @@ def test_failing_optional_check_leaves_readiness_ok(serve, kind: str) -> None:
 
 @pytest.mark.parametrize("kind", SERVERS)
 def test_hanging_check_is_cut_and_probes_stay_fast(serve, kind: str) -> None:
-    server = serve(kind, env={"APP_HANG_CHECK": "critical"})
+    """A critical check that hangs (timeout 2 s) is reported as timed out, and probes answer from
+    the checker's latest results: a probe that waited for the check would take its 2 s timeout;
+    these take a fraction of it (median under 1 s, a bound a loaded machine cannot break)."""
+    extra = ["--workers", "1"] if kind == "gunicorn" else []  # the same worker's checker
+    server = serve(kind, *extra, env={"APP_HANG_CHECK": "critical", "APP_HANG_TIMEOUT": "2"})
     server.wait_listening()
-    time.sleep(1.0)
     conn = server.connection()
+    end = time.monotonic() + 20  # the first round: the check's 2 s timeout, after startup
+    while True:
+        conn.request("GET", "/readyz?verbose")
+        body = conn.getresponse().read()
+        if b"[-]hangs failed: timeout" in body:
+            break
+        assert b"[-]hangs failed: pending" in body and time.monotonic() < end, body
+        time.sleep(0.05)
     timings = []
     for _ in range(15):
         start = time.perf_counter()
@@ -107,7 +123,7 @@ def test_hanging_check_is_cut_and_probes_stay_fast(serve, kind: str) -> None:
         assert resp.status == 503
         assert b"[-]hangs failed: timeout" in body
     conn.close()
-    assert statistics.median(timings) < 0.05, timings
+    assert statistics.median(timings) < 1.0, timings
 
 
 def test_check_output_is_withheld_from_remote_callers() -> None:
@@ -145,9 +161,10 @@ def test_on_ready_runs_once_per_instance(
     marker = tmp_path / "ready"
     server = serve(kind, *extra, env={"APP_READY_MARKER": str(marker)})
     server.wait_ready()
-    end = time.monotonic() + 5
+    end = time.monotonic() + 15
     while not marker.exists() and time.monotonic() < end:
         time.sleep(0.05)
+    assert marker.exists(), server.stderr()
     time.sleep(1.5)  # give a wrongly registered worker the time to write too
     assert marker.read_text().split() == [str(server.proc.pid)]
 

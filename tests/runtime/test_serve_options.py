@@ -50,8 +50,10 @@ def _tls_get(port: int, path: str, out: dict[str, object]) -> None:
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_tls_drains_like_plain_http(serve, certificate, workers: str, tmp_path: Path) -> None:
     """1. lossless serve --ssl-keyfile --ssl-certfile (self-signed) 2. a 1.5 s request over TLS
-    3. SIGTERM, D = 0.5 s. Result: the request is answered 200 over TLS; a new TLS request during
-    D gets Connection: close; exit 0."""
+    3. SIGTERM, D = 30 s 4. once it is draining, a new TLS request 5. a second SIGTERM (skips
+    the rest of D). Result: the slow request is answered 200 over TLS; the new one gets
+    Connection: close; exit 0. (A request sent right after kill() may come before t0 or, with a
+    short D, after it; hence the wait and the long D.)"""
     key, cert = certificate
     server: Server = serve(
         "uvicorn",
@@ -62,7 +64,9 @@ def test_tls_drains_like_plain_http(serve, certificate, workers: str, tmp_path: 
         "--ssl-certfile",
         str(cert),
         "--drain-delay",
-        "0.5",
+        "30",
+        "--shutdown-timeout",
+        "60",
         target="prod_apps:asgi",
         env={"APP_STARTED_FILE": str(tmp_path / "started")},
     )
@@ -78,8 +82,14 @@ def test_tls_drains_like_plain_http(serve, certificate, workers: str, tmp_path: 
     thread.start()
     wait_started(str(tmp_path / "started"), 1)
     server.signal()
+    end = time.monotonic() + 10
+    while server.event("draining") is None:
+        assert time.monotonic() < end, server.stderr()
+        time.sleep(0.01)
     during: dict[str, object] = {}
     _tls_get(server.port, "/", during)
+    assert server.event("listeners_closed") is None  # still within D
+    server.signal()
     thread.join(15)
     assert server.wait_exit(15) == 0, server.stderr()
     assert slow.get("status") == 200, slow

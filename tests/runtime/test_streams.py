@@ -26,6 +26,13 @@ TARGET = {"uvicorn": "prod_apps:asgi", "gunicorn": "prod_apps:wsgi"}
 DELAY, WINDOW = 1.0, 0.3
 
 
+def _t0(server: Server) -> float:
+    """t0 as wall-clock time, from the server's ``draining`` event: its ``ts`` less its
+    ``t_plus`` (the event may be logged a moment after t0 on a loaded machine)."""
+    event = next(e for e in server.events() if e["event"] == "draining")
+    return float(event["ts"]) - float(event.get("t_plus") or 0.0)  # type: ignore[arg-type]
+
+
 class StreamClient(threading.Thread):
     """GET ``path`` on a raw socket and read until the server closes; records the bytes and when
     the terminating chunk arrived (wall clock, to compare with the server's t0 event)."""
@@ -85,16 +92,16 @@ def test_streams_end_cleanly_at_t0_plus_d(serve, shape: str, tmp_path: Path) -> 
         client.join(15)
         assert not client.is_alive()
     assert server.wait_exit(15) == 0, server.stderr()
-    draining = [e for e in server.events() if e["event"] == "draining"]
-    assert draining, server.stderr()
-    t0 = float(draining[0]["ts"])  # type: ignore[arg-type]
+    assert server.event("draining") is not None, server.stderr()
+    t0 = _t0(server)
     for client in clients:
         assert client.error is None, client.error
         assert client.data.startswith(b"HTTP/1.1 200"), client.data[:200]
         assert client.ended_at is not None, f"no terminating chunk: {client.data[-80:]!r}"
         assert client.ended_at >= t0 + DELAY, "a stream ended before t0 + D"
-        # Generous on a shared 2-core machine; a cut at the deadline would be ~9 s late.
-        assert client.ended_at <= t0 + DELAY + WINDOW + 0.7, client.ended_at - t0
+        # Generous on a shared 2-core machine (this thread may get the CPU half a second
+        # late); a cut at the deadline would be ~9 s late.
+        assert client.ended_at <= t0 + DELAY + WINDOW + 2.0, client.ended_at - t0
     assert not [e for e in server.events() if e["event"] == "forced"], server.stderr()
     assert "Traceback" not in "\n".join(server.lines), server.stderr()
     ran = finally_file.read_text().split()
@@ -103,13 +110,17 @@ def test_streams_end_cleanly_at_t0_plus_d(serve, shape: str, tmp_path: Path) -> 
 
 def test_app_sends_its_last_event_once_the_drain_starts(serve, tmp_path: Path) -> None:
     """1. an SSE client on /sse?bye=1, whose generator awaits ``lc.wait_draining()`` 2. SIGTERM
-    with D = 1 s. Result: the client gets ``event: bye`` and a clean end, before t0 + D (the app
-    finished on its own), and the process exits 0."""
+    with D = 30 s 3. once the stream ended, a second SIGTERM (skips the rest of D). Result: the
+    client gets ``event: bye`` and a clean end within D (the app finished on its own: the
+    server ended no stream), and the process exits 0. (D is long so that the app's end lands
+    inside it however late anything gets the CPU.)"""
     finally_file = tmp_path / "finally"
     server: Server = serve(
         "uvicorn",
         "--drain-delay",
-        "1",
+        "30",
+        "--shutdown-timeout",
+        "60",
         target="prod_apps:asgi",
         env={"APP_FINALLY_FILE": str(finally_file)},
     )
@@ -119,11 +130,15 @@ def test_app_sends_its_last_event_once_the_drain_starts(serve, tmp_path: Path) -
     assert client.first.wait(10)
     server.signal()
     client.join(15)
+    assert not client.is_alive()
+    assert server.event("listeners_closed") is None  # still within D
+    server.signal()
     assert server.wait_exit(15) == 0, server.stderr()
     assert b"event: bye" in client.data
     assert client.data.endswith(b"\r\n0\r\n\r\n")
-    t0 = float(next(e for e in server.events() if e["event"] == "draining")["ts"])  # type: ignore[arg-type]
-    assert client.ended_at is not None and client.ended_at < t0 + 1.0
+    t0 = _t0(server)
+    assert client.ended_at is not None and client.ended_at < t0 + 30
+    assert server.event("streams_ending") is None, server.stderr()  # none left to end
     assert "sse-bye" in finally_file.read_text()
 
 
@@ -152,8 +167,7 @@ def test_a_stream_blocked_elsewhere_is_cancelled_then_ended_cleanly(serve, tmp_p
     client.join(15)
     assert server.wait_exit(15) == 0, server.stderr()
     assert client.error is None and client.ended_at is not None, client.data[-80:]
-    t0 = float(next(e for e in server.events() if e["event"] == "draining")["ts"])  # type: ignore[arg-type]
-    assert client.ended_at >= t0 + 0.5 + 1.0  # its end time, then the app's grace
+    assert client.ended_at >= _t0(server) + 0.5 + 1.0  # its end time, then the app's grace
     assert not [e for e in server.events() if e["event"] == "forced"], server.stderr()
     assert "Traceback" not in "\n".join(server.lines), server.stderr()
     assert "stuck" in finally_file.read_text()

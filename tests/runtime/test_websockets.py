@@ -10,11 +10,14 @@ import websocket
 
 from tests.runtime.conftest import Server
 
-DELAY, WINDOW = 0.5, 0.8
+# The window is wide so that the spread survives this process waiting for the CPU: the close
+# times are taken when the client threads run, and a stall as long as the window would
+# bunch them all together.
+DELAY, WINDOW = 0.5, 3.0
 
 
 def test_websockets_close_with_1012_spread_over_the_window(serve) -> None:
-    """1. six WebSocket clients connected 2. SIGTERM, D = 0.5 s, window 0.8 s. Result: each gets
+    """1. six WebSocket clients connected 2. SIGTERM, D = 0.5 s, window 3 s. Result: each gets
     a close frame with code 1012 at or after t0 + D; the closes are spread (not one instant);
     exit 0."""
     server: Server = serve(
@@ -51,8 +54,9 @@ def test_websockets_close_with_1012_spread_over_the_window(serve) -> None:
     for ws in sockets:
         ws.shutdown()  # the server closed it: release our socket
     assert server.wait_exit(15) == 0, server.stderr()
-    t0 = float(next(e for e in server.events() if e["event"] == "draining")["ts"])  # type: ignore[arg-type]
+    draining = next(e for e in server.events() if e["event"] == "draining")
+    t0 = float(draining["ts"]) - float(draining.get("t_plus") or 0.0)  # type: ignore[arg-type]
     assert [code for code, _ in closes] == [1012] * 6, closes
     times = sorted(at for _, at in closes)
     assert times[0] >= t0 + DELAY, "a WebSocket closed before t0 + D"
-    assert times[-1] - times[0] > 0.05, f"closes not spread: {[t - t0 for t in times]}"
+    assert times[-1] - times[0] > 0.2, f"closes not spread: {[t - t0 for t in times]}"

@@ -34,58 +34,71 @@ def _workers(server: Server, count: int, timeout: float = 20.0) -> set[int]:
 
 
 def test_four_workers_drain_as_one(serve, tmp_path) -> None:
-    """1. 4 workers; requests spread over them 2. 8 slow requests (1.5 s) in flight 3. SIGTERM,
-    D = 0.5 s. Result: every worker's readiness is 503 at once; new connections are served with
-    Connection: close during D and refused after; the 8 slow requests end 200; the master exits
-    0 within 100 ms of max(t0 + D, last answer)."""
+    """1. 4 workers; requests spread over them 2. 8 slow requests (6 s) in flight 3. SIGTERM,
+    D = 3 s. Result: every worker's readiness is 503 at once; new connections are served with
+    Connection: close during D and refused after (while the slow requests still run); the 8
+    slow requests end 200; the master exits 0 right after max(t0 + D, last answer), not at the
+    deadline (30 s): within 1 s, a bound a loaded machine cannot break (how soon, a few ms, is
+    bench/bench_shutdown.py's; that the wait does not poll, the test below). D and the requests
+    are long so that each step lands in its phase however late this process gets the CPU."""
     server: Server = serve(
         "uvicorn",
         "--workers",
         "4",
         "--drain-delay",
-        "0.5",
+        "3",
         "--shutdown-timeout",
-        "8",
+        "30",
         target="prod_apps:asgi",
         env={"APP_STARTED_FILE": str(tmp_path / "started")},
     )
     server.wait_ready()
     _workers(server, 4)
-    pids = {server.get("/pid")[2] for _ in range(60)}
-    assert len(pids) >= 2, pids
+    pids: set[bytes] = set()
+    end = time.monotonic() + 20
+    while len(pids) < 2:  # the kernel spreads connections over the workers, not evenly
+        assert time.monotonic() < end, pids
+        pids.add(server.get("/pid")[2])
     results = [{} for _ in range(8)]  # type: list[dict[str, object]]
-    threads = [threading.Thread(target=_get, args=(server, "/slow?s=1.5", r)) for r in results]
+    threads = [threading.Thread(target=_get, args=(server, "/slow?s=6", r)) for r in results]
     for thread in threads:
         thread.start()
     wait_started(str(tmp_path / "started"), 8)
+    sent_before = time.monotonic()
     t0 = server.signal()
-    end = time.monotonic() + 1
+    end = time.monotonic() + 3
     while server.get("/readyz")[0] != 503:
         assert time.monotonic() < end, "readiness did not flip"
     for _ in range(8):  # every connection may land on any worker: all see t0
         assert server.get("/readyz")[0] == 503
     status, headers, _body = server.get("/")
     assert status == 200 and headers.get("connection") == "close"
+    end = time.monotonic() + 10
+    while not refused(server.port):
+        assert time.monotonic() < end, f"still accepting: {server.stderr()}"
+        time.sleep(0.01)
+    assert time.monotonic() - sent_before >= 3, "refused before the drain delay ended"
+    assert all(not r for r in results), results  # refused by the listeners, not by an exit
     for thread in threads:
         thread.join(15)
-    assert refused(server.port)
     assert server.wait_exit(15) == 0, server.stderr()
     assert all(r.get("status") == 200 for r in results), results
     last = max(float(r["end"]) for r in results)  # type: ignore[arg-type]
     assert server.exited_at is not None
-    late = server.exited_at - max(t0 + 0.5, last)
-    assert late <= 0.1, f"exit came {late * 1000:.0f} ms late"
+    late = server.exited_at - max(t0 + 3, last)
+    assert late <= 1.0, f"exit came {late * 1000:.0f} ms late"
     assert not [e for e in server.events() if e["event"] == "forced"]
 
 
 def test_workers_die_with_the_master(serve) -> None:
-    """1. 4 workers 2. kill -9 the master. Result: no worker is left 2 s later."""
+    """1. 4 workers 2. kill -9 the master. Result: no worker is left 5 s later (the kernel kills
+    them at once; they may wait for the CPU to die on a loaded machine)."""
     server: Server = serve("uvicorn", "--workers", "4", target="prod_apps:asgi")
     server.wait_ready()
     workers = _workers(server, 4)
     os.kill(server.proc.pid, signal.SIGKILL)
     server.wait_exit(10)
-    end = time.monotonic() + 2
+    end = time.monotonic() + 5
     alive = workers
     while alive and time.monotonic() < end:
         alive = {pid for pid in workers if _alive(pid)}
@@ -131,7 +144,7 @@ def test_a_crashed_worker_is_replaced(serve) -> None:
 
 def test_drop_in_worker_class_under_plain_gunicorn(tmp_path) -> None:
     """``gunicorn -k lossless.serve.workers.Worker``: 1. a slow request 2. SIGTERM to plain
-    gunicorn's master with D = 0.5 s. Result: readiness 503, new connections still served with
+    gunicorn's master with D = 3 s. Result: readiness 503, new connections still served with
     Connection: close during D, the slow request ends 200, exit 0."""
     import subprocess
     import sys
@@ -141,7 +154,8 @@ def test_drop_in_worker_class_under_plain_gunicorn(tmp_path) -> None:
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOSSLESS_")}
-    env.update(PYTHONPATH=f"{ROOT}:{HERE}", LOSSLESS_DRAIN_DELAY="0.5")
+    # D = 3 s: the checks below must land inside it however late this process gets the CPU
+    env.update(PYTHONPATH=f"{ROOT}:{HERE}", LOSSLESS_DRAIN_DELAY="3")
     env["APP_STARTED_FILE"] = str(tmp_path / "started")
     env["LOSSLESS_SHUTDOWN_TIMEOUT"] = "8"
     proc = subprocess.Popen(
@@ -183,9 +197,9 @@ def test_drop_in_worker_class_under_plain_gunicorn(tmp_path) -> None:
         thread.start()
         wait_started(str(tmp_path / "started"), 1)
         proc.send_signal(signal.SIGTERM)
-        end = time.monotonic() + 1
+        end = time.monotonic() + 3
         while server.get("/readyz")[0] != 503:
-            assert time.monotonic() < end
+            assert time.monotonic() < end, "readiness did not flip within D"
         status, headers, _ = server.get("/")
         assert status == 200 and headers.get("connection") == "close"
         thread.join(15)
@@ -222,7 +236,8 @@ def _wakeups(pid: int) -> int:
 
 
 def test_the_wait_for_in_flight_requests_does_not_poll(serve, tmp_path) -> None:
-    """1. 4 workers 2. one slow request (2.5 s) 3. SIGTERM, D = 0.2 s. Result: once the
+    """1. 4 workers 2. one slow request (6 s: it outlasts the 1 s window below however late the
+    window starts on a loaded machine) 3. SIGTERM, D = 0.2 s. Result: once the
     listeners are closed, the worker serving the request and the master sleep until something
     happens (the request's end, a worker's exit): over 1 s each one's main thread wakes fewer than
     25 times, where waiting by 5 ms polls woke it about 200 times (a poll adds up to its period to
@@ -235,14 +250,14 @@ def test_the_wait_for_in_flight_requests_does_not_poll(serve, tmp_path) -> None:
         "--drain-delay",
         "0.2",
         "--shutdown-timeout",
-        "10",
+        "20",
         target="prod_apps:asgi",
         env={"APP_STARTED_FILE": str(started)},
     )
     server.wait_ready()
     _workers(server, 4)
     out: dict[str, object] = {}
-    thread = threading.Thread(target=_get, args=(server, "/slow?s=2.5", out))
+    thread = threading.Thread(target=_get, args=(server, "/slow?s=6", out))
     thread.start()
     wait_started(str(started), 1)
     worker = int(started.read_text().split()[0])
@@ -259,7 +274,7 @@ def test_the_wait_for_in_flight_requests_does_not_poll(serve, tmp_path) -> None:
     time.sleep(1.0)  # the window the wakeups are counted over, not a synchronisation
     assert out == {}, f"the request ended inside the window: {out}"
     after = _wakeups(worker), _wakeups(master)
-    thread.join(10)
+    thread.join(15)
     assert out.get("status") == 200, out
     assert server.wait_exit(15) == 0, server.stderr()
     woken = {"worker": after[0] - before[0], "master": after[1] - before[1]}

@@ -78,7 +78,7 @@ class Proc:
             if found is not None:
                 return found
             if self.proc.poll() is not None and self.event(name) is None:
-                time.sleep(0.1)
+                self._threads[0].join(5)  # stderr read to its end (EOF), not a guessed 0.1 s
                 found = self.event(name)
                 if found is not None:
                     return found

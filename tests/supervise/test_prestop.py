@@ -87,7 +87,8 @@ def test_drain_url_drains_lossless_run_and_returns_after_the_delay(
     draining = run.event("draining")
     assert draining is not None and draining["reason"] == "prestop"
     stop = run.event("stop_signal_sent")
-    assert stop is not None and 1.0 <= float(str(stop["t_plus"])) < 1.1
+    # at t0 + D, not before; the upper bound leaves room for a supervisor waiting for the CPU
+    assert stop is not None and 1.0 <= float(str(stop["t_plus"])) < 2.0
 
 
 def test_drain_url_with_a_wrong_token_fails_and_drains_nothing(

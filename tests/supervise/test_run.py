@@ -130,19 +130,22 @@ def test_4_other_signals_are_forwarded(spawn: Spawn, wrapper: str) -> None:
 # -- the drain sequence -------------------------------------------------------------------------
 def test_5_child_ignoring_sigterm_is_killed_at_the_deadline(spawn: Spawn) -> None:
     """1. a child that ignores SIGTERM 2. SIGTERM (D = 0.3 s, timeout 1.5 s). Result: it gets
-    SIGTERM at t0 + D, SIGKILL at t0 + 1.5 s; exit 137 and a ``forced`` event."""
+    SIGTERM at t0 + D, SIGKILL at t0 + 1.5 s; exit 137 and a ``forced`` event. (Upper bounds
+    leave room for a supervisor that waits for the CPU; each stays short of the next step.)"""
     proc = spawn(
         lossless(
             "run", "--drain-delay", "0.3", "--shutdown-timeout", "1.5", "--", PY, "-c", STUBBORN
         )
     )
     proc.wait_output("ready")
+    sent_before = time.monotonic()  # t0 is later: lower bounds hold however late we run
     t0 = proc.signal()
     assert proc.wait_exit(10) == 137
     assert proc.exited_at is not None
-    assert 1.4 <= proc.exited_at - t0 <= 2.5, proc.exited_at - t0
+    assert proc.exited_at - sent_before >= 1.5, proc.exited_at - sent_before
+    assert proc.exited_at - t0 <= 1.5 + 3.0, proc.exited_at - t0
     stop = proc.event("stop_signal_sent")
-    assert stop is not None and 0.3 <= float(str(stop["t_plus"])) < 0.4, stop
+    assert stop is not None and 0.3 <= float(str(stop["t_plus"])) < 1.2, stop  # before the kill
     forced = proc.event("forced")
     assert forced is not None and "deadline" in str(forced["what"]), proc.stderr()
     exited = proc.event("child_exited")
@@ -150,22 +153,23 @@ def test_5_child_ignoring_sigterm_is_killed_at_the_deadline(spawn: Spawn) -> Non
 
 
 def test_6_second_signal_skips_the_delay_third_kills_at_once(spawn: Spawn) -> None:
-    """1. a child that ignores SIGTERM, D = 10 s 2. a second SIGTERM 3. a third. Result: the
-    stop signal goes out at the second (not at t0 + 10 s), SIGKILL at the third; exit 137."""
+    """1. a child that ignores SIGTERM, D = 30 s 2. a second SIGTERM 3. a third. Result: the
+    stop signal goes out at the second (not at t0 + 30 s), SIGKILL at the third; exit 137.
+    Each signal is sent once the previous one was handled: two pending SIGTERMs are one."""
     proc = spawn(
-        lossless("run", "--drain-delay", "10", "--shutdown-timeout", "20", "--", PY, "-c", STUBBORN)
+        lossless("run", "--drain-delay", "30", "--shutdown-timeout", "60", "--", PY, "-c", STUBBORN)
     )
     proc.wait_output("ready")
     t0 = proc.signal()
-    time.sleep(0.3)
+    proc.wait_event("draining")
     proc.signal()
-    stop = proc.wait_event("stop_signal_sent", 5)
-    assert float(str(stop["t_plus"])) < 1.0
+    stop = proc.wait_event("stop_signal_sent", 10)
+    assert float(str(stop["t_plus"])) < 10.0
     time.sleep(0.3)
     assert proc.proc.poll() is None  # SIGTERM ignored: still running
     proc.signal()
-    assert proc.wait_exit(5) == 137
-    assert proc.exited_at is not None and proc.exited_at - t0 < 2.0
+    assert proc.wait_exit(10) == 137
+    assert proc.exited_at is not None and proc.exited_at - t0 < 10.0
 
 
 def test_7_stop_signal_is_configurable(spawn: Spawn) -> None:
@@ -178,19 +182,33 @@ def test_7_stop_signal_is_configurable(spawn: Spawn) -> None:
         lossless("run", "--drain-delay", "0.5", "--stop-signal", "QUIT", "--", PY, "-c", script)
     )
     proc.wait_output("ready")
-    t0 = proc.signal()
+    sent_before = time.monotonic()  # t0 is later: the bound holds however late we run
+    proc.signal()
     assert proc.wait_exit(10) == 0
     assert [line for line in proc.out if line.startswith("SIG")] == ["SIGQUIT"]
-    assert proc.exited_at is not None and proc.exited_at - t0 >= 0.5
+    assert proc.exited_at is not None and proc.exited_at - sent_before >= 0.5
 
 
-def test_8_orphans_are_reaped_while_the_child_runs(spawn: Spawn) -> None:
+def test_8_orphans_are_reaped_while_the_child_runs(spawn: Spawn, tmp_path: Path) -> None:
     """1. the child leaves short-lived orphans behind (double fork) 2. they exit. Result: the
-    supervisor reaps them (no zombie is left under it), and SIGTERM still works: exit 143."""
-    script = '(sh -c "sleep 0.1" &); (sh -c "sleep 0.1" &); (sleep 0.2 &); exec sleep 30'
+    supervisor reaps them (no zombie is left under it), and SIGTERM still works: exit 143.
+    (The test waits for the orphans to be gone, not a guessed second: one that exits late
+    would be a zombie for the moment before the supervisor reaps it.)"""
+    pids = tmp_path / "orphans"
+    script = (
+        f'(sh -c "sleep 0.1" & echo $! >> {pids}); (sh -c "sleep 0.1" & echo $! >> {pids}); '
+        f"(sleep 0.2 & echo $! >> {pids}); exec sleep 30"
+    )
     proc = spawn(lossless("run", "--", "sh", "-c", script))
     proc.wait_event("child_started")
-    time.sleep(1.0)
+    end = time.monotonic() + 10
+    while len(orphans := (pids.read_text().split() if pids.exists() else [])) < 3:
+        assert time.monotonic() < end, orphans
+        time.sleep(0.02)
+    # gone from /proc: reaped (a zombie under the supervisor would stay listed)
+    while left := [p for p in orphans if os.path.exists(f"/proc/{p}")]:
+        assert time.monotonic() < end, f"not reaped: {left}, zombies {zombies_of(proc.pid)}"
+        time.sleep(0.02)
     assert zombies_of(proc.pid) == []
     proc.signal()
     assert proc.wait_exit(10) == 143
@@ -210,26 +228,29 @@ def test_9_grandchildren_are_stopped_when_the_child_exits(spawn: Spawn, tmp_path
 
 def test_10_shell_without_exec_still_stops(spawn: Spawn) -> None:
     """1. ``sh -c 'sleep 300; echo done'`` (a shell that does not exec, so it would never pass
-    SIGTERM on) 2. SIGTERM. Result: the whole group gets it; exit at once with 143."""
+    SIGTERM on) 2. SIGTERM. Result: the whole group gets it; exit at once with 143 (within 5 s
+    on a loaded machine; the sleep would last 300 s)."""
     proc = spawn(lossless("run", "--", "sh", "-c", "sleep 300; echo done"))
     proc.wait_event("child_started")
     time.sleep(0.3)
     t0 = proc.signal()
     assert proc.wait_exit(10) == 143
-    assert proc.exited_at is not None and proc.exited_at - t0 < 1.0
+    assert proc.exited_at is not None and proc.exited_at - t0 < 5.0
 
 
 def test_11_plain_server_keeps_serving_during_the_delay(spawn: Spawn) -> None:
     """1. ``python -m http.server`` (dies at once on SIGTERM) under ``lossless run
-    --drain-delay 1`` 2. SIGTERM 3. new connections during D, then after D. Result: /readyz
+    --drain-delay 3`` 2. SIGTERM 3. new connections during D, then after D. Result: /readyz
     answers 503 from t0 while the server still answers 200 on fresh connections until t0 + D;
-    then connections are refused; the stop signal went out at t0 + D (within 50 ms)."""
+    then connections are refused; the stop signal went out at t0 + D (not before; within 1 s
+    after, a bound a supervisor waiting for the CPU cannot break). The requests stop 1 s short
+    of D, so none races the stop signal."""
     port, probe = free_port(), free_port()
     proc = spawn(
         lossless(
             "run",
             "--drain-delay",
-            "1",
+            "3",
             "--probe-port",
             str(probe),
             "--probe-host",
@@ -247,30 +268,32 @@ def test_11_plain_server_keeps_serving_during_the_delay(spawn: Spawn) -> None:
     )
     _wait_status(probe, "/readyz", 200)
     assert _get(port) == 200
-    t0 = proc.signal()
-    time.sleep(0.05)
+    sent_before = time.monotonic()
+    proc.signal()
+    proc.wait_event("draining")
     assert _get(probe, "/readyz") == 503
     assert _get(probe, "/livez") == 200
     served = 0
-    while time.monotonic() - t0 < 0.85:
+    while time.monotonic() - sent_before < 2.0 or served < 3:
+        assert proc.event("stop_signal_sent") is None, "D ended before the requests did"
         assert _get(port) == 200
         served += 1
         time.sleep(0.05)
-    assert served >= 10
-    time.sleep(0.45)
-    assert _refused(port)
     assert proc.wait_exit(10) == 143
+    assert _refused(port)
     stop = proc.event("stop_signal_sent")
     assert stop is not None
-    late = float(str(stop["t_plus"])) - 1.0
-    assert 0 <= late < 0.05, f"stop signal {late * 1000:.1f} ms after t0 + D"
+    late = float(str(stop["t_plus"])) - 3.0
+    assert 0 <= late < 1.0, f"stop signal {late * 1000:.1f} ms after t0 + D"
 
 
-def test_12_readiness_follows_the_childs_health(spawn: Spawn) -> None:
-    """1. a child that starts listening only after 1.5 s, --health-url / 2. probe before and
-    after. Result: /readyz 503 then 200; /livez 200 throughout; verbose names the check."""
+def test_12_readiness_follows_the_childs_health(spawn: Spawn, tmp_path: Path) -> None:
+    """1. a child that starts listening only once the test says so, --health-url / 2. probe
+    before and after. Result: /readyz 503 then 200; /livez 200 throughout; verbose names the
+    check. (Not after a fixed 1.5 s: a supervisor slow to start its probes would see it up.)"""
     port, probe = free_port(), free_port()
-    script = f"import time, runpy, sys; time.sleep(1.5); sys.argv = ['http.server', '{port}', '--bind', '127.0.0.1']; runpy.run_module('http.server', run_name='__main__')"
+    go = tmp_path / "go"
+    script = f"import os, time, runpy, sys\nwhile not os.path.exists({str(go)!r}): time.sleep(0.02)\nsys.argv = ['http.server', '{port}', '--bind', '127.0.0.1']; runpy.run_module('http.server', run_name='__main__')"
     proc = spawn(
         lossless(
             "run",
@@ -294,6 +317,8 @@ def test_12_readiness_follows_the_childs_health(spawn: Spawn) -> None:
     body = conn.getresponse().read().decode()
     conn.close()
     assert "[-]health_url failed" in body, body
+    assert _get(probe, "/livez") == 200
+    go.touch()
     _wait_status(probe, "/readyz", 200, timeout=10)
     proc.signal()
     assert proc.wait_exit(10) == 143
@@ -381,7 +406,7 @@ def test_16_child_does_not_outlive_a_killed_supervisor(spawn: Spawn) -> None:
     assert alive(child)
     proc.signal(signal.SIGKILL)
     assert proc.wait_exit(5) == -signal.SIGKILL
-    end = time.monotonic() + 3
+    end = time.monotonic() + 5
     while alive(child) and time.monotonic() < end:
         time.sleep(0.02)
     assert not alive(child)
