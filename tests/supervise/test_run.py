@@ -397,6 +397,24 @@ def _ppid(pid: int) -> int:
         return -1
 
 
+def test_17_a_stopped_and_continued_supervisor_keeps_supervising(spawn: Spawn) -> None:
+    """1. ``lossless run`` (a child that reports its signals) 2. SIGSTOP to the supervisor for
+    0.6 s (longer than its longest wait), then SIGCONT 3. SIGHUP. Result: the supervisor is
+    still running, forwards SIGCONT and SIGHUP, and exits with the child's code 7; no
+    traceback. (Its interrupted wait used to return garbage as a signal number: a crash.)"""
+    proc = spawn(lossless("run", "--", PY, "-c", REPORTER))
+    proc.wait_output("ready")
+    proc.signal(signal.SIGSTOP)
+    time.sleep(0.6)  # the length of the stop is the scenario, not a synchronisation
+    proc.signal(signal.SIGCONT)
+    forwarded = proc.wait_event("signal_forwarded")
+    assert forwarded["signal"] == "SIGCONT", proc.stderr()
+    assert proc.proc.poll() is None, proc.stderr()
+    proc.signal(signal.SIGHUP)
+    assert proc.wait_exit(10) == 7, proc.stderr()
+    assert "Traceback" not in proc.stderr()
+
+
 def test_16_child_does_not_outlive_a_killed_supervisor(spawn: Spawn) -> None:
     """1. ``lossless run -- sleep 30`` 2. SIGKILL to the supervisor (no chance to forward).
     Result: the child dies too (parent-death signal), instead of running on as an orphan."""

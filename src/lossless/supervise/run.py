@@ -131,8 +131,13 @@ class Supervisor:
             if not child.running and not self._leftovers(child):
                 break
             info = signal.sigtimedwait(self._waited, self._wait_time())
-            if info is not None:
+            if info is not None and info.si_signo in self._waited:
                 self._on_signal(child, info.si_signo)
+            # else: no signal. CPython (3.11 at least) returns an *uninitialised* siginfo, not
+            # None, when the wait was interrupted (EINTR: the supervisor was stopped and
+            # continued, SIGSTOP/SIGCONT) and its timeout passed meanwhile; no signal was
+            # taken then (pending ones stay pending for the next wait). Forwarding its garbage
+            # si_signo crashed the supervisor (os.killpg: EINVAL).
         code = child.exit_code
         assert code is not None
         lc.shutdown_sync()
