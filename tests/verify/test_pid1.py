@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -83,7 +84,7 @@ async def _connects(port: int) -> bool:
 
 
 def test_handles_signal_reads_the_caught_mask() -> None:
-    """Table: what /proc/PID/status SigCgt says for real processes."""
+    """Table: what /proc/PID/status (SigCgt, SigBlk, SigIgn) says for real processes."""
     cases = [
         ("import signal, time; signal.signal(signal.SIGTERM, lambda *a: 0); "
          "print(1, flush=True); time.sleep(30)", signal.SIGTERM, True),
@@ -91,6 +92,9 @@ def test_handles_signal_reads_the_caught_mask() -> None:
         ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
          "print(1, flush=True); time.sleep(30)", signal.SIGTERM, False),  # ignored: dropped too
         ("import time; print(1, flush=True); time.sleep(30)", signal.SIGINT, True),  # Python's
+        # blocked and collected with sigtimedwait (lossless run): queued, so taken
+        ("import signal; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}); "
+         "print(1, flush=True); signal.sigtimedwait({signal.SIGTERM}, 30)", signal.SIGTERM, True),
     ]  # fmt: skip
     for code, sig, expected in cases:
         with subprocess.Popen(
@@ -132,6 +136,33 @@ def test_sigterm_without_a_handler_is_dropped_until_sigkill(
             assert not run.times(EventKind.LISTENER_CLOSED, "v1-0") or (
                 run.first(EventKind.LISTENER_CLOSED, "v1-0") >= run.first(EventKind.SIGKILL, "v1-0")
             )
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_lossless_run_as_pid1_takes_sigterm(tmp_path: Path, server: Path, mode: str) -> None:
+    """``lossless run`` blocks SIGTERM and collects it with ``sigtimedwait`` (no handler in
+    ``SigCgt``): as PID 1 the kernel still queues it for it. 1. ``lossless run --drain-delay
+    0.5 -- server`` (the server has no handler), grace 10 s 2. deleted at t0. Result: SIGTERM
+    delivered, the server stopped at t0 + 0.5 s by lossless run, the pod gone long before the
+    SIGKILL at t0 + 10 s (the lab used to drop it in emulated mode: a correct setup killed at
+    the end of its grace period)."""
+    mode = _mode(mode)
+    lossless_bin = str(Path(sys.executable).parent / "lossless")
+    argv = (lossless_bin, "run", "--drain-delay", "0.5", "--", PYTHON, str(server))
+
+    async def main() -> None:
+        async with lab_session(tmp_path, pid1=mode) as run:
+            pod = await run.lab.create(PodTemplate(argv, grace=10), "v1-0")
+            async with asyncio.timeout(15):
+                await pod.listening.wait()
+            run.lab.delete(pod)
+            async with asyncio.timeout(8):
+                await pod.exited.wait()
+            sigterm = next(e for e in run.events if e.kind is EventKind.SIGTERM)
+            assert "not delivered" not in sigterm.detail, sigterm.detail
+            assert not run.times(EventKind.SIGKILL, "v1-0")
 
     asyncio.run(main())
 

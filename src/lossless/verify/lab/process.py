@@ -173,16 +173,52 @@ def _running(pid: int) -> bool:
 
 
 def handles_signal(pid: int, sig: int) -> bool | None:
-    """Whether process ``pid`` has a handler installed for ``sig`` (bit ``sig - 1`` of
-    ``SigCgt`` in /proc/PID/status); None when the process is gone."""
+    """Whether process ``pid`` takes ``sig``: a handler is installed for it (bit ``sig - 1`` of
+    ``SigCgt`` in /proc/PID/status), or it blocks it (``SigBlk``) to collect it with
+    ``sigwait``/``sigtimedwait``/``signalfd``, as ``lossless run`` does, or waits for it in
+    ``sigtimedwait`` right now (:func:`_waited_for`); the kernel queues such a signal even for a
+    namespace's PID 1 (``sig_ignored()`` in kernel/signal.c never ignores a blocked or
+    ``real_blocked`` signal). An ignored one (``SigIgn``) is not taken. None when the process is
+    gone."""
+    masks: dict[str, int] = {}
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as status:
             for line in status:
-                if line.startswith("SigCgt:"):
-                    return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+                if line.startswith(("SigBlk:", "SigIgn:", "SigCgt:")):
+                    name, value = line.split()
+                    masks[name] = int(value, 16)
     except (OSError, ValueError):
         return None
-    return None
+    if len(masks) != 3:
+        return None
+    bit = 1 << (sig - 1)
+    if masks["SigIgn:"] & bit:
+        return False
+    return bool((masks["SigCgt:"] | masks["SigBlk:"] | _waited_for(pid)) & bit)
+
+
+#: ``rt_sigtimedwait``'s number (``sigwaitinfo`` and ``sigtimedwait``) by machine.
+_SIGTIMEDWAIT = {"x86_64": 128, "aarch64": 137}.get(os.uname().machine)
+
+
+def _waited_for(pid: int) -> int:
+    """The signal set ``pid``'s main thread is waiting for in ``rt_sigtimedwait`` (0 when it
+    is not there, or it cannot be read). While it waits, the kernel unblocks those signals in
+    ``SigBlk`` (they are in its private ``real_blocked``), so the set is read from the call's
+    first argument, in the process's memory (/proc/PID/syscall, /proc/PID/mem: the lab's own
+    descendants)."""
+    if _SIGTIMEDWAIT is None:
+        return 0
+    try:
+        with open(f"/proc/{pid}/syscall", encoding="ascii") as f:
+            fields = f.read().split()
+        if len(fields) < 2 or fields[0] != str(_SIGTIMEDWAIT):
+            return 0
+        with open(f"/proc/{pid}/mem", "rb") as mem:
+            mem.seek(int(fields[1], 16))
+            return int.from_bytes(mem.read(8), "little")
+    except (OSError, ValueError, OverflowError):
+        return 0
 
 
 def port_is_free(host: str, port: int) -> bool:
