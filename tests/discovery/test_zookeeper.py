@@ -175,3 +175,43 @@ def test_session_expiry_recreates_the_node_while_ready_never_while_draining(
     watcher.sync()  # every creation during the drain has reached the watcher
     assert watcher.client.exists(path) is None
     assert watcher.created_after(t0) == [], watcher.events
+
+
+def test_deregistration_retries_a_connection_lost_under_its_delete(zookeeper: ZooKeeper) -> None:
+    """A process resumed by its SIGTERM after a pause sends the delete on a connection kazoo has
+    not yet noticed is gone: ConnectionLoss. The deregistration waits for kazoo to reconnect
+    and deletes again, within its timeout, instead of failing (a suite run saw it fail and the
+    drain count as forced). The loss is injected into the real client's first delete."""
+    from kazoo.exceptions import ConnectionLoss  # type: ignore[import-untyped]
+
+    from lossless.discovery.instance import Instance
+    from lossless.discovery.zookeeper import ZooKeeperRegistrar
+
+    instance = Instance("zretry", "zretry-1", "127.0.0.1", 1)
+    registrar = ZooKeeperRegistrar(zookeeper.hosts, instance, "services", session_timeout=5)
+    try:
+        registrar.register(5)
+        client = registrar._client
+        assert client is not None
+        real, calls = client.delete_async, []
+
+        def first_one_lost(path: str, *args: object, **kwargs: object) -> object:
+            calls.append(path)
+            if len(calls) == 1:
+                result = client.handler.async_result()
+                result.set_exception(ConnectionLoss())
+                return result
+            return real(path, *args, **kwargs)
+
+        client.delete_async = first_one_lost
+        registrar.deregister(5)
+        assert calls == [registrar.path, registrar.path]
+        check = KazooClient(hosts=zookeeper.hosts)
+        check.start(10)
+        try:
+            assert check.exists(registrar.path) is None
+        finally:
+            check.stop()
+            check.close()
+    finally:
+        registrar.close()

@@ -162,15 +162,37 @@ class ZooKeeperRegistrar:
         if client is None:
             return  # never connected: nothing of ours can exist
         end = time.monotonic() + timeout
-        while not client.connected and time.monotonic() < end:
-            time.sleep(0.01)  # kazoo is reconnecting in the background; do not disturb it
-        if not client.connected:
-            raise RegistryError(f"zookeeper {self.hosts}: not connected within {timeout:g} s")
-        timeout = max(0.001, end - time.monotonic())
-        try:
-            self._call(f"delete {self.path}", client.delete_async(self.path), timeout)
-        except exc.NoNodeError:
-            pass
+        # A connection lost under the delete (or a session expired: its ephemeral node is gone,
+        # though a newer session's may exist) is retried once kazoo has reconnected, until the
+        # timeout: a process paused and resumed by its SIGTERM meets exactly that.
+        transient = (exc.ConnectionLoss, exc.SessionExpiredError)
+        while True:
+            while not client.connected and time.monotonic() < end:
+                time.sleep(0.01)  # kazoo is reconnecting in the background; do not disturb it
+            if not client.connected:
+                raise RegistryError(f"zookeeper {self.hosts}: not connected within {timeout:g} s")
+            left = max(0.001, end - time.monotonic())
+            try:
+                client.delete_async(self.path).get(timeout=left)
+                return
+            except exc.NoNodeError:
+                return
+            except transient as error:
+                if time.monotonic() >= end:
+                    raise RegistryError(
+                        f"zookeeper {self.hosts}: delete {self.path} failed: "
+                        f"{type(error).__name__} (retried until the {timeout:g} s timeout)"
+                    ) from None
+                time.sleep(0.01)  # kazoo may not have noticed the loss yet
+            except exc.KazooException as error:
+                raise RegistryError(
+                    f"zookeeper {self.hosts}: delete {self.path} failed: {type(error).__name__}"
+                ) from None
+            except Exception as error:  # the handler's timeout_exception
+                raise RegistryError(
+                    f"zookeeper {self.hosts}: delete {self.path}: no answer within "
+                    f"{timeout:g} s ({type(error).__name__})"
+                ) from None
 
     def close(self) -> None:
         with self._lock:
