@@ -92,11 +92,15 @@ class ZooKeeperRegistrar:
             self.expires_after = negotiated / 1000.0
         return client
 
-    def _call(self, what: str, result: Any, timeout: float) -> Any:
+    def _call(
+        self, what: str, result: Any, timeout: float, passthrough: tuple[type, ...] = ()
+    ) -> Any:
+        """``result``'s value within ``timeout``; a kazoo error or no answer becomes one
+        ``RegistryError`` naming ``what``, except the node errors and ``passthrough``."""
         _client, exc = _kazoo()
         try:
             return result.get(timeout=max(timeout, 0.001))
-        except (exc.NoNodeError, exc.NodeExistsError):
+        except (exc.NoNodeError, exc.NodeExistsError, *passthrough):
             raise
         except exc.KazooException as error:
             raise RegistryError(
@@ -172,27 +176,19 @@ class ZooKeeperRegistrar:
             if not client.connected:
                 raise RegistryError(f"zookeeper {self.hosts}: not connected within {timeout:g} s")
             left = max(0.001, end - time.monotonic())
+            what = f"delete {self.path}"
             try:
-                client.delete_async(self.path).get(timeout=left)
+                self._call(what, client.delete_async(self.path), left, passthrough=transient)
                 return
             except exc.NoNodeError:
                 return
             except transient as error:
                 if time.monotonic() >= end:
                     raise RegistryError(
-                        f"zookeeper {self.hosts}: delete {self.path} failed: "
-                        f"{type(error).__name__} (retried until the {timeout:g} s timeout)"
+                        f"zookeeper {self.hosts}: {what} failed: {type(error).__name__} "
+                        f"(retried until the {timeout:g} s timeout)"
                     ) from None
                 time.sleep(0.01)  # kazoo may not have noticed the loss yet
-            except exc.KazooException as error:
-                raise RegistryError(
-                    f"zookeeper {self.hosts}: delete {self.path} failed: {type(error).__name__}"
-                ) from None
-            except Exception as error:  # the handler's timeout_exception
-                raise RegistryError(
-                    f"zookeeper {self.hosts}: delete {self.path}: no answer within "
-                    f"{timeout:g} s ({type(error).__name__})"
-                ) from None
 
     def close(self) -> None:
         with self._lock:
