@@ -95,6 +95,14 @@ def test_handles_signal_reads_the_caught_mask() -> None:
         # blocked and collected with sigtimedwait (lossless run): queued, so taken
         ("import signal; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}); "
          "print(1, flush=True); signal.sigtimedwait({signal.SIGTERM}, 30)", signal.SIGTERM, True),
+        # blocked and read from a signalfd (glibc's signalfd through ctypes): taken
+        ("import ctypes, signal, time; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}); "
+         "m = (ctypes.c_ulong * 16)(1 << 14); "
+         "assert ctypes.CDLL(None).signalfd(-1, ctypes.byref(m), 0) >= 0; "
+         "print(1, flush=True); time.sleep(30)", signal.SIGTERM, True),
+        # blocked with the default action: a container init discards it when it unblocks it
+        ("import signal, time; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}); "
+         "print(1, flush=True); time.sleep(30)", signal.SIGTERM, False),
     ]  # fmt: skip
     for code, sig, expected in cases:
         with subprocess.Popen(

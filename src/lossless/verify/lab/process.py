@@ -174,12 +174,11 @@ def _running(pid: int) -> bool:
 
 def handles_signal(pid: int, sig: int) -> bool | None:
     """Whether process ``pid`` takes ``sig``: a handler is installed for it (bit ``sig - 1`` of
-    ``SigCgt`` in /proc/PID/status), or it blocks it (``SigBlk``) to collect it with
-    ``sigwait``/``sigtimedwait``/``signalfd``, as ``lossless run`` does, or waits for it in
-    ``sigtimedwait`` right now (:func:`_waited_for`); the kernel queues such a signal even for a
-    namespace's PID 1 (``sig_ignored()`` in kernel/signal.c never ignores a blocked or
-    ``real_blocked`` signal). An ignored one (``SigIgn``) is not taken. None when the process is
-    gone."""
+    ``SigCgt`` in /proc/PID/status), it waits for it in ``sigtimedwait`` right now, as
+    ``lossless run`` does (:func:`_waited_for`), or it blocks it and reads it from a signalfd;
+    the kernel queues such a signal even for a namespace's PID 1 (``sig_ignored()`` in
+    kernel/signal.c never ignores a blocked or ``real_blocked`` signal) and the process dequeues
+    it itself. An ignored one (``SigIgn``) is not taken. None when the process is gone."""
     masks: dict[str, int] = {}
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as status:
@@ -194,7 +193,30 @@ def handles_signal(pid: int, sig: int) -> bool | None:
     bit = 1 << (sig - 1)
     if masks["SigIgn:"] & bit:
         return False
-    return bool((masks["SigCgt:"] | masks["SigBlk:"] | _waited_for(pid)) & bit)
+    if masks["SigCgt:"] & bit or _waited_for(pid) & bit:
+        return True
+    # Blocked alone is not enough: a container init with the default action discards a blocked
+    # signal when it unblocks it (get_signal(), SIGNAL_UNKILLABLE), as a shell does around a
+    # fork; only a signalfd that reads it takes it.
+    return bool(masks["SigBlk:"] & bit and _signalfd_mask(pid) & bit)
+
+
+def _signalfd_mask(pid: int) -> int:
+    """The signals ``pid`` reads through its signalfds (``sigmask`` in /proc/PID/fdinfo)."""
+    mask = 0
+    try:
+        fds = os.listdir(f"/proc/{pid}/fdinfo")
+    except OSError:
+        return 0
+    for fd in fds:
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii") as info:
+                for line in info:
+                    if line.startswith("sigmask:"):
+                        mask |= int(line.split()[1], 16)
+        except (OSError, ValueError):
+            continue
+    return mask
 
 
 #: ``rt_sigtimedwait``'s number (``sigwaitinfo`` and ``sigtimedwait``) by machine.
