@@ -200,6 +200,11 @@ def test_drop_in_worker_class_under_plain_gunicorn(tmp_path) -> None:
         end = time.monotonic() + 3
         while server.get("/readyz")[0] != 503:
             assert time.monotonic() < end, "readiness did not flip within D"
+        # plain gunicorn's master signals its workers one after the other, and each drop-in
+        # worker's t0 is its own SIGTERM: a request may reach the other one first
+        while "".join(lines).count('"event":"draining"') < 2:
+            assert time.monotonic() < end, "a worker did not start its drain within D"
+            time.sleep(0.01)
         status, headers, _ = server.get("/")
         assert status == 200 and headers.get("connection") == "close"
         thread.join(15)
