@@ -176,7 +176,6 @@ def test_a_stream_blocked_elsewhere_is_cancelled_then_ended_cleanly(serve, tmp_p
 def test_registry_forgets_streams_that_end_without_their_last_part() -> None:
     """A streaming response whose app returns without the final body part (uvicorn then closes
     the connection) leaves nothing behind in the open-stream registry."""
-    import asyncio
 
     from lossless.asgi import LosslessMiddleware
     from lossless.lifecycle import Lifecycle
@@ -191,20 +190,7 @@ def test_registry_forgets_streams_that_end_without_their_last_part() -> None:
         await send({"type": "http.response.body", "body": b"x", "more_body": True})
         seen.append(len(lc.streams))  # registered while open
 
-    middleware = LosslessMiddleware(app, lifecycle=lc, loop_check=False)
-    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
-
-    async def receive():  # type: ignore[no-untyped-def]
-        return {"type": "http.request"}
-
-    async def send(message):  # type: ignore[no-untyped-def]
-        return None
-
-    async def main() -> None:
-        for _ in range(3):
-            await middleware(scope, receive, send)
-
-    asyncio.run(main())
+    _serve_in_process(LosslessMiddleware(app, lifecycle=lc, loop_check=False), times=3)
     assert seen == [1, 1, 1]
     assert len(lc.streams) == 0
     lc.health.stop()
@@ -215,7 +201,6 @@ def test_responses_are_wrapped_only_where_a_server_ends_streams(armed: bool) -> 
     """Under a server that never ends streams (any server but ``lossless serve``'s) the app gets
     the server's own ``receive`` and ``send``: tracking streams nobody ends would cost every
     request (bench/bench_overhead.py). Armed, streams are tracked."""
-    import asyncio
 
     from lossless.asgi import LosslessMiddleware
     from lossless.lifecycle import Lifecycle
@@ -232,7 +217,19 @@ def test_responses_are_wrapped_only_where_a_server_ends_streams(armed: bool) -> 
         got.append(len(lc.streams))
         await send({"type": "http.response.body", "body": b""})
 
-    middleware = LosslessMiddleware(app, lifecycle=lc, loop_check=False)
+    receive, send = _serve_in_process(LosslessMiddleware(app, lifecycle=lc, loop_check=False))
+    (app_receive, app_send), open_streams = got
+    assert (app_receive is receive and app_send is send) is not armed
+    assert open_streams == (1 if armed else 0)
+    assert len(lc.streams) == 0
+    lc.health.stop()
+
+
+def _serve_in_process(middleware: object, times: int = 1) -> tuple[object, object]:
+    """Call ``middleware`` with one GET scope ``times`` times on a fresh loop, as a server
+    would; return the ``receive`` and ``send`` it was given."""
+    import asyncio
+
     scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
 
     async def receive():  # type: ignore[no-untyped-def]
@@ -241,9 +238,9 @@ def test_responses_are_wrapped_only_where_a_server_ends_streams(armed: bool) -> 
     async def send(message):  # type: ignore[no-untyped-def]
         return None
 
-    asyncio.run(middleware(scope, receive, send))
-    (app_receive, app_send), open_streams = got
-    assert (app_receive is receive and app_send is send) is not armed
-    assert open_streams == (1 if armed else 0)
-    assert len(lc.streams) == 0
-    lc.health.stop()
+    async def main() -> None:
+        for _ in range(times):
+            await middleware(scope, receive, send)  # type: ignore[operator]
+
+    asyncio.run(main())
+    return receive, send
